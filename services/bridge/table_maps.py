@@ -93,7 +93,9 @@ ACTUALS_TO_STAGING_LEG: Final = MapLeg(
         FieldMapping(
             "transaction_class", "msdyn_transactionclassification", TRANSACTION_CLASS_OPTIONS
         ),
-        FieldMapping("billing_type", "msdyn_billingtype", BILLING_TYPE_OPTIONS),
+        # Optional: dwsim's ActualCreated allows a cost actual without a billing type. Finance
+        # checks each billing type against its line properties (domain.md, rule 6).
+        FieldMapping("billing_type", "msdyn_billingtype", BILLING_TYPE_OPTIONS, required=False),
         FieldMapping("quantity", "msdyn_quantity"),
         FieldMapping("unit_price", "msdyn_price"),
         FieldMapping("amount", "msdyn_amount"),

@@ -213,8 +213,11 @@ def test_unknown_option_is_refused_naming_field_and_value() -> None:
 
 
 def test_optional_option_set_field_may_be_absent() -> None:
-    cost = billed_actual(transaction_type="cost", billing_method=None, invoice_id=None)
+    cost = billed_actual(
+        transaction_type="cost", billing_type=None, billing_method=None, invoice_id=None
+    )
     record = mapped(apply_mapping(ACTUALS_TO_STAGING_LEG, cost))
+    assert record.payload["msdyn_billingtype"] is None
     assert record.payload["msdyn_billingmethod"] is None
     assert record.payload["msdyn_invoice"] is None
 

@@ -50,7 +50,7 @@ def test_describe_lists_every_leg_and_mapping_as_json() -> None:
     assert billing_type == {
         "source": "billing_type",
         "target": "msdyn_billingtype",
-        "required": True,
+        "required": False,
         "value_map": {
             "chargeable": "Chargeable",
             "non_chargeable": "NonChargeable",
