@@ -318,7 +318,9 @@ class StagingRow:
     `invoice_id` is the proposal a billed-sales row belongs to. `unbilled_actual_id` links a
     time-and-material billed-sales row to the unbilled-sales actual it bills (the new one when
     confirmation replaced the original): that actual's posting through the integration journal
-    is what the billed row waits for.
+    is what the billed row waits for (see `matching_unbilled` when the link is absent).
+    `reverses_actual_id` marks a reversal; a billed-sales reversal is a corrective credit.
+    `billing_method` None is read as time and material, the only method with such classes.
     """
 
     actual_id: str
@@ -326,17 +328,18 @@ class StagingRow:
     transaction_type: TransactionType
     transaction_class: TransactionClass
     billing_type: BillingType
-    billing_method: BillingMethod
     quantity: Decimal
     amount: Decimal
     currency: str
     accounting_date: date
     project_id: str
-    contract_id: str
-    contract_line_id: str
-    customer_id: str
+    billing_method: BillingMethod | None = None
+    contract_id: str | None = None
+    contract_line_id: str | None = None
+    customer_id: str | None = None
     invoice_id: str | None = None
     unbilled_actual_id: str | None = None
+    reverses_actual_id: str | None = None
     imported: bool = False
     accounting: AccountingStamp | None = None
 
@@ -347,11 +350,18 @@ class StagingRow:
 
     @property
     def needs_posted_unbilled(self) -> bool:
-        """Whether this billed row may be imported only after its unbilled actual is posted."""
+        """Whether this billed row replaces unbilled sales the integration journal accrued.
+
+        Such a row is imported only after that unbilled actual is posted, and posting the
+        invoice reverses its WIP. A billed-sales reversal (corrective credit) is not one: the
+        quantity it gives back returns to WIP through a new unbilled actual that the journal
+        posts, so moving WIP on the credit as well would count it twice.
+        """
         return (
             self.transaction_type is TransactionType.BILLED_SALES
-            and self.billing_method is BillingMethod.TIME_AND_MATERIAL
+            and self.billing_method is not BillingMethod.FIXED_PRICE
             and self.transaction_class in _WIP_CLASSES
+            and self.reverses_actual_id is None
         )
 
 
@@ -369,13 +379,47 @@ def validate_staging_row(row: StagingRow, setups: Mapping[str, LegalEntitySetup]
     line_property_for(setup, row.billing_type)
     if not row.currency:
         raise InvalidStagingRow(f"actual {row.actual_id} has no currency")
-    if row.transaction_type is TransactionType.BILLED_SALES:
-        if not row.invoice_id:
-            raise InvalidStagingRow(f"billed sales actual {row.actual_id} has no invoice_id")
-        if row.needs_posted_unbilled and not row.unbilled_actual_id:
-            raise InvalidStagingRow(
-                f"time and material billed sales actual {row.actual_id} has no unbilled_actual_id"
-            )
+    if row.transaction_type is TransactionType.BILLED_SALES and not row.invoice_id:
+        raise InvalidStagingRow(f"billed sales actual {row.actual_id} has no invoice_id")
+
+
+def matching_unbilled(billed: StagingRow, rows: Iterable[StagingRow]) -> list[StagingRow]:
+    """The staged unbilled-sales actual(s) a time-and-material billed row bills.
+
+    With `unbilled_actual_id`, that actual alone. Without it, every staged unbilled row that
+    confirmation could have copied the billed row from: same legal entity, project, contract
+    line, class, billing type, currency, quantity and amount. The caller waits while any match
+    is unposted, so an identical entry not yet through the journal makes the proposal wait
+    rather than proceed on another entry's posting.
+    """
+    if billed.unbilled_actual_id is not None:
+        return [r for r in rows if r.actual_id == billed.unbilled_actual_id]
+    key = (
+        billed.legal_entity,
+        billed.project_id,
+        billed.contract_line_id,
+        billed.transaction_class,
+        billed.billing_type,
+        billed.currency,
+        billed.quantity,
+        billed.amount,
+    )
+    return [
+        r
+        for r in rows
+        if r.transaction_type is TransactionType.UNBILLED_SALES
+        and (
+            r.legal_entity,
+            r.project_id,
+            r.contract_line_id,
+            r.transaction_class,
+            r.billing_type,
+            r.currency,
+            r.quantity,
+            r.amount,
+        )
+        == key
+    ]
 
 
 # --- integration journals ---------------------------------------------------------------------
@@ -397,7 +441,7 @@ class JournalLine:
     accounting_date: date
     exchange_rate: Decimal  # fixed at import, when the rate was checked
     project_id: str
-    contract_id: str
+    contract_id: str | None
 
 
 @dataclass(frozen=True)
@@ -457,7 +501,7 @@ class ProposalLine:
     amount: Decimal  # transaction currency; counts in totals only when chargeable
     currency: str
     project_id: str
-    contract_line_id: str
+    contract_line_id: str | None
     unbilled_actual_id: str | None
     # Rate the linked unbilled sales were accrued at as WIP; None when nothing was accrued
     # (milestone, fee, non-chargeable unbilled), so posting books straight revenue.
@@ -539,7 +583,7 @@ def _row_problem(
             setups[row.legal_entity],
             row.currency,
             row.accounting_date,
-            fixed_contract_rates.get(row.contract_id),
+            fixed_contract_rates.get(row.contract_id or ""),
         )
     except FinanceRuleError as exc:
         return str(exc)
@@ -566,14 +610,14 @@ def plan_import_from_staging(
     - "mismatched billed sales actuals: S staged for M expected" when more than M are staged;
     - the reason of one of its rows (e.g. no exchange rate, no line property);
     - "project transaction not posted yet: ..." when a time-and-material row's unbilled actual
-      (`unbilled_actual_id`) is not in staging or not posted through the integration journal.
+      (`matching_unbilled`) is not in staging or not posted through the integration journal.
+      A billed-sales reversal (corrective credit), milestone or fee waits for no journal.
     """
     settings = settings or ImportSettings()
     if settings.max_lines_per_journal < 1:
         raise ValueError("max_lines_per_journal must be at least 1")
     rates = fixed_contract_rates or {}
     all_rows = list(rows)
-    by_id = {row.actual_id: row for row in all_rows}
     headers = {header.proposal_id: header for header in proposals}
     pending = sorted((r for r in all_rows if not r.imported), key=lambda r: r.actual_id)
 
@@ -607,7 +651,7 @@ def plan_import_from_staging(
             for row in billed:
                 row_reasons[row.actual_id] = reason
             continue
-        lines, wait = _plan_proposal(header, billed, by_id, setups, rates, row_reasons)
+        lines, wait = _plan_proposal(header, billed, all_rows, setups, rates, row_reasons)
         if wait is None:
             proposal_lines[invoice_id] = lines
         else:
@@ -651,7 +695,7 @@ def _plan_journals(
                     currency=row.currency,
                     accounting_date=row.accounting_date,
                     exchange_rate=exchange_rate(
-                        setup, row.currency, row.accounting_date, rates.get(row.contract_id)
+                        setup, row.currency, row.accounting_date, rates.get(row.contract_id or "")
                     ),
                     project_id=row.project_id,
                     contract_id=row.contract_id,
@@ -673,7 +717,7 @@ def _count_reason(staged: int, expected: int) -> str:
 def _plan_proposal(
     header: ProposalHeader,
     billed: Sequence[StagingRow],
-    by_id: Mapping[str, StagingRow],
+    staged: Sequence[StagingRow],
     setups: Mapping[str, LegalEntitySetup],
     rates: Mapping[str, Decimal],
     row_reasons: dict[str, str],
@@ -707,22 +751,27 @@ def _plan_proposal(
         accrued_rates[row.actual_id] = None
         if not row.needs_posted_unbilled:
             continue
-        unbilled = by_id.get(row.unbilled_actual_id or "")
-        if unbilled is None:
+        matches = matching_unbilled(row, staged)
+        if not matches:
+            which = row.unbilled_actual_id or "(matched by contract line, quantity and amount)"
             return (), (
-                f"{NOT_POSTED_YET}: unbilled actual {row.unbilled_actual_id} "
+                f"{NOT_POSTED_YET}: unbilled actual {which} "
                 f"of billed actual {row.actual_id} is not in staging"
             )
-        if unbilled.accounting is None:
+        unposted = [m for m in matches if m.accounting is None]
+        if unposted:
             return (), (
-                f"{NOT_POSTED_YET}: unbilled actual {unbilled.actual_id} "
+                f"{NOT_POSTED_YET}: unbilled actual {unposted[0].actual_id} "
                 f"of billed actual {row.actual_id} is not posted through the integration journal"
             )
-        if unbilled.billing_type is BillingType.CHARGEABLE:
+        unbilled = max(matches, key=lambda m: (m.accounting_date, m.actual_id))
+        if unbilled.accounting is not None and unbilled.billing_type is BillingType.CHARGEABLE:
             # Only chargeable unbilled sales were accrued as WIP (see post_integration_journal).
             accrued_rates[row.actual_id] = unbilled.accounting.exchange_rate
 
-    ordered = sorted(billed, key=lambda r: (r.contract_line_id, r.accounting_date, r.actual_id))
+    ordered = sorted(
+        billed, key=lambda r: (r.contract_line_id or "", r.accounting_date, r.actual_id)
+    )
     lines = tuple(
         ProposalLine(
             proposal_id=header.proposal_id,

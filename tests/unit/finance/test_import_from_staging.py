@@ -343,11 +343,17 @@ def test_lines_imported_only_once() -> None:
         with_lines_imported(with_lines_imported(_header(1)))
 
 
-def test_credit_proposal_lines_come_from_negative_billed_rows() -> None:
+def test_corrective_credit_line_needs_no_journal_and_moves_no_wip() -> None:
+    # The billed reversal gives quantity back to WIP through a new unbilled actual, which the
+    # journal posts; the credit line itself must not wait for, or reverse, any accrual.
     rows = [
-        _posted(_unbilled("U1")),
         _billed(
-            "B1R", "U1", quantity=Decimal("-8"), amount=Decimal("-1600.00"), invoice_id="INV-2"
+            "B1R",
+            "U1",
+            quantity=Decimal("-8"),
+            amount=Decimal("-1600.00"),
+            invoice_id="INV-2",
+            reverses_actual_id="B1",
         ),
     ]
     plan = plan_import_from_staging(rows, [_header(1, proposal_id="INV-2")], SETUPS)
@@ -355,5 +361,57 @@ def test_credit_proposal_lines_come_from_negative_billed_rows() -> None:
     assert (line.actual_id, line.amount, line.accrued_wip_rate) == (
         "B1R",
         Decimal("-1600.00"),
-        Decimal("1"),
+        None,
     )
+
+
+def test_negative_time_and_material_line_that_is_not_a_reversal_reverses_its_wip() -> None:
+    rows = [
+        _posted(_unbilled("U1", quantity=Decimal("-1"), amount=Decimal("-50.00")), rate="1.1"),
+        _billed("B1", "U1", quantity=Decimal("-1"), amount=Decimal("-50.00")),
+    ]
+    plan = plan_import_from_staging(rows, [_header(1)], SETUPS)
+    (line,) = plan.proposal_lines["INV-1"]
+    assert line.accrued_wip_rate == Decimal("1.1")
+
+
+# --- unbilled link absent: matched by contract line, class, billing type, quantity, amount ----
+
+
+def test_billed_row_without_link_matches_its_posted_unbilled_actual() -> None:
+    rows = [
+        _posted(_unbilled("U1", quantity=Decimal("6"), amount=Decimal("1200.00")), rate="1.1"),
+        _posted(_unbilled("U2", contract_line_id="CL2")),  # another contract line
+        _billed("B1", None, quantity=Decimal("6"), amount=Decimal("1200.00")),
+    ]
+    plan = plan_import_from_staging(rows, [_header(1)], SETUPS)
+    (line,) = plan.proposal_lines["INV-1"]
+    assert (line.actual_id, line.accrued_wip_rate) == ("B1", Decimal("1.1"))
+
+
+def test_billed_row_without_link_waits_while_an_identical_unbilled_actual_is_unposted() -> None:
+    rows = [
+        _posted(_unbilled("U1")),
+        _unbilled("U5"),  # same contract line, quantity and amount, not yet journal-posted
+        _billed("B1", None),
+    ]
+    plan = plan_import_from_staging(rows, [_header(1)], SETUPS)
+    assert plan.waiting == {
+        "INV-1": "project transaction not posted yet: unbilled actual U5 of billed actual B1 "
+        "is not posted through the integration journal"
+    }
+
+
+def test_billed_row_without_link_and_without_match_waits() -> None:
+    rows = [_posted(_unbilled("U1", amount=Decimal("1500.00"))), _billed("B1", None)]
+    plan = plan_import_from_staging(rows, [_header(1)], SETUPS)
+    assert plan.waiting == {
+        "INV-1": "project transaction not posted yet: unbilled actual (matched by contract line, "
+        "quantity and amount) of billed actual B1 is not in staging"
+    }
+
+
+def test_billing_method_absent_is_read_as_time_and_material() -> None:
+    rows = [_unbilled("U1"), _billed("B1", "U1", billing_method=None)]
+    plan = plan_import_from_staging(rows, [_header(1)], SETUPS)
+    assert plan.waiting["INV-1"].startswith("project transaction not posted yet")

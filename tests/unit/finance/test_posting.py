@@ -334,7 +334,7 @@ def test_milestone_proposal_books_straight_revenue_with_fixed_contract_rate() ->
     assert posted.invoice.exchange_rate == Decimal("1.0000")
 
 
-def test_credit_proposal_produces_the_mirror_entries() -> None:
+def test_corrective_credit_produces_the_mirror_entries() -> None:
     header, lines, rows = _time_and_material_invoice()
     post_proposal(header, lines, USPM, date(2026, 11, 20), "CIV-000001", "VOU-000010")
 
@@ -345,6 +345,7 @@ def test_credit_proposal_produces_the_mirror_entries() -> None:
         quantity=Decimal("-6"),
         amount=Decimal("-1200.00"),
         invoice_id="INV-2",
+        reverses_actual_id="B1",
     )
     credit_header, credit_lines = _proposal(
         [*rows, reversal], _header(1, proposal_id="INV-2", tax_amount=Decimal("-240.00"))
@@ -352,11 +353,11 @@ def test_credit_proposal_produces_the_mirror_entries() -> None:
     credit = post_proposal(
         credit_header, credit_lines, USPM, date(2026, 11, 20), "CIV-000002", "VOU-000011"
     )
+    # Mirror of the invoice's receivable, revenue and tax. WIP does not move: the quantity given
+    # back returns to WIP through a new unbilled actual that the integration journal posts.
     assert _entries(credit.voucher) == [
         (ACCOUNT_RECEIVABLE, Decimal("-1612.80")),
         (ACCOUNT_REVENUE, Decimal("1344.00")),
-        (ACCOUNT_ACCRUED_REVENUE, Decimal("-1320.00")),
-        (ACCOUNT_WIP_SALES_VALUE, Decimal("1320.00")),
         (ACCOUNT_SALES_TAX_PAYABLE, Decimal("268.80")),
     ]
     assert credit.voucher.balance == 0
@@ -467,3 +468,37 @@ def test_unbalanced_voucher_cannot_be_constructed() -> None:
                 LedgerEntry(ACCOUNT_REVENUE, Decimal("-9.99")),
             ),
         )
+
+
+def test_milestone_credit_is_the_exact_mirror_of_its_invoice() -> None:
+    def milestone(actual_id: str, amount: str, invoice_id: str, **extra: Any) -> StagingRow:
+        return _row(
+            actual_id,
+            transaction_type=TransactionType.BILLED_SALES,
+            transaction_class=TransactionClass.MILESTONE,
+            billing_method=BillingMethod.FIXED_PRICE,
+            quantity=Decimal("1") if Decimal(amount) > 0 else Decimal("-1"),
+            amount=Decimal(amount),
+            invoice_id=invoice_id,
+            **extra,
+        )
+
+    header, lines = _proposal(
+        [milestone("M1", "5000.00", "INV-1")], _header(1, tax_amount=Decimal("1000.00"))
+    )
+    invoice = post_proposal(header, lines, USPM, date(2026, 11, 20), "CIV-000001", "VOU-000001")
+    credit_header, credit_lines = _proposal(
+        [milestone("M1R", "-5000.00", "INV-2", reverses_actual_id="M1")],
+        _header(1, proposal_id="INV-2", tax_amount=Decimal("-1000.00")),
+    )
+    credit = post_proposal(
+        credit_header, credit_lines, USPM, date(2026, 11, 20), "CIV-000002", "VOU-000002"
+    )
+    assert _entries(invoice.voucher) == [
+        (ACCOUNT_RECEIVABLE, Decimal("6720.00")),
+        (ACCOUNT_REVENUE, Decimal("-5600.00")),
+        (ACCOUNT_SALES_TAX_PAYABLE, Decimal("-1120.00")),
+    ]
+    assert _entries(credit.voucher) == [(a, -x) for a, x in _entries(invoice.voucher)]
+    assert credit.voucher.balance == 0
+    assert credit.invoice.total_amount == -invoice.invoice.total_amount == Decimal("-6000.00")

@@ -217,10 +217,10 @@ def test_billed_sales_row_needs_an_invoice() -> None:
         )
 
 
-def test_time_and_material_billed_row_needs_its_unbilled_link() -> None:
+def test_time_and_material_billed_row_may_come_without_unbilled_link() -> None:
+    # Import from staging then matches it to its unbilled actual (see matching_unbilled).
     row = _row(transaction_type=TransactionType.BILLED_SALES, invoice_id="INV-1")
-    with pytest.raises(InvalidStagingRow, match="A1 has no unbilled_actual_id"):
-        validate_staging_row(row, {"USPM": _setup()})
+    validate_staging_row(row, {"USPM": _setup()})
 
 
 # --- one-way rule -----------------------------------------------------------------------------
