@@ -1,0 +1,45 @@
+# dwsim: every target creates .venv and installs the project on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help demo test lint format up down status schemas bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## The whole flow end to end, with a report (starts and stops what it needs)
+	$(BIN)/dwsim demo
+
+test: $(STAMP)  ## All tests; starts the embedded broker and PostgreSQL unless configured
+	$(BIN)/pytest
+
+lint: $(STAMP)  ## ruff (format + lint) and mypy
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy services schemas infra
+
+format: $(STAMP)  ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+up: $(STAMP)  ## Start the local broker and PostgreSQL, create roles, databases, topics
+	$(BIN)/python -m infra up
+
+down: $(STAMP)  ## Stop what `make up` started
+	$(BIN)/python -m infra down
+
+status: $(STAMP)  ## Is the local infrastructure up, and where
+	$(BIN)/python -m infra status
+
+schemas: $(STAMP)  ## Export JSON Schema of every topic to schemas/json/
+	$(BIN)/python -m schemas.compatibility
+
+clean: down  ## Stop everything and remove .dwsim/ (data, logs, passwords)
+	rm -rf .dwsim

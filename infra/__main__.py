@@ -1,0 +1,3 @@
+from infra.cli import app
+
+app(prog_name="python -m infra")

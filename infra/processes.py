@@ -1,0 +1,118 @@
+"""Ports, pids and state files of the local servers: the part broker and database share."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from infra.errors import PortInUse
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def ensure_port_free(port: int, what: str, setting: str, host: str = "127.0.0.1") -> None:
+    """Raise PortInUse, naming the holder if we can see it, when `port` is taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            return
+        except OSError:
+            pass
+    holder = ""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    holder = f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+                break
+    except (psutil.Error, OSError):
+        pass
+    raise PortInUse(
+        f"{what}: port {port} on {host} is already in use{holder}; "
+        f"set {setting} to another port, or 0 to pick a free one"
+    )
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on the port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when the process exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def stop_process(pid: int, deadline_s: float = 10.0) -> None:
+    """SIGTERM, wait for the exit until the deadline, then SIGKILL and wait again.
+
+    Waiting for the exit matters: the default broker crashes when a new one binds the port
+    before the old one has gone.
+    """
+    if not pid_alive(pid):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if _wait_gone(pid, deadline_s):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _wait_gone(pid, 5.0)
+
+
+def _wait_gone(pid: int, deadline_s: float) -> bool:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not pid_alive(pid):
+            # Reap it if it is our child, so it does not linger as a zombie.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            return True
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+def write_state(path: Path, data: dict[str, Any]) -> None:
+    """Write a state file atomically, readable only by its owner."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """A state file's content, or None."""
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data

@@ -1,0 +1,81 @@
+"""Events Dataverse publishes: confirmed proforma headers and every new actual."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.vocabulary import (
+    AdjustmentStatus,
+    BillingMethod,
+    BillingStatus,
+    BillingType,
+    TransactionClass,
+    TransactionType,
+)
+
+
+class Address(BaseModel):
+    """A postal address of the invoice customer."""
+
+    street: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+class InvoiceConfirmed(BaseModel):
+    """`invoice-confirmed`: a confirmed proforma's header, what Finance's proposal is made of."""
+
+    model_config = ConfigDict(frozen=True)
+
+    invoice_id: UUID
+    invoice_number: str | None = None
+    legal_entity: str = Field(min_length=1)
+    customer_id: UUID
+    customer_name: str | None = None
+    contract_id: UUID
+    billing_method: BillingMethod | None = None
+    currency: str = Field(min_length=3, max_length=3)
+    invoice_date: date
+    total_amount: Decimal
+    tax_amount: Decimal = Decimal("0")
+    payment_terms: str | None = None
+    invoice_address: Address | None = None
+    expected_billed_lines: int = Field(ge=0)
+    is_corrective: bool = False
+    corrects_invoice_id: UUID | None = None
+
+
+class ActualCreated(BaseModel):
+    """`actuals-created`: one new `msdyn_actual`, skip-sync ones included."""
+
+    model_config = ConfigDict(frozen=True)
+
+    actual_id: UUID
+    transaction_type: TransactionType
+    transaction_class: TransactionClass
+    billing_type: BillingType | None = None
+    billing_status: BillingStatus | None = None
+    adjustment_status: AdjustmentStatus = AdjustmentStatus.NONE
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    currency: str = Field(min_length=3, max_length=3)
+    document_date: date
+    accounting_date: date
+    legal_entity: str = Field(min_length=1)
+    project_id: UUID
+    contract_id: UUID | None = None
+    contract_line_id: UUID | None = None
+    billing_method: BillingMethod | None = None
+    customer_id: UUID | None = None
+    resource: str | None = None
+    role: str | None = None
+    invoice_id: UUID | None = None
+    unbilled_actual_id: UUID | None = None
+    reverses_actual_id: UUID | None = None
+    skip_sync: bool = False

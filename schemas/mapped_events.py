@@ -1,0 +1,82 @@
+"""Records the bridge writes, named as the target entity names them (see bridge table maps).
+
+`fo-invoice-proposals` carries Finance's project invoice proposal header (data-entity names);
+`fo-actuals-staging` a row of Finance's actuals staging table and `dv-actuals-accounting` the
+accounting detail for a Dataverse actual (both `msdyn_` names). Option-set values arrive as the
+labels the table map's value maps produce (e.g. "BilledSales").
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TransactionTypeOption = Literal["Cost", "UnbilledSales", "BilledSales"]
+TransactionClassOption = Literal["Time", "Expense", "Material", "Milestone", "Fee"]
+BillingTypeOption = Literal["Chargeable", "NonChargeable", "Complimentary"]
+BillingMethodOption = Literal["TimeAndMaterial", "FixedPrice"]
+
+
+class ProposalHeaderRecord(BaseModel):
+    """`fo-invoice-proposals`: a project invoice proposal header for Finance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ProposalId: UUID
+    DataAreaId: str = Field(min_length=1)
+    InvoiceAccount: UUID
+    ContractId: UUID
+    CurrencyCode: str = Field(min_length=3, max_length=3)
+    InvoiceDate: date
+    ProposalTotal: Decimal
+    SalesTaxAmount: Decimal
+    PaymentTerms: str | None = None
+    InvoiceAddress: dict[str, Any] | None = None
+    ExpectedBilledLines: int = Field(ge=0)
+    IsCorrective: bool = False
+    CorrectedProposalId: UUID | None = None
+
+
+class StagingActualRecord(BaseModel):
+    """`fo-actuals-staging`: one actual for Finance's actuals staging table."""
+
+    model_config = ConfigDict(frozen=True)
+
+    msdyn_actualid: UUID
+    msdyn_transactiontype: TransactionTypeOption
+    msdyn_transactionclassification: TransactionClassOption
+    msdyn_billingtype: BillingTypeOption | None = None
+    msdyn_quantity: Decimal
+    msdyn_price: Decimal
+    msdyn_amount: Decimal
+    msdyn_transactioncurrency: str = Field(min_length=3, max_length=3)
+    msdyn_documentdate: date
+    msdyn_accountingdate: date
+    msdyn_legalentity: str = Field(min_length=1)
+    msdyn_project: UUID
+    msdyn_contract: UUID | None = None
+    msdyn_contractline: UUID | None = None
+    msdyn_customer: UUID | None = None
+    msdyn_bookableresource: str | None = None
+    msdyn_resourcecategory: str | None = None
+    msdyn_invoice: UUID | None = None
+    msdyn_billingmethod: BillingMethodOption | None = None
+    msdyn_unbilledactual: UUID | None = None
+    msdyn_reversedactual: UUID | None = None
+
+
+class ActualAccountingRecord(BaseModel):
+    """`dv-actuals-accounting`: accounting detail Finance stamped on one actual."""
+
+    model_config = ConfigDict(frozen=True)
+
+    msdyn_actualid: UUID
+    msdyn_externalreference: str
+    msdyn_externalreferencedate: date
+    msdyn_exchangerate: Decimal
+    msdyn_amountaccountingcurrency: Decimal
+    msdyn_salestaxamount: Decimal | None = None

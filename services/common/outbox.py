@@ -1,0 +1,199 @@
+"""Transactional outbox: events written with the change, published by a relay in commit order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel
+
+from schemas.envelope import Envelope
+from services.common.db import DbConnection
+from services.common.kafka import make_producer
+from services.common.logging import get_logger
+from services.common.settings import Settings
+
+log = get_logger(__name__)
+
+NOTIFY_CHANNEL = "dwsim_outbox"
+# Writers of the outbox take this transaction-scoped lock before inserting. It makes the order
+# of ids the order of commits: a row can never get a smaller id than a row already committed,
+# so a relay reading `ORDER BY id` cannot pass over a row whose transaction commits late.
+_OUTBOX_WRITE_LOCK = 7_261_002
+# One relay per database publishes at a time (session lock), so two processes of the same
+# service cannot interleave their batches and reorder a key's events.
+_RELAY_LEADER_LOCK = 7_261_003
+
+
+async def add(
+    conn: DbConnection,
+    topic: str,
+    key: str | None,
+    event: Envelope[Any],
+) -> None:
+    """Record `event` for `topic` inside the caller's open transaction."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("outbox.add must run inside the transaction of the change")
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _OUTBOX_WRITE_LOCK)
+    await conn.execute(
+        "INSERT INTO dwsim_outbox (event_id, topic, key, event_type, correlation_id, value) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        event.event_id,
+        topic,
+        key,
+        event.event_type,
+        event.correlation_id,
+        event.model_dump_json().encode(),
+    )
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+async def add_many(conn: DbConnection, rows: list[tuple[str, str | None, Envelope[Any]]]) -> None:
+    """Record several events at once (topic, key, event), in list order."""
+    if not rows:
+        return
+    if not conn.is_in_transaction():
+        raise RuntimeError("outbox.add_many must run inside the transaction of the change")
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _OUTBOX_WRITE_LOCK)
+    await conn.executemany(
+        "INSERT INTO dwsim_outbox (event_id, topic, key, event_type, correlation_id, value) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        [
+            (e.event_id, t, k, e.event_type, e.correlation_id, e.model_dump_json().encode())
+            for t, k, e in rows
+        ],
+    )
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+def envelope(
+    event_type: str,
+    source: str,
+    payload: BaseModel,
+    correlation_id: str | None = None,
+    causation_id: Any = None,
+) -> Envelope[Any]:
+    """Wrap a payload in a new envelope."""
+    return Envelope[Any](
+        event_type=event_type,
+        source=source,
+        payload=payload,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+
+
+async def unpublished_count(conn: DbConnection) -> int:
+    """Rows waiting for the relay."""
+    count: int = await conn.fetchval("SELECT count(*) FROM dwsim_outbox WHERE published_at IS NULL")
+    return count
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows in id (= commit) order and marks them published.
+
+    A batch is published and then marked in one transaction that holds its rows locked; a
+    crash between publish and mark re-publishes the batch (consumers' inboxes drop the
+    repeats), it never loses a row. While the broker is away the relay retries with
+    exponential backoff, capped by `relay_max_backoff_s`.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, name: str) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._name = name
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.published = 0
+        self.last_error: str | None = None
+
+    def stop(self) -> None:
+        """Ask the relay to finish its current batch and return."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until stopped."""
+        async with self._pool.acquire() as leader:
+            # Holding the leader lock for the relay's life; a second relay waits here.
+            while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LEADER_LOCK):
+                if await self._sleep(1.0):
+                    return
+            await leader.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            try:
+                await self._relay_loop()
+            finally:
+                with contextlib.suppress(Exception):
+                    await leader.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                    await leader.execute("SELECT pg_advisory_unlock($1)", _RELAY_LEADER_LOCK)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait for a wake-up or the timeout; True when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+        return self._stopping.is_set()
+
+    async def _relay_loop(self) -> None:
+        backoff = 0.1
+        producer: AIOKafkaProducer | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if producer is None:
+                        producer = make_producer(self._settings, f"{self._name}-relay")
+                        await producer.start()
+                    sent = await self._publish_batch(producer)
+                    backoff = 0.1
+                    self.last_error = None
+                    if sent == 0 and await self._sleep(self._settings.relay_idle_interval_s):
+                        return
+                except (TimeoutError, KafkaError, OSError) as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("outbox_publish_failed", error=self.last_error, retry_in=backoff)
+                    if producer is not None:
+                        with contextlib.suppress(Exception):
+                            await producer.stop()
+                        producer = None
+                    if await self._sleep(backoff):
+                        return
+                    backoff = min(backoff * 2, self._settings.relay_max_backoff_s)
+        finally:
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+
+    async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, topic, key, value, event_type, correlation_id FROM dwsim_outbox "
+                "WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
+                self._settings.relay_batch_size,
+            )
+            if not rows:
+                return 0
+            # aiokafka keeps one request in flight per partition, so sends of one key
+            # (one partition) reach the broker in the order they are queued here.
+            futures = [
+                await producer.send(
+                    r["topic"],
+                    value=r["value"],
+                    key=r["key"].encode() if r["key"] is not None else None,
+                    headers=[("event_type", r["event_type"].encode())],
+                )
+                for r in rows
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+            await conn.execute(
+                "UPDATE dwsim_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
+        self.published += len(rows)
+        return len(rows)

@@ -1,0 +1,135 @@
+"""Typed settings of every dwsim process, from `DWSIM_*` environment variables.
+
+Defaults point at the local infrastructure that `make up` (or the test session) starts: the
+broker's and PostgreSQL's ports and the generated passwords are read from the state files that
+`infra/` writes under `DWSIM_HOME` (default `.dwsim/` in the project folder).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SERVICES: tuple[str, ...] = ("dataverse", "finance", "bridge")
+
+BROKER_STATE = "broker.json"
+POSTGRES_STATE = "postgres.json"
+SECRETS_FILE = "secrets.json"
+
+
+class InfrastructureNotStarted(RuntimeError):
+    """The local broker or database is needed but was neither started nor configured."""
+
+
+class Settings(BaseSettings):
+    """Every setting with its default; each can be set as `DWSIM_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="DWSIM_", extra="ignore")
+
+    home: Path = Field(
+        default=PROJECT_ROOT / ".dwsim",
+        description="Folder of the local infrastructure: data, logs, ports and passwords.",
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="External Kafka bootstrap servers; unset means the local broker.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="External PostgreSQL admin URL; unset means the local embedded server.",
+    )
+    topic_prefix: str = Field(default="", description="Prefix of every topic name.")
+    partitions: int = Field(default=6, ge=1, description="Partitions per provisioned topic.")
+    broker_port: int = Field(default=0, ge=0, description="Local broker port; 0 picks a free one.")
+    postgres_port: int = Field(default=0, ge=0, description="Local PostgreSQL port; 0 = free one.")
+
+    # The default broker holds each JoinGroup for half the session timeout, so short values
+    # keep joins ~2 s locally; a real cluster wants the usual longer ones.
+    consumer_session_timeout_ms: int = Field(default=4000, ge=1000)
+    consumer_heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    # The default broker does not answer a waiting fetch early: aiokafka's 500 ms default
+    # puts ~240 ms on every hop, and 0 hangs on it.
+    fetch_max_wait_ms: int = Field(default=20, ge=1)
+    consumer_max_batch: int = Field(default=500, ge=1, description="Events applied per tx.")
+    producer_enable_idempotence: bool = Field(
+        default=False, description="The default broker has no idempotent producer."
+    )
+    relay_batch_size: int = Field(default=500, ge=1, description="Outbox rows per publish.")
+    relay_idle_interval_s: float = Field(default=0.05, gt=0, description="Relay poll when idle.")
+    relay_max_backoff_s: float = Field(default=5.0, gt=0, description="Broker-outage backoff cap.")
+
+    log_level: str = Field(default="INFO")
+    log_format: Literal["console", "json"] = Field(default="console")
+
+    def state_file(self, name: str) -> Path:
+        """Path of one of the local infrastructure's state files."""
+        return self.home / name
+
+    def read_state(self, name: str) -> dict[str, Any] | None:
+        """A local infrastructure state file, or None when it does not exist."""
+        path = self.state_file(name)
+        if not path.exists():
+            return None
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+
+    def bootstrap_servers(self) -> str:
+        """Kafka bootstrap servers: the configured ones, else the local broker's."""
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        state = self.read_state(BROKER_STATE)
+        if state is None:
+            raise InfrastructureNotStarted(
+                f"no broker: run `make up` (nothing recorded in {self.state_file(BROKER_STATE)}) "
+                "or set DWSIM_KAFKA_BOOTSTRAP"
+            )
+        return f"127.0.0.1:{state['port']}"
+
+    def secrets(self) -> dict[str, str]:
+        """Generated passwords of the service roles (and the local superuser)."""
+        data = self.read_state(SECRETS_FILE)
+        if data is None:
+            raise InfrastructureNotStarted(
+                f"no database passwords in {self.state_file(SECRETS_FILE)}: run `make up`"
+            )
+        return {str(k): str(v) for k, v in data.items()}
+
+    def admin_database_url(self) -> str:
+        """URL of a role allowed to create roles and databases."""
+        if self.database_url:
+            return self.database_url
+        state = self.read_state(POSTGRES_STATE)
+        if state is None:
+            raise InfrastructureNotStarted("no PostgreSQL: run `make up` or set DWSIM_DATABASE_URL")
+        password = quote(self.secrets()["postgres"], safe="")
+        return f"postgresql://postgres:{password}@127.0.0.1:{state['port']}/postgres"
+
+    def service_database_url(self, service: str) -> str:
+        """URL of a service's own database, logged in as the service's own role."""
+        override = _env_override(f"DWSIM_{service.upper()}_DATABASE_URL")
+        if override:
+            return override
+        admin = urlsplit(self.admin_database_url())
+        password = quote(self.secrets()[service], safe="")
+        host = admin.hostname or "127.0.0.1"
+        netloc = f"{service}:{password}@{host}:{admin.port or 5432}"
+        return urlunsplit((admin.scheme, netloc, f"/{service}", admin.query, ""))
+
+
+def _env_override(name: str) -> str | None:
+    import os
+
+    return os.environ.get(name) or None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
