@@ -16,7 +16,13 @@ class ReceiptOutcome(StrEnum):
 
 
 class SyncReceipt(BaseModel):
-    """Answer of Finance or Dataverse to one mapped record the bridge sent."""
+    """Answer of Finance or Dataverse to one mapped record the bridge sent.
+
+    `source_event_id` is the bridge's record id: the mapped event's `causation_id` (the bridge
+    sets it; every re-send of the record carries the same one), and `map_name` the mapped
+    event's `source`. A target answers every delivery it applies or refuses, re-sends included,
+    so a receipt lost with a broker restart is answered again at the next re-send.
+    """
 
     model_config = ConfigDict(frozen=True)
 

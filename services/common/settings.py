@@ -65,6 +65,32 @@ class Settings(BaseSettings):
     relay_idle_interval_s: float = Field(default=0.05, gt=0, description="Relay poll when idle.")
     relay_max_backoff_s: float = Field(default=5.0, gt=0, description="Broker-outage backoff cap.")
 
+    api_host: str = Field(default="127.0.0.1", description="Address the HTTP APIs bind.")
+    dataverse_port: int = Field(default=0, ge=0, description="Dataverse API port; 0 = free one.")
+    finance_port: int = Field(default=0, ge=0, description="Finance API port; 0 = free one.")
+    bridge_port: int = Field(default=0, ge=0, description="Bridge admin API port; 0 = free one.")
+
+    # Bearer tokens of the roles. The defaults are for a local simulator only: set your own
+    # when the APIs are reachable by others.
+    token_project_manager: str = Field(default="local-project-manager")
+    token_accountant: str = Field(default="local-accountant")
+    token_receivables_clerk: str = Field(default="local-receivables-clerk")
+    token_administrator: str = Field(default="local-administrator")
+
+    import_interval_s: float = Field(
+        default=2.0, gt=0, description="Finance: period of the import from staging."
+    )
+    journal_max_lines: int = Field(default=200, ge=1, description="Finance: lines per journal.")
+    receipt_timeout_s: float = Field(
+        default=30.0, gt=0, description="Bridge: re-send a pending record after this long."
+    )
+    queue_max_age_s: float = Field(
+        default=86_400.0, gt=0, description="Bridge: oldest record a paused map may hold."
+    )
+    queue_max_bytes: int = Field(
+        default=1 << 30, gt=0, description="Bridge: bytes a paused map may hold."
+    )
+
     log_level: str = Field(default="INFO")
     log_format: Literal["console", "json"] = Field(default="console")
 

@@ -1,0 +1,89 @@
+"""What every service's HTTP API shares: app factory, error mapping, health, parked events."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from services.common.auth import Role, require_role
+from services.common.db import DbConnection
+from services.common.outbox import unpublished_count
+
+
+def create_app(title: str, description: str, rule_errors: tuple[type[Exception], ...]) -> FastAPI:
+    """A FastAPI app with /health, parked events, and rule errors answered as 409."""
+    app = FastAPI(title=title, description=description, version="0.1.0")
+
+    async def conflict(_: Request, exc: Exception) -> JSONResponse:
+        # An illegal transition is the caller's error; the message names the rule.
+        return JSONResponse(
+            status_code=409, content={"detail": str(exc), "rule": type(exc).__name__}
+        )
+
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc).strip("'\"")})
+
+    for error in rule_errors:
+        app.add_exception_handler(error, conflict)
+    app.add_exception_handler(LookupError, not_found)
+    app.include_router(_health_router())
+    app.include_router(_parked_router())
+    return app
+
+
+async def connection(request: Request) -> Any:
+    """FastAPI dependency: a pooled connection for the request."""
+    pool: asyncpg.Pool = request.app.state.pool
+    async with pool.acquire() as conn:
+        yield conn
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health", summary="Is the service up, and how are its relay and consumer")
+    async def health(request: Request, conn: DbConnection = Depends(connection)) -> dict[str, Any]:  # noqa: B008
+        state = request.app.state
+        relay = getattr(state, "relay", None)
+        consumer = getattr(state, "consumer", None)
+        return {
+            "service": state.service_name,
+            "status": "ok",
+            "database": await conn.fetchval("SELECT current_database()"),
+            "outbox": {
+                "unpublished": await unpublished_count(conn),
+                "published": relay.published if relay else 0,
+                "last_error": relay.last_error if relay else None,
+            },
+            "consumer": consumer.stats.__dict__ if consumer else None,
+            "parked_events": await conn.fetchval("SELECT count(*) FROM dwsim_parked_event"),
+        }
+
+    return router
+
+
+def _parked_router() -> APIRouter:
+    router = APIRouter(prefix="/parked-events", tags=["parked events"])
+    admin = Depends(require_role(Role.ADMINISTRATOR, Role.ACCOUNTANT, Role.PROJECT_MANAGER))
+
+    @router.get("", summary="Events whose handler failed, with the reason", dependencies=[admin])
+    async def list_parked(conn: DbConnection = Depends(connection)) -> list[dict[str, Any]]:  # noqa: B008
+        rows = await conn.fetch(
+            "SELECT event_id, topic, key, event_type, correlation_id, reason, parked_at, "
+            "attempts FROM dwsim_parked_event ORDER BY parked_at"
+        )
+        return [dict(r) for r in rows]
+
+    @router.post("/{event_id}/retry", summary="Apply a parked event again", dependencies=[admin])
+    async def retry(event_id: UUID, request: Request) -> dict[str, Any]:
+        consumer = getattr(request.app.state, "consumer", None)
+        if consumer is None:
+            raise HTTPException(409, "this service has no consumer")
+        applied = await consumer.retry_parked(event_id)
+        return {"event_id": str(event_id), "applied": applied}
+
+    return router

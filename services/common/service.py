@@ -1,0 +1,155 @@
+"""Runs one service process: migrations, API, outbox relay, consumer and periodic workers.
+
+Every background task is owned here: SIGTERM or SIGINT stops them all; a task that dies with an
+error stops the process with exit code 1 rather than leaving a half-working service behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncpg
+import uvicorn
+from fastapi import FastAPI
+
+from services.common.db import create_pool, migrate_service
+from services.common.inbox import InboxConsumer, Subscription
+from services.common.logging import configure_logging, get_logger
+from services.common.outbox import OutboxRelay
+from services.common.settings import Settings
+
+log = get_logger(__name__)
+
+
+class Worker(Protocol):
+    """A background task the service owns."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class ServiceDefinition:
+    """What makes a service: its name, schema, API, subscriptions and workers."""
+
+    name: str
+    migrations: Path
+    build_app: Callable[[], FastAPI]
+    subscriptions: Callable[[Settings], list[Subscription]] = lambda _: []
+    workers: Callable[[asyncpg.Pool, Settings], list[Worker]] = lambda _p, _s: []
+    on_start: Callable[[asyncpg.Pool, Settings], Awaitable[None]] | None = None
+    extra_state: dict[str, Any] = field(default_factory=dict)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without signal handling of its own: the service owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def service_state_file(settings: Settings, name: str) -> Path:
+    """Where a running service records its pid and API address."""
+    return settings.home / "services" / f"{name}.json"
+
+
+def _port_for(settings: Settings, name: str) -> int:
+    from infra.processes import free_port
+
+    port: int = getattr(settings, f"{name}_port", 0)
+    return port or free_port(settings.api_host)
+
+
+async def serve(definition: ServiceDefinition, settings: Settings) -> int:
+    """Run the service until a signal stops it; returns the process exit code."""
+    configure_logging(definition.name, settings.log_level, settings.log_format)
+    pool = await create_pool(settings.service_database_url(definition.name), max_size=10)
+    try:
+        await migrate_service(pool, definition.name, definition.migrations)
+        if definition.on_start is not None:
+            await definition.on_start(pool, settings)
+        app = definition.build_app()
+        relay = OutboxRelay(pool, settings, definition.name)
+        subscriptions = definition.subscriptions(settings)
+        consumer = (
+            InboxConsumer(
+                pool, settings, f"{settings.topic_prefix}{definition.name}", subscriptions
+            )
+            if subscriptions
+            else None
+        )
+        workers: list[Worker] = [relay, *definition.workers(pool, settings)]
+        if consumer is not None:
+            workers.append(consumer)
+        app.state.pool = pool
+        app.state.settings = settings
+        app.state.service_name = definition.name
+        app.state.relay = relay
+        app.state.consumer = consumer
+        for key, value in definition.extra_state.items():
+            setattr(app.state, key, value)
+        port = _port_for(settings, definition.name)
+        server = _EmbeddedServer(
+            uvicorn.Config(
+                app, host=settings.api_host, port=port, log_level="warning", lifespan="off"
+            )
+        )
+        return await _run_all(definition.name, settings, server, port, workers)
+    finally:
+        await pool.close()
+
+
+async def _run_all(
+    name: str, settings: Settings, server: uvicorn.Server, port: int, workers: list[Worker]
+) -> int:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    tasks = {asyncio.create_task(w.run(), name=type(w).__name__): w for w in workers}
+    api = asyncio.create_task(server.serve(), name="api")
+    state_file = service_state_file(settings, name)
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    url = f"http://{settings.api_host}:{port}"
+    state_file.write_text(json.dumps({"pid": os.getpid(), "port": port, "url": url}))
+    log.info("service_started", url=url, openapi=f"{url}/docs")
+    stop_wait = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait({*tasks, api, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    exit_code = 0
+    for task in done:
+        if task is not stop_wait and not task.cancelled() and task.exception() is not None:
+            log.error("task_crashed", task=task.get_name(), error=repr(task.exception()))
+            exit_code = 1
+        elif task is not stop_wait:
+            log.error("task_ended", task=task.get_name())
+            exit_code = 1
+    for worker in workers:
+        worker.stop()
+    server.should_exit = True
+    pending = [*tasks, api]
+    _, still = await asyncio.wait(pending, timeout=8)
+    for task in still:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*still, return_exceptions=True)
+    stop_wait.cancel()
+    with contextlib.suppress(FileNotFoundError):
+        if json.loads(state_file.read_text()).get("pid") == os.getpid():
+            state_file.unlink()
+    log.info("service_stopped", exit_code=exit_code)
+    return exit_code
+
+
+def main(definition: ServiceDefinition) -> None:
+    """Entry point of `python -m services.<name>`."""
+    raise SystemExit(asyncio.run(serve(definition, Settings())))
