@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +48,6 @@ async def record_effect(conn: DbConnection, event: Envelope[Any]) -> None:
     await conn.execute(
         "INSERT INTO effect (n, event_id) VALUES ($1, $2)", event.payload.n, event.event_id
     )
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool]], deadline_s: float = 30.0, what: str = "condition"
-) -> None:
-    """Poll until the condition holds; fail with `what` at the deadline."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if await condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
 
 
 async def effects(pool: asyncpg.Pool) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -25,8 +25,8 @@ from tests.integration.delivery_fixtures import (
     effects,
     open_service_pool,
     record_effect,
-    wait_for,
 )
+from tests.waiting import holds, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -122,16 +122,9 @@ async def test_redelivery_after_db_commit_without_offset_commit_applies_nothing_
     # Same group, no committed offsets: the replacement re-reads every message.
     again = consumer_of(settings, target, topic)
     async with running(again):
-        await wait_for(_returns_true(lambda: again.stats.duplicates >= 20), what="20 re-reads")
+        await wait_for(holds(lambda: again.stats.duplicates >= 20), what="20 re-reads")
     assert again.stats.applied == 0
     assert sorted(await effects(target)) == list(range(20))
-
-
-def _returns_true(check: Callable[[], bool]) -> Callable[[], Any]:
-    async def condition() -> bool:
-        return check()
-
-    return condition
 
 
 async def test_relay_started_while_broker_down_publishes_everything_once_it_is_back(
@@ -149,7 +142,7 @@ async def test_relay_started_while_broker_down_publishes_everything_once_it_is_b
             await add_ping(conn, topic, n)
     relay = OutboxRelay(source, down, "src")
     async with running(relay):
-        await wait_for(_returns_true(lambda: relay.last_error is not None), what="a failure")
+        await wait_for(holds(lambda: relay.last_error is not None), what="a failure")
         async with source.acquire() as conn:
             assert await unpublished_count(conn) == 30
         broker.start(own_broker)
@@ -234,7 +227,7 @@ async def test_handler_failure_parks_event_with_reason_and_loop_continues(
     consumer = InboxConsumer(target, settings, "g", [Subscription(topic, Ping, refuse_odd)])
     async with running(OutboxRelay(source, settings, "src"), consumer):
         await wait_for(
-            _returns_true(lambda: consumer.stats.parked + consumer.stats.applied >= 6),
+            holds(lambda: consumer.stats.parked + consumer.stats.applied >= 6),
             what="6 events handled",
         )
     assert sorted(await effects(target)) == [0, 2, 4]
