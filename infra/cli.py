@@ -33,7 +33,7 @@ def up() -> None:
         p = postgres.start(settings)
         created = topics.provision(settings)
     except InfraError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     console.print(f"broker     {b.bootstrap}" + (" (external)" if b.external else ""))
     console.print(f"postgres   {p.url}" + (" (external)" if p.external else ""))
