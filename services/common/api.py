@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -32,6 +33,7 @@ def create_app(title: str, description: str, rule_errors: tuple[type[Exception],
     app.add_exception_handler(LookupError, not_found)
     app.include_router(_health_router())
     app.include_router(_parked_router())
+    app.include_router(_outbox_router())
     return app
 
 
@@ -85,5 +87,32 @@ def _parked_router() -> APIRouter:
             raise HTTPException(409, "this service has no consumer")
         applied = await consumer.retry_parked(event_id)
         return {"event_id": str(event_id), "applied": applied}
+
+    return router
+
+
+def _outbox_router() -> APIRouter:
+    router = APIRouter(prefix="/outbox", tags=["outbox"])
+    admin = Depends(require_role(Role.ADMINISTRATOR))
+
+    @router.post(
+        "/replay",
+        summary="Publish again the events published since a moment",
+        description=(
+            "For a broker that lost its log (the local broker keeps it in memory): the events "
+            "published at or after `since` are marked unpublished, and the relay sends them "
+            "again with their original event ids, so consumers that had them skip them and "
+            "the others apply them. Like Finance's 'push again' of out-of-sync actuals."
+        ),
+        dependencies=[admin],
+    )
+    async def replay(since: datetime, conn: DbConnection = Depends(connection)) -> dict[str, Any]:  # noqa: B008
+        if since.tzinfo is None:
+            raise HTTPException(422, "since: give a timezone, e.g. 2026-11-01T10:00:00Z")
+        status = await conn.execute(
+            "UPDATE dwsim_outbox SET published_at = NULL WHERE published_at >= $1", since
+        )
+        await conn.execute("SELECT pg_notify('dwsim_outbox', '')")
+        return {"replayed": int(status.split()[-1])}
 
     return router

@@ -3,60 +3,329 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import date
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from infra import broker, postgres, topics
-from infra.cli import down as infra_down
-from infra.cli import status as infra_status
-from infra.cli import up as infra_up
-from services.common.settings import Settings
+from infra import broker, postgres
+from infra.errors import InfraError
+from services.common.settings import SERVICES, Settings
+from services.simulator.clients import ApiError, Services
+from services.simulator.processes import ServiceStartFailed, service_status
+from services.simulator.report import print_figures, print_report
+from services.simulator.stack import bring_up, running_stack, take_down
 
 app = typer.Typer(
     help=(
         "dwsim simulates the Dynamics 365 Project Operations invoice integration: Dataverse "
-        "(project side), Finance (ERP side) and the dual-write bridge, as services talking over "
-        "Kafka, each with its own PostgreSQL database.\n\n"
-        "Start with `dwsim demo` (what `make demo` runs)."
+        "(project side), Finance (ERP side) and the dual-write bridge run as separate services "
+        "that talk over Kafka, each with its own PostgreSQL database.\n\n"
+        "Start here:\n\n"
+        "  dwsim demo                 the whole flow end to end, with a reconciliation report\n\n"
+        "  dwsim up / status / down   run the stack and look at it\n\n"
+        "  dwsim reconcile            what differs between Dataverse and Finance, and why\n\n"
+        "  dwsim scenario list        faults to replay: Finance down, map paused, bad records…"
     ),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
+map_app = typer.Typer(help="Run, pause, resume or stop a table map.", no_args_is_help=True)
+scenario_app = typer.Typer(
+    help="Named fault scenarios that end with reconciliation.", no_args_is_help=True
+)
+app.add_typer(map_app, name="map")
+app.add_typer(scenario_app, name="scenario")
 console = Console()
 
-app.command("up", help="Start the local broker and PostgreSQL.")(infra_up)
-app.command("down", help="Stop what `dwsim up` started.")(infra_down)
-app.command("status", help="Show the infrastructure's state.")(infra_status)
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+async def _with_services(settings: Settings, work: Any) -> Any:
+    services = Services(settings)
+    try:
+        return await work(services)
+    finally:
+        await services.close()
+
+
+def _run(settings: Settings, work: Any) -> Any:
+    try:
+        return asyncio.run(_with_services(settings, work))
+    except ServiceStartFailed as exc:
+        raise _fail(str(exc)) from exc
+    except ApiError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def up() -> None:
+    """Start the broker, PostgreSQL and the three services; print where their APIs are."""
+    settings = Settings()
+    try:
+        _, statuses = bring_up(settings)
+    except (InfraError, ServiceStartFailed) as exc:
+        raise _fail(str(exc)) from exc
+    table = Table("service", "API", "OpenAPI page", "pid")
+    for s in statuses:
+        table.add_row(s.name, s.url or "-", s.openapi or "-", str(s.pid))
+    console.print(table)
+    console.print("Stop everything with `dwsim down`.")
+
+
+@app.command()
+def down() -> None:
+    """Stop the services and the local infrastructure that dwsim started."""
+    from services.simulator.stack import Started
+
+    settings = Settings()
+    take_down(settings, Started(broker=True, postgres=True, services=SERVICES))
+    console.print("stopped")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Infrastructure, services, table maps, queued records and errors."""
+    settings = Settings()
+    b, p = broker.status(settings), postgres.status(settings)
+    data: dict[str, Any] = {
+        "broker": {"running": b.running, "address": b.bootstrap, "external": b.external},
+        "postgres": {"running": p.running, "address": p.url, "external": p.external},
+        "services": {},
+        "maps": [],
+    }
+    for name in SERVICES:
+        s = service_status(settings, name)
+        data["services"][name] = {"running": s.running, "url": s.url, "pid": s.pid}
+    if service_status(settings, "bridge").running:
+
+        async def maps(services: Services) -> Any:
+            return await services.bridge.get("/maps")
+
+        data["maps"] = _run(settings, maps)
+    if as_json:
+        typer.echo(json.dumps(data, default=str))
+        return
+    table = Table("part", "state", "where")
+    table.add_row("broker", "up" if b.running else "down", b.bootstrap or "-")
+    table.add_row("postgres", "up" if p.running else "down", p.url or "-")
+    for name, s in data["services"].items():
+        table.add_row(name, "up" if s["running"] else "down", s["url"] or "-")
+    console.print(table)
+    if data["maps"]:
+        _print_maps(data["maps"])
+
+
+def _print_maps(maps: list[dict[str, Any]]) -> None:
+    table = Table("map", "state", "queued", "pending", "errors")
+    for m in maps:
+        table.add_row(
+            m.get("name", "?"),
+            str(m.get("state")),
+            str(m.get("queued", "-")),
+            str(m.get("pending", "-")),
+            str(m.get("errors", "-")),
+        )
+    console.print(table)
 
 
 @app.command()
 def demo(
-    events: int = typer.Option(200, help="Probe events to send through outbox → inbox."),
+    seed: int = typer.Option(7, help="Seed of the generated data: same seed, same data."),
+    invoices: int = typer.Option(24, min=1, help="Confirmed invoices to drive through."),
+    keep: bool = typer.Option(False, help="Leave the stack running afterwards."),
+    as_json: bool = typer.Option(False, "--json", help="Print figures and report as JSON."),
 ) -> None:
-    """Run the main job end to end and print a report; exit 0 only if both sides agree.
+    """The main job: the whole flow end to end, then a reconciliation report and figures.
 
-    Starts the local infrastructure if it is not running (and stops it again after).
+    Starts whatever is not running (broker, PostgreSQL, services) and stops it again after.
+    Exit code 0 only if Dataverse and Finance agree.
     """
-    from services.simulator.roundtrip import run_round_trip
+    from services.simulator.demo import DemoFailed, DemoRun, new_progress
+    from services.simulator.seed import plan_demo
 
     settings = Settings()
-    started = not broker.status(settings).running and not settings.kafka_bootstrap
-    broker.start(settings)
-    postgres.start(settings)
-    topics.provision(settings)
+    plan = plan_demo(seed, invoices, date(2026, 10, 1))
     try:
-        result = asyncio.run(run_round_trip(settings, events))
-    finally:
-        if started:
-            postgres.stop(settings)
-            broker.stop(settings)
-    console.print(
-        f"round trip: {result.events} events committed in dataverse's outbox, "
-        f"{result.applied} applied once in finance's inbox ({result.duplicates} duplicates "
-        f"skipped) in {result.seconds:.2f} s, {result.events_per_second:.0f} events/s"
-    )
-    if result.applied != result.events:
-        console.print("[red]events missing: the two sides do not agree[/red]")
+        with running_stack(settings, keep=keep):
+
+            async def work(services: Services) -> Any:
+                with new_progress() as progress:
+                    return await DemoRun(services, plan, progress).run()
+
+            result = _run(settings, work)
+    except (InfraError, ServiceStartFailed, DemoFailed) as exc:
+        raise _fail(str(exc)) from exc
+    assert result.report is not None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"figures": result.figures(), "report": result.report.to_json()}, default=str
+            )
+        )
+    else:
+        print_report(console, result.report)
+        print_figures(console, result.figures())
+    if not result.report.agree:
         raise typer.Exit(1)
-    console.print("[green]both sides agree[/green]")
+
+
+@app.command()
+def reconcile(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    strict: bool = typer.Option(False, help="Fail on any difference, explained or not."),
+) -> None:
+    """Compare Dataverse and Finance through their APIs and explain every difference.
+
+    Exit code 0 when every difference has a known cause (or there is none), 2 when one is
+    unexplained; with --strict, 1 on any difference.
+    """
+    from services.simulator.reconcile import reconcile as compare
+    from services.simulator.snapshot import fetch_snapshot
+
+    settings = Settings()
+
+    async def work(services: Services) -> Any:
+        return compare(await fetch_snapshot(services))
+
+    report = _run(settings, work)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), default=str))
+    else:
+        print_report(console, report)
+    if report.unexplained:
+        raise typer.Exit(2)
+    if strict and not report.agree:
+        raise typer.Exit(1)
+
+
+@app.command("maps")
+def list_maps(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The bridge's table maps with their state and counts."""
+
+    async def work(services: Services) -> Any:
+        return await services.bridge.get("/maps")
+
+    maps = _run(Settings(), work)
+    if as_json:
+        typer.echo(json.dumps(maps, default=str))
+    else:
+        _print_maps(maps)
+
+
+def _map_action(action: str, name: str) -> None:
+    async def work(services: Services) -> Any:
+        return await services.bridge.post(f"/maps/{name}/{action}")
+
+    result = _run(Settings(), work)
+    console.print(f"map {name}: {action} → {result.get('state', result)}")
+
+
+@map_app.command("pause")
+def map_pause(name: str = typer.Argument(..., help="'invoices', 'actuals' or a full name")) -> None:
+    """Pause a running map: records queue, in order, until it resumes."""
+    _map_action("pause", name)
+
+
+@map_app.command("resume")
+def map_resume(
+    name: str = typer.Argument(..., help="'invoices', 'actuals' or a full name"),
+) -> None:
+    """Resume a paused map: the queue is replayed in order, then it runs live."""
+    _map_action("resume", name)
+
+
+@map_app.command("stop")
+def map_stop(name: str = typer.Argument(..., help="'invoices', 'actuals' or a full name")) -> None:
+    """Stop a running map: nothing syncs until it is run again."""
+    _map_action("stop", name)
+
+
+@map_app.command("run")
+def map_run(name: str = typer.Argument(..., help="'invoices', 'actuals' or a full name")) -> None:
+    """Run a stopped map."""
+    _map_action("run", name)
+
+
+@app.command()
+def errors(
+    retry: str | None = typer.Option(None, "--retry", help="Retry the error with this id."),
+    retry_all: bool = typer.Option(False, "--retry-all", help="Retry every error."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The bridge's error queue: list, retry one, or retry all."""
+
+    async def work(services: Services) -> Any:
+        if retry:
+            return await services.bridge.post(f"/errors/{retry}/retry")
+        if retry_all:
+            return await services.bridge.post("/errors/retry-all")
+        return await services.bridge.get("/errors")
+
+    result = _run(Settings(), work)
+    if as_json or retry or retry_all:
+        typer.echo(json.dumps(result, default=str, indent=None if as_json else 2))
+        return
+    table = Table("id", "map", "record", "reason", "at")
+    for e in result:
+        table.add_row(
+            str(e.get("error_id", e.get("id"))),
+            str(e.get("map_name")),
+            str(e.get("record_key")),
+            str(e.get("reason")),
+            str(e.get("created_at")),
+        )
+    console.print(table)
+
+
+@app.command()
+def trace(invoice_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """An invoice's journey across Dataverse, the bridge and Finance."""
+    from services.simulator.trace import collect_trace, print_trace
+
+    async def work(services: Services) -> Any:
+        return await collect_trace(services, invoice_id)
+
+    journey = _run(Settings(), work)
+    if as_json:
+        typer.echo(json.dumps(journey, default=str))
+    else:
+        print_trace(console, journey)
+
+
+@scenario_app.command("list")
+def scenario_list() -> None:
+    """The scenarios, each a pain real users know, ending with reconciliation."""
+    from services.simulator.scenarios import SCENARIOS
+
+    table = Table("name", "what it shows")
+    for s in SCENARIOS.values():
+        table.add_row(s.name, s.description)
+    console.print(table)
+
+
+@scenario_app.command("run")
+def scenario_run(
+    name: str,
+    keep: bool = typer.Option(False, help="Leave the stack running afterwards."),
+) -> None:
+    """Run one scenario; exit 0 only if it ends with both sides in agreement."""
+    from services.simulator.scenarios import SCENARIOS, run_scenario
+
+    if name not in SCENARIOS:
+        raise _fail(f"no scenario {name!r}; see `dwsim scenario list`")
+    settings = Settings()
+    try:
+        report = run_scenario(settings, SCENARIOS[name], console, keep=keep)
+    except (InfraError, ServiceStartFailed, ApiError) as exc:
+        raise _fail(str(exc)) from exc
+    print_report(console, report)
+    if not report.agree:
+        raise typer.Exit(1)

@@ -1,0 +1,329 @@
+"""`dwsim demo`: the whole flow through the services' APIs, phase by phase, then reconciliation.
+
+Approve entries → mark ready → unbilled actuals sync to staging → import → post integration
+journals → create and edit proformas → confirm → the bridge syncs headers and billed sales →
+import makes proposal lines (after the new unbilled sales are journal-posted) → post proposals →
+accounting detail flows back to the Dataverse actuals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from services.simulator.clients import Services
+from services.simulator.reconcile import Report, reconcile
+from services.simulator.seed import EXCHANGE_RATES, LEGAL_ENTITIES, ContractPlan, DemoPlan
+from services.simulator.snapshot import fetch_snapshot
+
+
+class DemoFailed(RuntimeError):
+    """A phase did not finish before its deadline; the message says where it stopped."""
+
+
+@dataclass
+class DemoResult:
+    """Figures of one demo run."""
+
+    invoices: int
+    phases: dict[str, float] = field(default_factory=dict)
+    confirm_to_lines_s: list[float] = field(default_factory=list)
+    report: Report | None = None
+
+    def figures(self) -> dict[str, Any]:
+        """Throughput and latency, for the report and `--json`."""
+        lat = sorted(self.confirm_to_lines_s)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
+
+        total = sum(self.phases.values())
+        return {
+            "invoices": self.invoices,
+            "seconds_total": round(total, 2),
+            "phases_s": {k: round(v, 2) for k, v in self.phases.items()},
+            "invoices_per_s": round(self.invoices / total, 2) if total else None,
+            "confirm_to_proposal_lines_p50_s": pct(0.5),
+            "confirm_to_proposal_lines_p99_s": pct(0.99),
+        }
+
+
+def new_progress() -> Progress:
+    """The progress display used for each phase."""
+    return Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[int]],
+    total: int,
+    what: str,
+    progress: Progress,
+    deadline_s: float,
+    on_idle: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Advance a progress bar with `check()` until it reaches `total` or the deadline."""
+    task = progress.add_task(what, total=total)
+    end = time.monotonic() + deadline_s
+    while True:
+        done = await check()
+        progress.update(task, completed=min(done, total))
+        if done >= total:
+            return
+        if time.monotonic() > end:
+            raise DemoFailed(f"{what}: {done} of {total} after {deadline_s:.0f} s")
+        if on_idle is not None:
+            await on_idle()
+        await asyncio.sleep(0.25)
+
+
+class DemoRun:
+    """Drives one demo plan through the services."""
+
+    def __init__(
+        self, services: Services, plan: DemoPlan, progress: Progress, deadline_s: float = 180
+    ) -> None:
+        self.s = services
+        self.plan = plan
+        self.progress = progress
+        self.deadline_s = deadline_s
+        self.result = DemoResult(len(plan.contracts))
+        self.contract_ids: dict[int, str] = {}
+        self.synced_actuals = 0
+        self.invoice_ids: dict[int, str] = {}
+        self.confirmed_at: dict[str, float] = {}
+
+    async def _phase(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        started = time.monotonic()
+        await work()
+        self.result.phases[name] = time.monotonic() - started
+
+    async def run(self) -> DemoResult:
+        """Every phase in order, then reconciliation."""
+        await self._phase("setup", self.setup)
+        await self._phase("approve and mark ready", self.approve_entries)
+        await self._phase("sync and post journals", self.sync_and_post_journals)
+        await self._phase("proformas: create, edit, confirm", self.invoice)
+        await self._phase("proposal lines", self.import_proposal_lines)
+        await self._phase("post proposals", self.post_proposals)
+        await self._phase("accounting detail back", self.wait_accounting_back)
+        self.result.report = reconcile(await fetch_snapshot(self.s))
+        return self.result
+
+    async def setup(self) -> None:
+        """Finance: legal entities, fiscal years, rates. Dataverse: customers, projects."""
+        years = sorted({self.plan.business_date.year, date.today().year})
+        task = self.progress.add_task("setup legal entities", total=len(LEGAL_ENTITIES))
+        for entity, (currency, _) in sorted(LEGAL_ENTITIES.items()):
+            for year in years:
+                await self.s.finance.call(
+                    "PUT",
+                    f"/legal-entities/{entity}",
+                    {"accounting_currency": currency, "fiscal_year": year},
+                )
+            for (src, dst), rate in EXCHANGE_RATES.items():
+                if dst == currency:
+                    await self.s.finance.post(
+                        f"/legal-entities/{entity}/exchange-rates",
+                        {
+                            "from_currency": src,
+                            "to_currency": dst,
+                            "valid_from": f"{years[0]}-01-01",
+                            "rate": str(rate),
+                        },
+                    )
+            self.progress.advance(task)
+        task = self.progress.add_task("create contracts", total=len(self.plan.contracts))
+        accounts: dict[tuple[str, str], str] = {}
+        for contract in self.plan.contracts:
+            key = (contract.customer, contract.legal_entity)
+            if key not in accounts:
+                account = await self.s.dataverse.post(
+                    "/accounts", {"name": contract.customer, "legal_entity": contract.legal_entity}
+                )
+                accounts[key] = account["account_id"]
+            await self._create_contract(contract, accounts[key])
+            self.progress.advance(task)
+
+    async def _create_contract(self, plan: ContractPlan, customer_id: str) -> None:
+        project = await self.s.dataverse.post(
+            "/projects",
+            {
+                "name": f"Project {plan.name}",
+                "legal_entity": plan.legal_entity,
+                "customer_id": customer_id,
+            },
+        )
+        contract = await self.s.dataverse.post(
+            "/contracts",
+            {
+                "name": plan.name,
+                "legal_entity": plan.legal_entity,
+                "customer_id": customer_id,
+                "currency": plan.currency,
+                "lines": [
+                    {
+                        "name": "Services",
+                        "project_id": project["project_id"],
+                        "billing_method": plan.billing_method,
+                        "bill_rate": "200",
+                        "cost_rate": "100",
+                    }
+                ],
+            },
+        )
+        self.contract_ids[plan.index] = contract["contract_id"]
+        line_id = contract["lines"][0]["contract_line_id"]
+        self._lines = getattr(self, "_lines", {})
+        self._lines[plan.index] = (project["project_id"], line_id)
+        for n, amount in enumerate(plan.milestones):
+            milestone = await self.s.dataverse.post(
+                f"/contracts/{contract['contract_id']}/milestones",
+                {
+                    "contract_line_id": line_id,
+                    "name": f"Milestone {n + 1}",
+                    "amount": str(amount),
+                    "milestone_date": str(self.plan.business_date),
+                },
+            )
+            await self.s.dataverse.post(f"/milestones/{milestone['milestone_id']}/ready")
+
+    async def approve_entries(self) -> None:
+        """Approve every entry and mark its chargeable unbilled sales ready to invoice."""
+        entries = [(c, e) for c in self.plan.contracts for e in c.entries]
+        task = self.progress.add_task("approve entries", total=len(entries))
+        for contract, entry in entries:
+            project_id, line_id = self._lines[contract.index]
+            approved = await self.s.dataverse.post(
+                "/entries/approve",
+                {
+                    "transaction_class": entry.transaction_class,
+                    "project_id": project_id,
+                    "contract_line_id": line_id,
+                    "quantity": str(entry.quantity),
+                    "billable_quantity": str(entry.billable_quantity),
+                    "cost_rate": str(entry.cost_rate),
+                    "bill_rate": str(entry.bill_rate),
+                    "document_date": str(entry.document_date),
+                    "resource": entry.resource,
+                    "role": entry.role,
+                },
+            )
+            actuals = approved["actuals"]
+            self.synced_actuals += sum(1 for a in actuals if not a.get("skip_sync"))
+            ready = [
+                a["actual_id"]
+                for a in actuals
+                if a["transaction_type"] == "unbilled_sales" and a["billing_type"] == "chargeable"
+            ]
+            if ready:
+                await self.s.dataverse.post("/actuals/ready", {"actual_ids": ready})
+            self.progress.advance(task)
+
+    async def _staged(self) -> int:
+        return len(await self.s.finance.get("/staging"))
+
+    async def _import_and_post(self) -> None:
+        await self.s.finance.post("/import", {})
+        await self.s.finance.post("/journals/post", {})
+
+    async def sync_and_post_journals(self) -> None:
+        """Wait for the actuals in staging, import them and post the integration journals."""
+        await poll_until(
+            self._staged,
+            self.synced_actuals,
+            "actuals reach staging",
+            self.progress,
+            self.deadline_s,
+        )
+        await self._import_and_post()
+
+    async def invoice(self) -> None:
+        """Create each contract's proforma, apply the planned edits, confirm it."""
+        task = self.progress.add_task("proformas confirmed", total=len(self.plan.contracts))
+        for plan in self.plan.contracts:
+            contract_id = self.contract_ids[plan.index]
+            invoice = await self.s.dataverse.post(
+                f"/contracts/{contract_id}/invoices",
+                {"invoice_date": str(self.plan.business_date)},
+            )
+            iid = invoice["invoice_id"]
+            details = [d for line in invoice["lines"] for d in line["details"]]
+            for index, quantity in plan.quantity_edits.items():
+                if index < len(details):
+                    await self.s.dataverse.call(
+                        "PATCH",
+                        f"/invoices/{iid}/details/{details[index]['detail_id']}",
+                        {"quantity": str(quantity)},
+                    )
+            await self.s.dataverse.post(f"/invoices/{iid}/confirm")
+            self.confirmed_at[iid] = time.monotonic()
+            self.invoice_ids[plan.index] = iid
+            self.progress.advance(task)
+
+    async def import_proposal_lines(self) -> None:
+        """Run import and journal posting until every proposal has its lines."""
+        waiting = set(self.invoice_ids.values())
+
+        async def with_lines() -> int:
+            for iid in list(waiting):
+                try:
+                    proposal = await self.s.finance.get(f"/proposals/{iid}")
+                except Exception:
+                    continue
+                if proposal.get("lines"):
+                    waiting.discard(iid)
+                    self.result.confirm_to_lines_s.append(time.monotonic() - self.confirmed_at[iid])
+            return len(self.invoice_ids) - len(waiting)
+
+        await poll_until(
+            with_lines,
+            len(self.invoice_ids),
+            "proposals with all lines",
+            self.progress,
+            self.deadline_s,
+            on_idle=self._import_and_post,
+        )
+
+    async def post_proposals(self) -> None:
+        """The receivables clerk posts every proposal."""
+        task = self.progress.add_task("proposals posted", total=len(self.invoice_ids))
+        for iid in self.invoice_ids.values():
+            await self.s.finance.post(f"/proposals/{iid}/post", token=self.s.clerk_token)
+            self.progress.advance(task)
+
+    async def wait_accounting_back(self) -> None:
+        """Wait until every billed-sales actual in Dataverse carries its voucher."""
+
+        async def stamped() -> int:
+            done = 0
+            for iid in self.invoice_ids.values():
+                billed = await self.s.dataverse.get(
+                    "/actuals", invoice_id=iid, transaction_type="billed_sales"
+                )
+                done += bool(billed) and all(a.get("voucher") for a in billed)
+            return done
+
+        await poll_until(
+            stamped,
+            len(self.invoice_ids),
+            "accounting detail in Dataverse",
+            self.progress,
+            self.deadline_s,
+        )
+
+
+def money(value: Any) -> Decimal:
+    """A JSON amount as Decimal."""
+    return Decimal(str(value))

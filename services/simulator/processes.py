@@ -1,0 +1,149 @@
+"""Starting, watching and stopping the three services as separate processes.
+
+Each service records its own pid and API address in `$DWSIM_HOME/services/<name>.json` once it
+listens; the launcher records what it started in `launched.json`, so `dwsim down` stops what
+`dwsim up` started and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from infra.processes import pid_alive, read_state, stop_process, write_state
+from services.common.settings import SERVICES, Settings
+
+LAUNCHED = "launched.json"
+
+
+class ServiceStartFailed(RuntimeError):
+    """A service process exited or did not become healthy in time."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service as `dwsim status` shows it."""
+
+    name: str
+    running: bool
+    pid: int | None
+    url: str | None
+
+    @property
+    def openapi(self) -> str | None:
+        """Where the service's OpenAPI page is."""
+        return f"{self.url}/docs" if self.url else None
+
+
+def _state_path(settings: Settings, name: str) -> Path:
+    return settings.home / "services" / f"{name}.json"
+
+
+def log_path(settings: Settings, name: str) -> Path:
+    """Where a service started by dwsim writes its log."""
+    return settings.home / "logs" / f"{name}.log"
+
+
+def service_status(settings: Settings, name: str) -> ServiceStatus:
+    """Read a service's state file and check that its process lives."""
+    state = read_state(_state_path(settings, name))
+    if state is None or not pid_alive(state.get("pid")):
+        return ServiceStatus(name, False, None, None)
+    return ServiceStatus(name, True, state["pid"], state["url"])
+
+
+def service_url(settings: Settings, name: str) -> str:
+    """API address of a running service; raises when it is not running."""
+    status = service_status(settings, name)
+    if not status.running or status.url is None:
+        raise ServiceStartFailed(f"{name} is not running: start it with `dwsim up`")
+    return status.url
+
+
+def start_service(settings: Settings, name: str, deadline_s: float = 60.0) -> ServiceStatus:
+    """Start one service unless it runs; wait until its /health answers."""
+    current = service_status(settings, name)
+    if current.running:
+        return current
+    _state_path(settings, name).unlink(missing_ok=True)
+    log = log_path(settings, name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DWSIM_HOME": str(settings.home),
+        "DWSIM_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    launched = read_state(settings.home / LAUNCHED) or {}
+    launched[name] = proc.pid
+    write_state(settings.home / LAUNCHED, launched)
+    return wait_healthy(settings, name, proc, deadline_s)
+
+
+def wait_healthy(
+    settings: Settings, name: str, proc: subprocess.Popen[bytes] | None, deadline_s: float
+) -> ServiceStatus:
+    """Poll the service's /health until it answers 200, its process dies, or the deadline."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceStartFailed(
+                f"{name} exited with code {proc.returncode}; see {log_path(settings, name)}"
+            )
+        status = service_status(settings, name)
+        if status.running and status.url:
+            try:
+                if httpx.get(f"{status.url}/health", timeout=2).status_code == 200:
+                    return status
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    raise ServiceStartFailed(
+        f"{name} not healthy after {deadline_s:.0f} s; see {log_path(settings, name)}"
+    )
+
+
+def stop_service(settings: Settings, name: str, kill: bool = False) -> bool:
+    """Stop a service dwsim started (SIGTERM, or SIGKILL when `kill`); True if it ran."""
+    launched = read_state(settings.home / LAUNCHED) or {}
+    pid = launched.pop(name, None)
+    state = read_state(_state_path(settings, name))
+    if pid is None and state is not None:
+        pid = state.get("pid")
+    if pid is None or not pid_alive(pid):
+        write_state(settings.home / LAUNCHED, launched)
+        return False
+    if kill:
+        import signal
+
+        os.kill(pid, signal.SIGKILL)
+        stop_process(pid, deadline_s=5)
+    else:
+        stop_process(pid, deadline_s=15)
+    _state_path(settings, name).unlink(missing_ok=True)
+    write_state(settings.home / LAUNCHED, launched)
+    return True
+
+
+def start_all(settings: Settings, names: tuple[str, ...] = SERVICES) -> list[ServiceStatus]:
+    """Start the services (each waits for health); returns their status."""
+    return [start_service(settings, name) for name in names]
+
+
+def stop_all(settings: Settings, names: tuple[str, ...] = SERVICES) -> list[str]:
+    """Stop the services dwsim started; returns the names stopped."""
+    return [name for name in names if stop_service(settings, name)]

@@ -1,0 +1,86 @@
+"""`dwsim trace INVOICE_ID`: one invoice's journey across the three services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from services.simulator.clients import ApiError, Services
+
+
+async def _maybe(call: Any) -> Any:
+    try:
+        return await call
+    except ApiError as exc:
+        return {"error": str(exc)} if exc.status != 404 else None
+
+
+async def collect_trace(services: Services, invoice_id: str) -> dict[str, Any]:
+    """What each side holds for the invoice, and the bridge's records of it."""
+    return {
+        "invoice_id": invoice_id,
+        "dataverse": {
+            "invoice": await _maybe(services.dataverse.get(f"/invoices/{invoice_id}")),
+            "actuals": await _maybe(services.dataverse.get("/actuals", invoice_id=invoice_id)),
+        },
+        "bridge": {
+            "records": await _maybe(services.bridge.get("/records", invoice_id=invoice_id)),
+        },
+        "finance": {
+            "proposal": await _maybe(services.finance.get(f"/proposals/{invoice_id}")),
+            "staging": await _maybe(services.finance.get("/staging", invoice_id=invoice_id)),
+        },
+    }
+
+
+def print_trace(console: Console, journey: dict[str, Any]) -> None:
+    """The journey as a table, one step per row, in flow order."""
+    table = Table("side", "step", "state", title=f"Invoice {journey['invoice_id']}")
+    inv = journey["dataverse"]["invoice"]
+    if inv and "error" not in inv:
+        table.add_row(
+            "Dataverse",
+            "proforma invoice",
+            f"{inv.get('status')} — total {inv.get('total_amount')} "
+            f"{inv.get('currency')}, {inv.get('expected_billed_lines', '?')} billed "
+            "lines expected",
+        )
+    else:
+        table.add_row("Dataverse", "proforma invoice", "not found")
+    for a in journey["dataverse"]["actuals"] or []:
+        if isinstance(a, dict) and a.get("transaction_type") == "billed_sales":
+            table.add_row(
+                "Dataverse",
+                f"billed sales {str(a['actual_id'])[:8]}",
+                f"{a.get('quantity')} × {a.get('unit_price')} = {a.get('amount')}; "
+                f"voucher {a.get('voucher') or '—'}",
+            )
+    for r in journey["bridge"]["records"] or []:
+        if isinstance(r, dict):
+            reason = f" ({r['reason']})" if r.get("reason") else ""
+            table.add_row(
+                "bridge",
+                f"{r.get('map_name')}: {str(r.get('record_key'))[:12]}",
+                f"{r.get('status')}{reason}, attempts {r.get('attempts', 1)}",
+            )
+    for row in journey["finance"]["staging"] or []:
+        if isinstance(row, dict):
+            table.add_row(
+                "Finance",
+                f"staging {str(row.get('actual_id'))[:8]}",
+                f"{row.get('transaction_type')}, imported "
+                f"{row.get('imported')}; {row.get('reason') or ''}",
+            )
+    proposal = journey["finance"]["proposal"]
+    if proposal and "error" not in proposal:
+        table.add_row(
+            "Finance",
+            "invoice proposal",
+            f"{proposal.get('status')} — {len(proposal.get('lines') or [])} lines; "
+            f"{proposal.get('waiting_reason') or ''}",
+        )
+    else:
+        table.add_row("Finance", "invoice proposal", "not in Finance")
+    console.print(table)
