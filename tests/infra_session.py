@@ -11,16 +11,34 @@ from contextlib import contextmanager
 import asyncpg
 
 from infra import broker, postgres, topics
+from infra.processes import pid_alive
 from services.common.settings import PROJECT_ROOT, SERVICES, Settings
 
-TEST_HOME = PROJECT_ROOT / ".dwsim" / "test"
+TEST_HOMES = PROJECT_ROOT / ".dwsim" / "tests"
+
+
+def _remove_abandoned_homes() -> None:
+    """Folders of test sessions that died without cleaning up (their pid is gone)."""
+    for home in TEST_HOMES.glob("session-*"):
+        pid = int(home.name.removeprefix("session-"))
+        if not pid_alive(pid):
+            stale = Settings(home=home)
+            postgres.stop(stale)
+            broker.stop(stale)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @contextmanager
 def test_infrastructure() -> Iterator[Settings]:
-    """Start what is not configured, in its own folder, and stop what was started."""
-    if not os.environ.get("DWSIM_HOME"):
-        os.environ["DWSIM_HOME"] = str(TEST_HOME)
+    """Start what is not configured, in a folder of this session, and stop what was started.
+
+    Each session has its own folder, ports and servers, so two test runs side by side (two
+    developers, or a developer and CI) never stop each other's servers.
+    """
+    own_home = not os.environ.get("DWSIM_HOME")
+    if own_home:
+        _remove_abandoned_homes()
+        os.environ["DWSIM_HOME"] = str(TEST_HOMES / f"session-{os.getpid()}")
     settings = Settings()
     started_broker = started_pg = False
     if not settings.kafka_bootstrap:
@@ -39,6 +57,8 @@ def test_infrastructure() -> Iterator[Settings]:
             postgres.stop(settings)
         if started_broker:
             broker.stop(settings)
+        if own_home:
+            shutil.rmtree(settings.home, ignore_errors=True)
 
 
 def unique_settings(base: Settings, **overrides: object) -> Settings:

@@ -1,0 +1,108 @@
+"""Raw broker and database figures, measured in the same run as the pipeline they compare to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from services.common.kafka import make_consumer, make_producer
+from services.common.settings import Settings
+
+# About the size of an `actuals-created` envelope.
+EVENT_BYTES = 900
+
+
+@dataclass(frozen=True)
+class BrokerBaseline:
+    """Raw aiokafka on the same broker, with dwsim's producer and consumer settings."""
+
+    messages: int
+    produce_consume_msgs_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-quantile (0..1) of the values, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
+
+
+async def _topic(settings: Settings) -> str:
+    name = f"{settings.topic_prefix}bench-raw-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, settings.partitions, 1)])
+    finally:
+        await admin.close()
+    return name
+
+
+async def _drain(consumer: AIOKafkaConsumer, n: int, deadline_s: float) -> int:
+    got = 0
+    end = time.monotonic() + deadline_s
+    while got < n and time.monotonic() < end:
+        batch = await consumer.getmany(timeout_ms=100)
+        got += sum(len(v) for v in batch.values())
+    return got
+
+
+async def measure_broker(
+    settings: Settings, messages: int = 20_000, pings: int = 200
+) -> BrokerBaseline:
+    """Throughput of produce → consume of `messages` events, then one-at-a-time latency."""
+    topic = await _topic(settings)
+    payload = os.urandom(EVENT_BYTES // 2).hex().encode()
+    producer = make_producer(settings, "bench-raw")
+    consumer = make_consumer(settings, f"bench-raw-{uuid.uuid4().hex[:6]}", topic)
+    await producer.start()
+    await consumer.start()
+    try:
+        # Wait for the group to settle so the join is not counted as transfer time.
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        started = time.monotonic()
+        sends = [
+            await producer.send(topic, payload, key=str(i % 64).encode()) for i in range(messages)
+        ]
+        await asyncio.gather(*sends)
+        got = await _drain(consumer, messages, 120)
+        elapsed = time.monotonic() - started
+        latencies = []
+        for i in range(pings):
+            t0 = time.monotonic()
+            await producer.send_and_wait(topic, payload, key=str(i).encode())
+            await _drain(consumer, 1, 10)
+            latencies.append((time.monotonic() - t0) * 1000)
+        return BrokerBaseline(
+            messages=got,
+            produce_consume_msgs_per_s=got / elapsed,
+            latency_p50_ms=percentile(latencies, 0.5),
+            latency_p99_ms=percentile(latencies, 0.99),
+        )
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def measure_database(settings: Settings, rows: int = 2_000) -> float:
+    """Single-row commits per second on one connection, in the bridge's database."""
+    conn = await asyncpg.connect(settings.service_database_url("bridge"))
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE bench_commit (id bigserial PRIMARY KEY, payload text)"
+        )
+        started = time.monotonic()
+        for i in range(rows):
+            await conn.execute("INSERT INTO bench_commit (payload) VALUES ($1)", str(i))
+        return rows / (time.monotonic() - started)
+    finally:
+        await conn.close()
