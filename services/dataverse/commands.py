@@ -1,0 +1,458 @@
+"""Application layer of the Dataverse service: one command, one transaction.
+
+Each command locks what it changes (`FOR UPDATE`), asks the pure rules in `domain.py` what the
+change is, writes it, and queues the events it causes in the outbox, all in one transaction:
+a rule that refuses (`DataverseRuleError`) or a missing record (`NotFound`) rolls everything
+back, so nothing is written and nothing is published.
+
+Lock order, to keep concurrent commands from deadlocking: contract, then invoice, then actuals
+(in id order), then milestones (in id order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+from schemas.vocabulary import (
+    BillingMethod,
+    BillingType,
+    MilestoneInvoiceStatus,
+    TransactionClass,
+)
+from services.common.db import DbConnection
+from services.common.logging import get_logger
+from services.common.settings import Settings
+from services.dataverse import domain, events
+from services.dataverse import repository as repo
+from services.dataverse.domain import (
+    Contract,
+    ContractLine,
+    InvalidEditError,
+    Milestone,
+    MsdynActual,
+    ProjectEntry,
+    RecordMismatchError,
+)
+
+log = get_logger(__name__)
+
+
+def today() -> date:
+    """Today in UTC: the accounting date of what happens now."""
+    return datetime.now(UTC).date()
+
+
+# --------------------------------------------------------------------------------------------
+# Master data
+# --------------------------------------------------------------------------------------------
+
+
+async def create_account(conn: DbConnection, *, name: str, legal_entity: str) -> UUID:
+    """Create a customer account; returns its id."""
+    account_id = uuid4()
+    async with conn.transaction():
+        await repo.insert_account(conn, account_id, name, legal_entity)
+    log.info("account_created", account_id=str(account_id), legal_entity=legal_entity)
+    return account_id
+
+
+async def create_project(
+    conn: DbConnection, *, name: str, legal_entity: str, customer_id: UUID
+) -> UUID:
+    """Create a project for an existing customer; returns its id."""
+    project_id = uuid4()
+    async with conn.transaction():
+        await repo.get_account(conn, customer_id)
+        await repo.insert_project(conn, project_id, name, legal_entity, customer_id)
+    log.info("project_created", project_id=str(project_id), customer_id=str(customer_id))
+    return project_id
+
+
+@dataclass(frozen=True)
+class ContractLineSpec:
+    """What the PM enters for one contract line."""
+
+    name: str
+    project_id: UUID
+    billing_method: BillingMethod
+    bill_rate: Decimal
+    cost_rate: Decimal
+    bill_rates: Mapping[str, Decimal] = field(default_factory=dict)
+    cost_rates: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+async def create_contract(
+    conn: DbConnection,
+    *,
+    name: str,
+    legal_entity: str,
+    customer_id: UUID,
+    currency: str,
+    lines: Sequence[ContractLineSpec],
+    payment_terms: str | None = None,
+) -> UUID:
+    """Create a project contract with its lines; every project must exist and be the customer's."""
+    contract = Contract(
+        contract_id=uuid4(),
+        customer_id=customer_id,
+        currency=currency.upper(),
+        legal_entity=legal_entity,
+        name=name,
+    )
+    records = [
+        ContractLine(
+            contract_line_id=uuid4(),
+            contract_id=contract.contract_id,
+            project_id=spec.project_id,
+            billing_method=spec.billing_method,
+            name=spec.name,
+            default_bill_rate=spec.bill_rate,
+            default_cost_rate=spec.cost_rate,
+            bill_rates=dict(spec.bill_rates),
+            cost_rates=dict(spec.cost_rates),
+        )
+        for spec in lines
+    ]
+    async with conn.transaction():
+        await repo.get_account(conn, customer_id)
+        for line in records:
+            project = await repo.get_project(conn, line.project_id)
+            if project["customer_id"] != customer_id:
+                raise RecordMismatchError(
+                    f"project {line.project_id} belongs to customer {project['customer_id']}, "
+                    f"not to the contract's customer {customer_id}"
+                )
+        await repo.insert_contract(conn, contract, records, payment_terms)
+    log.info("contract_created", contract_id=str(contract.contract_id), lines=len(records))
+    return contract.contract_id
+
+
+async def add_milestone(
+    conn: DbConnection,
+    *,
+    contract_id: UUID,
+    contract_line_id: UUID,
+    name: str,
+    amount: Decimal,
+    milestone_date: date,
+) -> UUID:
+    """Add a billing milestone to a fixed-price line of the contract; returns its id."""
+    async with conn.transaction():
+        await repo.get_contract(conn, contract_id)
+        line = await repo.get_contract_line(conn, contract_line_id)
+        if line.contract_id != contract_id:
+            raise RecordMismatchError(
+                f"contract line {contract_line_id} is not on contract {contract_id}"
+            )
+        if line.billing_method is not BillingMethod.FIXED_PRICE:
+            raise InvalidEditError(
+                f"milestones bill fixed-price lines only (billing method "
+                f"{line.billing_method}): contract line {contract_line_id}"
+            )
+        milestone = Milestone(
+            milestone_id=uuid4(),
+            contract_id=contract_id,
+            contract_line_id=contract_line_id,
+            project_id=line.project_id,
+            amount=domain.money(amount),
+            milestone_date=milestone_date,
+            name=name,
+        )
+        await repo.insert_milestone(conn, milestone)
+    log.info("milestone_created", milestone_id=str(milestone.milestone_id))
+    return milestone.milestone_id
+
+
+async def set_milestone_ready(conn: DbConnection, milestone_id: UUID, ready: bool) -> Milestone:
+    """Move a milestone to ready to invoice (or back to not ready)."""
+    async with conn.transaction():
+        milestone = await repo.get_milestone(conn, milestone_id, for_update=True)
+        changed = domain.mark_milestone_ready(milestone, ready)
+        await repo.update_milestones(conn, [changed])
+    log.info("milestone_readiness_set", milestone_id=str(milestone_id), ready=ready)
+    return changed
+
+
+# --------------------------------------------------------------------------------------------
+# Approvals and the billing backlog
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntrySpec:
+    """An entry to approve; rates default to the contract line's price list for the role."""
+
+    transaction_class: TransactionClass
+    project_id: UUID
+    contract_line_id: UUID
+    quantity: Decimal
+    document_date: date
+    billable_quantity: Decimal | None = None
+    cost_rate: Decimal | None = None
+    bill_rate: Decimal | None = None
+    resource: str | None = None
+    role: str | None = None
+
+
+async def approve_entry(
+    conn: DbConnection, settings: Settings, spec: EntrySpec
+) -> tuple[UUID, tuple[MsdynActual, ...]]:
+    """Approve an entry: its cost and unbilled-sales actuals, and `actuals-created` for each."""
+    async with conn.transaction():
+        await repo.get_project(conn, spec.project_id)
+        line = await repo.get_contract_line(conn, spec.contract_line_id)
+        contract = (await repo.get_contract(conn, line.contract_id)).contract
+        entry = ProjectEntry(
+            entry_id=uuid4(),
+            transaction_class=spec.transaction_class,
+            project_id=spec.project_id,
+            contract_line_id=spec.contract_line_id,
+            quantity=spec.quantity,
+            billable_quantity=(
+                spec.billable_quantity if spec.billable_quantity is not None else spec.quantity
+            ),
+            cost_rate=spec.cost_rate
+            if spec.cost_rate is not None
+            else line.cost_rate_for(spec.role),
+            bill_rate=spec.bill_rate
+            if spec.bill_rate is not None
+            else line.bill_rate_for(spec.role),
+            document_date=spec.document_date,
+            resource=spec.resource,
+            role=spec.role,
+        )
+        actuals = domain.approve_entry(
+            entry, contract=contract, contract_line=line, accounting_date=today(), new_id=uuid4
+        )
+        await repo.insert_entry(conn, entry)
+        await repo.insert_actuals(conn, actuals)
+        await events.add_actuals_created(conn, settings, actuals)
+    log.info(
+        "entry_approved",
+        entry_id=str(entry.entry_id),
+        project_id=str(entry.project_id),
+        actuals=len(actuals),
+    )
+    return entry.entry_id, actuals
+
+
+async def cancel_entry(conn: DbConnection, settings: Settings, entry_id: UUID) -> domain.Changes:
+    """Cancel an approval: its live actuals adjusted and reversed, reversals published."""
+    async with conn.transaction():
+        if not await repo.entry_exists(conn, entry_id):
+            raise repo.NotFound(f"no entry {entry_id}")
+        actuals = await repo.actuals_of_entry(conn, entry_id, for_update=True)
+        changes = domain.cancel_approval(entry_id, actuals, accounting_date=today(), new_id=uuid4)
+        await repo.update_actuals(conn, changes.updated_actuals)
+        await repo.insert_actuals(conn, changes.new_actuals)
+        await events.add_actuals_created(conn, settings, changes.new_actuals)
+    log.info("entry_cancelled", entry_id=str(entry_id), reversals=len(changes.new_actuals))
+    return changes
+
+
+async def set_ready_to_invoice(
+    conn: DbConnection, actual_ids: Sequence[UUID], ready: bool
+) -> list[MsdynActual]:
+    """Put actuals in (or take them out of) the billing backlog; all or none."""
+    async with conn.transaction():
+        found = await repo.actuals_by_ids(conn, actual_ids, for_update=True)
+        missing = [str(a) for a in actual_ids if a not in found]
+        if missing:
+            raise repo.NotFound(f"no actual {', '.join(missing)}")
+        changed = [domain.mark_ready_to_invoice(found[a], ready) for a in dict.fromkeys(actual_ids)]
+        await repo.update_actuals(conn, changed)
+    log.info("backlog_readiness_set", actuals=len(changed), ready=ready)
+    return changed
+
+
+# --------------------------------------------------------------------------------------------
+# Proforma invoices
+# --------------------------------------------------------------------------------------------
+
+
+async def create_invoice(conn: DbConnection, contract_id: UUID, invoice_date: date) -> UUID:
+    """Create a draft from what is ready to invoice on the contract; returns its id."""
+    async with conn.transaction():
+        # The contract lock makes two concurrent creations take turns: the second finds the
+        # backlog already held by the first draft instead of double-billing it.
+        contract = (await repo.get_contract(conn, contract_id, for_update=True)).contract
+        lines = await repo.contract_lines_of(conn, contract_id)
+        backlog = await repo.backlog_of_contract(conn, contract_id, for_update=True)
+        milestones = await repo.milestones_of_contract(
+            conn, contract_id, invoice_status=MilestoneInvoiceStatus.READY, for_update=True
+        )
+        change = domain.create_proforma_invoice(
+            contract, lines, backlog, milestones, invoice_date=invoice_date, new_id=uuid4
+        )
+        await repo.insert_invoice(conn, change.invoice)
+        await repo.update_actuals(conn, change.updated_actuals)
+        await repo.update_milestones(conn, change.updated_milestones)
+    log.info(
+        "invoice_created",
+        invoice_id=str(change.invoice.invoice_id),
+        contract_id=str(contract_id),
+        details=len(change.invoice.details),
+    )
+    return change.invoice.invoice_id
+
+
+async def _held_records(
+    conn: DbConnection, details: Sequence[domain.InvoiceLineDetail]
+) -> tuple[dict[UUID, MsdynActual], dict[UUID, Milestone]]:
+    """The actuals and milestones behind these details, locked."""
+    actual_ids = [a for d in details for a in (d.actual_id, d.billed_actual_id) if a is not None]
+    milestone_ids = [d.milestone_id for d in details if d.milestone_id is not None]
+    actuals = await repo.actuals_by_ids(conn, actual_ids, for_update=True)
+    milestones = await repo.milestones_by_ids(conn, milestone_ids, for_update=True)
+    return actuals, milestones
+
+
+def _require_detail(invoice: domain.ProformaInvoice, detail_id: UUID) -> None:
+    if all(d.detail_id != detail_id for d in invoice.details):
+        raise repo.NotFound(f"no line detail {detail_id} on invoice {invoice.invoice_id}")
+
+
+async def edit_detail(
+    conn: DbConnection,
+    invoice_id: UUID,
+    detail_id: UUID,
+    *,
+    quantity: Decimal | None,
+    billing_type: BillingType | None,
+) -> None:
+    """Change a draft detail's quantity and/or billing type."""
+    async with conn.transaction():
+        stored = await repo.get_invoice(conn, invoice_id, for_update=True)
+        _require_detail(stored.invoice, detail_id)
+        invoice = domain.edit_detail(
+            stored.invoice, detail_id, quantity=quantity, billing_type=billing_type
+        )
+        await repo.save_invoice(conn, invoice)
+    log.info(
+        "invoice_detail_edited",
+        invoice_id=str(invoice_id),
+        detail_id=str(detail_id),
+        quantity=str(quantity) if quantity is not None else None,
+        billing_type=billing_type,
+    )
+
+
+async def delete_detail(conn: DbConnection, invoice_id: UUID, detail_id: UUID) -> None:
+    """Delete a draft detail; what it held goes back to the backlog."""
+    async with conn.transaction():
+        stored = await repo.get_invoice(conn, invoice_id, for_update=True)
+        _require_detail(stored.invoice, detail_id)
+        actuals, milestones = await _held_records(conn, [stored.invoice.detail(detail_id)])
+        change = domain.delete_detail(stored.invoice, detail_id, actuals, milestones)
+        await repo.save_invoice(conn, change.invoice)
+        await repo.update_actuals(conn, change.updated_actuals)
+        await repo.update_milestones(conn, change.updated_milestones)
+    log.info("invoice_detail_deleted", invoice_id=str(invoice_id), detail_id=str(detail_id))
+
+
+async def delete_invoice(conn: DbConnection, invoice_id: UUID) -> None:
+    """Delete a draft invoice; everything it held goes back to the backlog."""
+    async with conn.transaction():
+        stored = await repo.get_invoice(conn, invoice_id, for_update=True)
+        actuals, milestones = await _held_records(conn, stored.invoice.details)
+        changes = domain.delete_invoice(stored.invoice, actuals, milestones)
+        await repo.update_actuals(conn, changes.updated_actuals)
+        await repo.update_milestones(conn, changes.updated_milestones)
+        await repo.delete_invoice_row(conn, invoice_id)
+    log.info("invoice_deleted", invoice_id=str(invoice_id))
+
+
+async def submit_for_review(conn: DbConnection, invoice_id: UUID) -> None:
+    """Draft → in review."""
+    async with conn.transaction():
+        stored = await repo.get_invoice(conn, invoice_id, for_update=True)
+        await repo.save_invoice(conn, domain.submit_for_review(stored.invoice))
+    log.info("invoice_submitted_for_review", invoice_id=str(invoice_id))
+
+
+async def return_to_draft(conn: DbConnection, invoice_id: UUID) -> None:
+    """In review → draft."""
+    async with conn.transaction():
+        stored = await repo.get_invoice(conn, invoice_id, for_update=True)
+        await repo.save_invoice(conn, domain.return_to_draft(stored.invoice))
+    log.info("invoice_returned_to_draft", invoice_id=str(invoice_id))
+
+
+async def set_tax(conn: DbConnection, invoice_id: UUID, tax_amount: Decimal) -> None:
+    """Set the header's tax amount."""
+    async with conn.transaction():
+        stored = await repo.get_invoice(conn, invoice_id, for_update=True)
+        await repo.save_invoice(conn, domain.set_tax(stored.invoice, tax_amount))
+    log.info("invoice_tax_set", invoice_id=str(invoice_id), tax_amount=str(tax_amount))
+
+
+async def confirm_invoice(
+    conn: DbConnection, settings: Settings, invoice_id: UUID
+) -> domain.ConfirmResult:
+    """Confirm an invoice: billing actuals, the header and every new actual to the outbox.
+
+    The invoice row lock serialises confirmations: of two racing requests the second waits,
+    then finds the invoice confirmed and is refused (`InvoiceConfirmedError`), so an invoice
+    is confirmed, and published, once.
+    """
+    async with conn.transaction():
+        stored = await repo.get_invoice(conn, invoice_id, for_update=True)
+        actuals, milestones = await _held_records(conn, stored.invoice.details)
+        result = domain.confirm_invoice(
+            stored.invoice, actuals, milestones, accounting_date=today(), new_id=uuid4
+        )
+        await repo.update_actuals(conn, result.updated_actuals)
+        await repo.insert_actuals(conn, result.new_actuals)
+        await repo.update_milestones(conn, result.updated_milestones)
+        await repo.save_invoice(
+            conn, result.invoice, expected_billed_lines=result.expected_billed_sales_count
+        )
+        contract = await repo.get_contract(conn, stored.invoice.contract_id)
+        customer = await repo.get_account(conn, stored.invoice.customer_id)
+        methods = {
+            line.billing_method
+            for line in await repo.contract_lines_of(conn, stored.invoice.contract_id)
+            if line.contract_line_id in {il.contract_line_id for il in result.invoice.lines}
+        }
+        await events.add_invoice_confirmed(
+            conn,
+            settings,
+            result.invoice,
+            invoice_number=stored.invoice_number,
+            expected_billed_lines=result.expected_billed_sales_count,
+            customer_name=customer["name"],
+            # One billing method when every line has the same, else none (a mixed invoice).
+            billing_method=methods.pop() if len(methods) == 1 else None,
+            payment_terms=contract.payment_terms,
+        )
+        await events.add_actuals_created(conn, settings, result.new_actuals, invoice_id=invoice_id)
+    log.info(
+        "invoice_confirmed",
+        invoice_id=str(invoice_id),
+        is_corrective=result.invoice.is_corrective,
+        total_amount=str(result.invoice.total_amount),
+        new_actuals=len(result.new_actuals),
+        expected_billed_lines=result.expected_billed_sales_count,
+    )
+    return result
+
+
+async def correct_invoice(conn: DbConnection, invoice_id: UUID, invoice_date: date) -> UUID:
+    """Start a corrective draft of a confirmed invoice (a full credit); returns its id."""
+    async with conn.transaction():
+        stored = await repo.get_invoice(conn, invoice_id, for_update=True)
+        billed = await repo.billed_sales_of_invoice(conn, invoice_id)
+        corrective = domain.correct_invoice(
+            stored.invoice, billed, invoice_date=invoice_date, new_id=uuid4
+        )
+        await repo.insert_invoice(conn, corrective)
+    log.info(
+        "corrective_invoice_created",
+        invoice_id=str(corrective.invoice_id),
+        corrects_invoice_id=str(invoice_id),
+    )
+    return corrective.invoice_id

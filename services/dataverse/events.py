@@ -1,0 +1,128 @@
+"""The events Dataverse publishes, written to the outbox in the transaction of the change.
+
+* `actuals-created`: every new actual, skip-sync ones included (filtering is the bridge's job).
+  Key: the actual's invoice id when it has one, else its project id, so that the actuals of one
+  invoice stay in order on one partition. Correlation id: the invoice id where there is one.
+* `invoice-confirmed`: a confirmed proforma's header. Key and correlation id: the invoice id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from schemas.dataverse_events import ActualCreated, InvoiceConfirmed
+from schemas.envelope import Envelope
+from schemas.topics import Topic, topic_name
+from services.common import outbox
+from services.common.db import DbConnection
+from services.common.settings import Settings
+from services.dataverse.domain import MsdynActual, ProformaInvoice
+
+SOURCE = "dataverse"
+ACTUAL_CREATED = "actual.created"
+INVOICE_CONFIRMED = "invoice.confirmed"
+
+
+def actual_created(actual: MsdynActual) -> ActualCreated:
+    """The `actuals-created` payload of one actual."""
+    return ActualCreated(
+        actual_id=actual.actual_id,
+        transaction_type=actual.transaction_type,
+        transaction_class=actual.transaction_class,
+        billing_type=actual.billing_type,
+        billing_status=actual.billing_status,
+        adjustment_status=actual.adjustment_status,
+        quantity=actual.quantity,
+        unit_price=actual.unit_price,
+        amount=actual.amount,
+        currency=actual.currency,
+        document_date=actual.document_date,
+        accounting_date=actual.accounting_date,
+        legal_entity=actual.legal_entity,
+        project_id=actual.project_id,
+        contract_id=actual.contract_id,
+        contract_line_id=actual.contract_line_id,
+        billing_method=actual.billing_method,
+        customer_id=actual.customer_id,
+        resource=actual.resource,
+        role=actual.role,
+        invoice_id=actual.invoice_id,
+        unbilled_actual_id=actual.unbilled_actual_id,
+        reverses_actual_id=actual.reverses_actual_id,
+        skip_sync=actual.skip_sync,
+    )
+
+
+def actual_key(actual: MsdynActual) -> str:
+    """Topic key of an actual: its invoice, else its project (DESIGN.md, Topics)."""
+    return str(actual.invoice_id if actual.invoice_id is not None else actual.project_id)
+
+
+async def add_actuals_created(
+    conn: DbConnection,
+    settings: Settings,
+    actuals: Sequence[MsdynActual],
+    *,
+    invoice_id: UUID | None = None,
+) -> None:
+    """Queue `actuals-created` for each new actual, in creation order.
+
+    `invoice_id` is the invoice whose confirmation created them; it is the correlation id of
+    all of them (also of an actual put back into the backlog, which carries no invoice id).
+    """
+    topic = topic_name(Topic.ACTUALS_CREATED, settings.topic_prefix)
+    rows: list[tuple[str, str | None, Envelope[Any]]] = []
+    for actual in actuals:
+        correlation = invoice_id or actual.invoice_id
+        rows.append(
+            (
+                topic,
+                actual_key(actual),
+                outbox.envelope(
+                    ACTUAL_CREATED,
+                    SOURCE,
+                    actual_created(actual),
+                    correlation_id=str(correlation) if correlation else None,
+                ),
+            )
+        )
+    await outbox.add_many(conn, rows)
+
+
+async def add_invoice_confirmed(
+    conn: DbConnection,
+    settings: Settings,
+    invoice: ProformaInvoice,
+    *,
+    invoice_number: str,
+    expected_billed_lines: int,
+    customer_name: str | None,
+    billing_method: Any,
+    payment_terms: str | None,
+) -> None:
+    """Queue the confirmed header for Finance's proposal."""
+    payload = InvoiceConfirmed(
+        invoice_id=invoice.invoice_id,
+        invoice_number=invoice_number,
+        legal_entity=invoice.legal_entity,
+        customer_id=invoice.customer_id,
+        customer_name=customer_name,
+        contract_id=invoice.contract_id,
+        billing_method=billing_method,
+        currency=invoice.currency,
+        invoice_date=invoice.invoice_date,
+        total_amount=invoice.total_amount,
+        tax_amount=invoice.tax_amount,
+        payment_terms=payment_terms,
+        expected_billed_lines=expected_billed_lines,
+        is_corrective=invoice.is_corrective,
+        corrects_invoice_id=invoice.corrects_invoice_id,
+    )
+    await outbox.add(
+        conn,
+        topic_name(Topic.INVOICE_CONFIRMED, settings.topic_prefix),
+        str(invoice.invoice_id),
+        outbox.envelope(INVOICE_CONFIRMED, SOURCE, payload, correlation_id=str(invoice.invoice_id)),
+    )

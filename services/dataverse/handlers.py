@@ -1,0 +1,119 @@
+"""Consumer of `dv-actuals-accounting`: Finance's accounting detail written back on actuals.
+
+The bridge maps the voucher, its date, the exchange rate, the amount in accounting currency and
+the sales tax of each posted actual (domain.md, step 10). Applying one:
+
+* stamps the actual (`domain.record_finance_posting`); a billed-sales actual becomes *customer
+  invoice posted*;
+* a live billed-sales actual of a milestone moves the milestone to *customer invoice posted*;
+* answers the bridge on `sync-receipts` (applied).
+
+Stamping is idempotent: the same detail twice leaves the same actual, and a re-send under a new
+event id (the bridge re-drives records without a receipt) is applied and answered again. An
+update for an actual Dataverse does not hold is refused: kept in `accounting_update_refused`
+with its reason (domain.md, rule 8) and answered as rejected. Nothing here raises for a business
+reason; an unexpected error parks the event (see `services.common.inbox`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.envelope import Envelope
+from schemas.mapped_events import ActualAccountingRecord
+from schemas.topics import Topic, topic_name
+from schemas.vocabulary import AdjustmentStatus, MilestoneInvoiceStatus, TransactionType
+from services.common import receipts
+from services.common.db import DbConnection
+from services.common.inbox import Handler, Subscription
+from services.common.logging import get_logger
+from services.common.settings import Settings
+from services.dataverse import domain
+from services.dataverse import repository as repo
+
+log = get_logger(__name__)
+
+TARGET = "dataverse"
+
+
+def accounting_handler(settings: Settings) -> Handler:
+    """The handler of `dv-actuals-accounting` for these settings."""
+
+    async def handle(conn: DbConnection, event: Envelope[Any]) -> None:
+        await apply_accounting_detail(conn, settings, event)
+
+    return handle
+
+
+async def apply_accounting_detail(
+    conn: DbConnection, settings: Settings, event: Envelope[Any]
+) -> None:
+    """Apply one accounting record inside the inbox transaction; see the module docstring."""
+    record: ActualAccountingRecord = event.payload
+    actual_id = record.msdyn_actualid
+    actual = await repo.find_actual(conn, actual_id, for_update=True)
+    if actual is None:
+        reason = f"unknown actual {actual_id}: Dataverse holds no such msdyn_actual"
+        await repo.record_refusal(
+            conn,
+            event_id=event.event_id,
+            source_event_id=event.causation_id,
+            actual_id=actual_id,
+            reason=reason,
+            record=record.model_dump(mode="json"),
+        )
+        await receipts.answer(conn, settings, event, str(actual_id), TARGET, reason=reason)
+        log.warning("accounting_update_refused", actual_id=str(actual_id), reason=reason)
+        return
+
+    stamped = domain.record_finance_posting(
+        actual,
+        domain.AccountingDetail(
+            voucher=record.msdyn_externalreference,
+            voucher_date=record.msdyn_externalreferencedate,
+            exchange_rate=record.msdyn_exchangerate,
+            accounting_currency_amount=record.msdyn_amountaccountingcurrency,
+            tax_amount=record.msdyn_salestaxamount,
+        ),
+    )
+    await repo.update_actuals(conn, [stamped])
+    await repo.mark_accounting_updated(conn, actual_id)
+    await _milestone_posted(conn, stamped)
+    await receipts.answer(conn, settings, event, str(actual_id), TARGET)
+    log.info(
+        "accounting_detail_stamped",
+        actual_id=str(actual_id),
+        invoice_id=str(actual.invoice_id) if actual.invoice_id else None,
+        voucher=record.msdyn_externalreference,
+        billing_status=stamped.billing_status,
+    )
+
+
+async def _milestone_posted(conn: DbConnection, actual: domain.MsdynActual) -> None:
+    """Move the milestone a posted billed sale bills to *customer invoice posted*.
+
+    Only the live billed sale counts: a credit's reversal, or the posting of a billed sale that
+    a correction has since adjusted, must not mark a milestone that went back to the backlog
+    (or onto a new invoice) as posted. A second posting of the same sale changes nothing.
+    """
+    if (
+        actual.milestone_id is None
+        or actual.transaction_type is not TransactionType.BILLED_SALES
+        or actual.adjustment_status is not AdjustmentStatus.NONE
+    ):
+        return
+    milestone = await repo.get_milestone(conn, actual.milestone_id, for_update=True)
+    if milestone.invoice_status is MilestoneInvoiceStatus.CUSTOMER_INVOICE_CREATED:
+        await repo.update_milestones(conn, [domain.record_milestone_posted(milestone)])
+        log.info("milestone_posted", milestone_id=str(milestone.milestone_id))
+
+
+def subscriptions(settings: Settings) -> list[Subscription]:
+    """What the Dataverse service consumes."""
+    return [
+        Subscription(
+            topic_name(Topic.DV_ACTUALS_ACCOUNTING, settings.topic_prefix),
+            ActualAccountingRecord,
+            accounting_handler(settings),
+        )
+    ]

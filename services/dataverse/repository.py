@@ -1,0 +1,773 @@
+"""SQL of the Dataverse service: domain records in and out of its own PostgreSQL database.
+
+Every statement is parameterised. Functions take the caller's connection and never open a
+transaction of their own: the application layer (`commands.py`) decides what runs together.
+Readers that take `for_update=True` lock the rows they return until the caller's transaction
+ends; to keep concurrent operations from deadlocking, several rows of one table are always
+locked in primary-key order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from schemas.vocabulary import (
+    AdjustmentStatus,
+    BillingMethod,
+    BillingStatus,
+    BillingType,
+    InvoiceStatus,
+    MilestoneInvoiceStatus,
+    TransactionClass,
+    TransactionType,
+)
+from services.common.db import DbConnection
+from services.dataverse.domain import (
+    Contract,
+    ContractLine,
+    InvoiceLine,
+    InvoiceLineDetail,
+    Milestone,
+    MsdynActual,
+    ProformaInvoice,
+    ProjectEntry,
+)
+
+
+class NotFound(LookupError):
+    """A record the caller named does not exist (HTTP 404)."""
+
+
+def _lock(for_update: bool) -> str:
+    return " FOR UPDATE" if for_update else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Accounts and projects
+# --------------------------------------------------------------------------------------------
+
+
+async def insert_account(
+    conn: DbConnection, account_id: UUID, name: str, legal_entity: str
+) -> None:
+    """Create a customer account."""
+    await conn.execute(
+        "INSERT INTO account (account_id, name, legal_entity) VALUES ($1, $2, $3)",
+        account_id,
+        name,
+        legal_entity,
+    )
+
+
+async def get_account(conn: DbConnection, account_id: UUID) -> dict[str, Any]:
+    """One account as a dict; `NotFound` when there is none."""
+    row = await conn.fetchrow(
+        "SELECT account_id, name, legal_entity, created_at FROM account WHERE account_id = $1",
+        account_id,
+    )
+    if row is None:
+        raise NotFound(f"no account {account_id}")
+    return dict(row)
+
+
+async def list_accounts(conn: DbConnection) -> list[dict[str, Any]]:
+    """Every account, oldest first."""
+    rows = await conn.fetch(
+        "SELECT account_id, name, legal_entity, created_at FROM account ORDER BY created_at"
+    )
+    return [dict(r) for r in rows]
+
+
+async def insert_project(
+    conn: DbConnection, project_id: UUID, name: str, legal_entity: str, customer_id: UUID
+) -> None:
+    """Create a project for a customer."""
+    await conn.execute(
+        "INSERT INTO project (project_id, name, legal_entity, customer_id) VALUES ($1, $2, $3, $4)",
+        project_id,
+        name,
+        legal_entity,
+        customer_id,
+    )
+
+
+async def get_project(conn: DbConnection, project_id: UUID) -> dict[str, Any]:
+    """One project as a dict; `NotFound` when there is none."""
+    row = await conn.fetchrow(
+        "SELECT project_id, name, legal_entity, customer_id, created_at FROM project "
+        "WHERE project_id = $1",
+        project_id,
+    )
+    if row is None:
+        raise NotFound(f"no project {project_id}")
+    return dict(row)
+
+
+async def list_projects(conn: DbConnection) -> list[dict[str, Any]]:
+    """Every project, oldest first."""
+    rows = await conn.fetch(
+        "SELECT project_id, name, legal_entity, customer_id, created_at FROM project "
+        "ORDER BY created_at"
+    )
+    return [dict(r) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Contracts, contract lines, milestones
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredContract:
+    """A contract with what the domain record does not hold."""
+
+    contract: Contract
+    payment_terms: str | None
+    created_at: datetime
+
+
+def _rates_to_json(rates: Mapping[str, Decimal]) -> dict[str, str]:
+    # Rates travel as decimal strings in jsonb: a JSON number would pass through a float.
+    return {role: str(rate) for role, rate in rates.items()}
+
+
+def _rates_from_json(data: Mapping[str, Any] | None) -> dict[str, Decimal]:
+    return {role: Decimal(str(rate)) for role, rate in (data or {}).items()}
+
+
+async def insert_contract(
+    conn: DbConnection,
+    contract: Contract,
+    lines: Sequence[ContractLine],
+    payment_terms: str | None = None,
+) -> None:
+    """Create a contract with its lines (in the given order)."""
+    await conn.execute(
+        "INSERT INTO project_contract "
+        "(contract_id, name, legal_entity, customer_id, currency, payment_terms) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        contract.contract_id,
+        contract.name,
+        contract.legal_entity,
+        contract.customer_id,
+        contract.currency,
+        payment_terms,
+    )
+    for number, line in enumerate(lines, start=1):
+        await conn.execute(
+            "INSERT INTO contract_line (contract_line_id, contract_id, line_number, project_id, "
+            "name, billing_method, default_bill_rate, default_cost_rate, bill_rates, cost_rates) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            line.contract_line_id,
+            contract.contract_id,
+            number,
+            line.project_id,
+            line.name,
+            line.billing_method.value,
+            line.default_bill_rate,
+            line.default_cost_rate,
+            _rates_to_json(line.bill_rates),
+            _rates_to_json(line.cost_rates),
+        )
+
+
+def _contract(row: asyncpg.Record) -> StoredContract:
+    return StoredContract(
+        contract=Contract(
+            contract_id=row["contract_id"],
+            customer_id=row["customer_id"],
+            currency=row["currency"],
+            legal_entity=row["legal_entity"],
+            name=row["name"],
+        ),
+        payment_terms=row["payment_terms"],
+        created_at=row["created_at"],
+    )
+
+
+async def get_contract(
+    conn: DbConnection, contract_id: UUID, *, for_update: bool = False
+) -> StoredContract:
+    """One contract; `NotFound` when there is none. Locking it serialises invoice creation."""
+    row = await conn.fetchrow(
+        "SELECT * FROM project_contract WHERE contract_id = $1" + _lock(for_update), contract_id
+    )
+    if row is None:
+        raise NotFound(f"no contract {contract_id}")
+    return _contract(row)
+
+
+async def list_contracts(conn: DbConnection) -> list[StoredContract]:
+    """Every contract, oldest first."""
+    return [
+        _contract(r) for r in await conn.fetch("SELECT * FROM project_contract ORDER BY created_at")
+    ]
+
+
+def _contract_line(row: asyncpg.Record) -> ContractLine:
+    return ContractLine(
+        contract_line_id=row["contract_line_id"],
+        contract_id=row["contract_id"],
+        project_id=row["project_id"],
+        billing_method=BillingMethod(row["billing_method"]),
+        name=row["name"],
+        default_bill_rate=row["default_bill_rate"],
+        default_cost_rate=row["default_cost_rate"],
+        bill_rates=_rates_from_json(row["bill_rates"]),
+        cost_rates=_rates_from_json(row["cost_rates"]),
+    )
+
+
+async def contract_lines_of(conn: DbConnection, contract_id: UUID) -> list[ContractLine]:
+    """A contract's lines in line order."""
+    rows = await conn.fetch(
+        "SELECT * FROM contract_line WHERE contract_id = $1 ORDER BY line_number", contract_id
+    )
+    return [_contract_line(r) for r in rows]
+
+
+async def get_contract_line(conn: DbConnection, contract_line_id: UUID) -> ContractLine:
+    """One contract line; `NotFound` when there is none."""
+    row = await conn.fetchrow(
+        "SELECT * FROM contract_line WHERE contract_line_id = $1", contract_line_id
+    )
+    if row is None:
+        raise NotFound(f"no contract line {contract_line_id}")
+    return _contract_line(row)
+
+
+def _milestone(row: asyncpg.Record) -> Milestone:
+    return Milestone(
+        milestone_id=row["milestone_id"],
+        contract_id=row["contract_id"],
+        contract_line_id=row["contract_line_id"],
+        project_id=row["project_id"],
+        amount=row["amount"],
+        milestone_date=row["milestone_date"],
+        invoice_status=MilestoneInvoiceStatus(row["invoice_status"]),
+        name=row["name"],
+    )
+
+
+async def insert_milestone(conn: DbConnection, milestone: Milestone) -> None:
+    """Create a milestone."""
+    await conn.execute(
+        "INSERT INTO milestone (milestone_id, contract_id, contract_line_id, project_id, name, "
+        "amount, milestone_date, invoice_status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        milestone.milestone_id,
+        milestone.contract_id,
+        milestone.contract_line_id,
+        milestone.project_id,
+        milestone.name,
+        milestone.amount,
+        milestone.milestone_date,
+        milestone.invoice_status.value,
+    )
+
+
+async def get_milestone(
+    conn: DbConnection, milestone_id: UUID, *, for_update: bool = False
+) -> Milestone:
+    """One milestone; `NotFound` when there is none."""
+    row = await conn.fetchrow(
+        "SELECT * FROM milestone WHERE milestone_id = $1" + _lock(for_update), milestone_id
+    )
+    if row is None:
+        raise NotFound(f"no milestone {milestone_id}")
+    return _milestone(row)
+
+
+async def milestones_by_ids(
+    conn: DbConnection, milestone_ids: Iterable[UUID], *, for_update: bool = False
+) -> dict[UUID, Milestone]:
+    """The milestones with these ids (missing ones are simply absent), locked in id order."""
+    rows = await conn.fetch(
+        "SELECT * FROM milestone WHERE milestone_id = ANY($1::uuid[]) ORDER BY milestone_id"
+        + _lock(for_update),
+        sorted(set(milestone_ids)),
+    )
+    return {r["milestone_id"]: _milestone(r) for r in rows}
+
+
+async def milestones_of_contract(
+    conn: DbConnection,
+    contract_id: UUID,
+    *,
+    invoice_status: MilestoneInvoiceStatus | None = None,
+    for_update: bool = False,
+) -> list[Milestone]:
+    """A contract's milestones, optionally only those of one invoice status."""
+    rows = await conn.fetch(
+        "SELECT * FROM milestone WHERE contract_id = $1 "
+        "AND ($2::text IS NULL OR invoice_status = $2) ORDER BY milestone_id" + _lock(for_update),
+        contract_id,
+        invoice_status.value if invoice_status else None,
+    )
+    return [_milestone(r) for r in rows]
+
+
+async def update_milestones(conn: DbConnection, milestones: Iterable[Milestone]) -> None:
+    """Write the invoice status of changed milestones (the only field that changes)."""
+    await conn.executemany(
+        "UPDATE milestone SET invoice_status = $2 WHERE milestone_id = $1",
+        [(m.milestone_id, m.invoice_status.value) for m in milestones],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Entries and actuals
+# --------------------------------------------------------------------------------------------
+
+
+async def insert_entry(conn: DbConnection, entry: ProjectEntry) -> None:
+    """Record an approved entry (the transaction origin of its actuals)."""
+    await conn.execute(
+        "INSERT INTO project_entry (entry_id, transaction_class, project_id, contract_line_id, "
+        "quantity, billable_quantity, cost_rate, bill_rate, document_date, resource, role) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        entry.entry_id,
+        entry.transaction_class.value,
+        entry.project_id,
+        entry.contract_line_id,
+        entry.quantity,
+        entry.billable_quantity,
+        entry.cost_rate,
+        entry.bill_rate,
+        entry.document_date,
+        entry.resource,
+        entry.role,
+    )
+
+
+async def entry_exists(conn: DbConnection, entry_id: UUID) -> bool:
+    """Whether an entry with this id was approved."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM project_entry WHERE entry_id = $1)", entry_id
+    )
+    return found
+
+
+_ACTUAL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(MsdynActual))
+_ACTUAL_COLUMNS = ", ".join(_ACTUAL_FIELDS)
+_ACTUAL_PLACEHOLDERS = ", ".join(f"${n}" for n in range(1, len(_ACTUAL_FIELDS) + 1))
+# Columns an actual may change after creation (domain.md: "An actual is never edited ...").
+_ACTUAL_MUTABLE = (
+    "billing_status",
+    "adjustment_status",
+    "ready_to_invoice",
+    "voucher",
+    "voucher_date",
+    "exchange_rate",
+    "accounting_currency_amount",
+    "tax_amount",
+)
+_ENUM_FIELDS: dict[str, type[Any]] = {
+    "transaction_type": TransactionType,
+    "transaction_class": TransactionClass,
+    "billing_type": BillingType,
+    "billing_status": BillingStatus,
+    "adjustment_status": AdjustmentStatus,
+    "billing_method": BillingMethod,
+}
+
+
+def _db_value(value: Any) -> Any:
+    if isinstance(value, TransactionType | TransactionClass | BillingType | BillingStatus):
+        return value.value
+    if isinstance(value, AdjustmentStatus | BillingMethod):
+        return value.value
+    return value
+
+
+def actual_from_row(row: asyncpg.Record | Mapping[str, Any]) -> MsdynActual:
+    """An `MsdynActual` from an `msdyn_actual` row."""
+    values: dict[str, Any] = {}
+    for name in _ACTUAL_FIELDS:
+        value = row[name]
+        enum = _ENUM_FIELDS.get(name)
+        values[name] = enum(value) if enum is not None and value is not None else value
+    return MsdynActual(**values)
+
+
+async def insert_actuals(conn: DbConnection, actuals: Sequence[MsdynActual]) -> None:
+    """Create new actuals, in order (a reversal after what it reverses)."""
+    if not actuals:
+        return
+    await conn.executemany(
+        f"INSERT INTO msdyn_actual ({_ACTUAL_COLUMNS}) VALUES ({_ACTUAL_PLACEHOLDERS})",
+        [tuple(_db_value(getattr(a, name)) for name in _ACTUAL_FIELDS) for a in actuals],
+    )
+
+
+async def update_actuals(conn: DbConnection, actuals: Iterable[MsdynActual]) -> None:
+    """Write the mutable fields of changed actuals; everything else of an actual is final."""
+    sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(_ACTUAL_MUTABLE, start=2))
+    await conn.executemany(
+        f"UPDATE msdyn_actual SET {sets} WHERE actual_id = $1",
+        [
+            (a.actual_id, *(_db_value(getattr(a, name)) for name in _ACTUAL_MUTABLE))
+            for a in actuals
+        ],
+    )
+
+
+async def mark_accounting_updated(conn: DbConnection, actual_id: UUID) -> None:
+    """Remember when Finance's accounting detail last reached this actual."""
+    await conn.execute(
+        "UPDATE msdyn_actual SET accounting_updated_at = now() WHERE actual_id = $1", actual_id
+    )
+
+
+async def get_actual(
+    conn: DbConnection, actual_id: UUID, *, for_update: bool = False
+) -> MsdynActual:
+    """One actual; `NotFound` when there is none."""
+    row = await conn.fetchrow(
+        "SELECT * FROM msdyn_actual WHERE actual_id = $1" + _lock(for_update), actual_id
+    )
+    if row is None:
+        raise NotFound(f"no actual {actual_id}")
+    return actual_from_row(row)
+
+
+async def find_actual(
+    conn: DbConnection, actual_id: UUID, *, for_update: bool = False
+) -> MsdynActual | None:
+    """One actual, or None when there is none."""
+    row = await conn.fetchrow(
+        "SELECT * FROM msdyn_actual WHERE actual_id = $1" + _lock(for_update), actual_id
+    )
+    return actual_from_row(row) if row is not None else None
+
+
+async def actuals_by_ids(
+    conn: DbConnection, actual_ids: Iterable[UUID], *, for_update: bool = False
+) -> dict[UUID, MsdynActual]:
+    """The actuals with these ids (missing ones are absent), locked in id order."""
+    rows = await conn.fetch(
+        "SELECT * FROM msdyn_actual WHERE actual_id = ANY($1::uuid[]) ORDER BY actual_id"
+        + _lock(for_update),
+        sorted(set(actual_ids)),
+    )
+    return {r["actual_id"]: actual_from_row(r) for r in rows}
+
+
+async def actuals_of_entry(
+    conn: DbConnection, entry_id: UUID, *, for_update: bool = False
+) -> list[MsdynActual]:
+    """Every actual of an approved entry (reversals included), locked in id order."""
+    rows = await conn.fetch(
+        "SELECT * FROM msdyn_actual WHERE entry_id = $1 ORDER BY actual_id" + _lock(for_update),
+        entry_id,
+    )
+    return sorted((actual_from_row(r) for r in rows), key=lambda a: a.actual_id)
+
+
+async def backlog_of_contract(
+    conn: DbConnection, contract_id: UUID, *, for_update: bool = False
+) -> list[MsdynActual]:
+    """A contract's ready-to-invoice unbilled sales no invoice holds, locked in id order.
+
+    The domain filters again (`create_proforma_invoice`); this query only keeps the lock set
+    small.
+    """
+    rows = await conn.fetch(
+        "SELECT * FROM msdyn_actual WHERE contract_id = $1 AND ready_to_invoice "
+        "AND transaction_type = $2 AND adjustment_status = $3 AND billing_status = $4 "
+        "AND invoice_id IS NULL ORDER BY actual_id" + _lock(for_update),
+        contract_id,
+        TransactionType.UNBILLED_SALES.value,
+        AdjustmentStatus.NONE.value,
+        BillingStatus.UNBILLED_SALES_CREATED.value,
+    )
+    return [actual_from_row(r) for r in rows]
+
+
+async def billed_sales_of_invoice(conn: DbConnection, invoice_id: UUID) -> list[MsdynActual]:
+    """Billed-sales actuals carrying this invoice id, in creation order."""
+    rows = await conn.fetch(
+        "SELECT * FROM msdyn_actual WHERE invoice_id = $1 AND transaction_type = $2 ORDER BY seq",
+        invoice_id,
+        TransactionType.BILLED_SALES.value,
+    )
+    return [actual_from_row(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class ActualFilter:
+    """Filters of an actuals listing; None means any."""
+
+    project_id: UUID | None = None
+    contract_id: UUID | None = None
+    invoice_id: UUID | None = None
+    entry_id: UUID | None = None
+    transaction_type: TransactionType | None = None
+    billing_status: BillingStatus | None = None
+
+
+async def list_actuals(conn: DbConnection, where: ActualFilter) -> list[dict[str, Any]]:
+    """Actuals matching the filter, in creation order, with their bookkeeping columns."""
+    rows = await conn.fetch(
+        "SELECT * FROM msdyn_actual WHERE ($1::uuid IS NULL OR project_id = $1) "
+        "AND ($2::uuid IS NULL OR contract_id = $2) AND ($3::uuid IS NULL OR invoice_id = $3) "
+        "AND ($4::uuid IS NULL OR entry_id = $4) "
+        "AND ($5::text IS NULL OR transaction_type = $5) "
+        "AND ($6::text IS NULL OR billing_status = $6) ORDER BY seq",
+        where.project_id,
+        where.contract_id,
+        where.invoice_id,
+        where.entry_id,
+        where.transaction_type.value if where.transaction_type else None,
+        where.billing_status.value if where.billing_status else None,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_actual_row(conn: DbConnection, actual_id: UUID) -> dict[str, Any]:
+    """One actual as a row dict (bookkeeping columns included); `NotFound` when none."""
+    row = await conn.fetchrow("SELECT * FROM msdyn_actual WHERE actual_id = $1", actual_id)
+    if row is None:
+        raise NotFound(f"no actual {actual_id}")
+    return dict(row)
+
+
+# --------------------------------------------------------------------------------------------
+# Proforma invoices
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredInvoice:
+    """A proforma invoice with what the domain record does not hold."""
+
+    invoice: ProformaInvoice
+    invoice_number: str
+    expected_billed_lines: int | None
+    created_at: datetime
+    confirmed_at: datetime | None
+
+
+async def insert_invoice(conn: DbConnection, invoice: ProformaInvoice) -> str:
+    """Create an invoice with its lines and details; returns its invoice number."""
+    number: str = await conn.fetchval(
+        "SELECT 'PI-' || lpad(nextval('proforma_invoice_number')::text, 6, '0')"
+    )
+    await conn.execute(
+        "INSERT INTO proforma_invoice (invoice_id, invoice_number, contract_id, customer_id, "
+        "currency, legal_entity, invoice_date, status, tax_amount, is_corrective, "
+        "corrects_invoice_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        invoice.invoice_id,
+        number,
+        invoice.contract_id,
+        invoice.customer_id,
+        invoice.currency,
+        invoice.legal_entity,
+        invoice.invoice_date,
+        invoice.status.value,
+        invoice.tax_amount,
+        invoice.is_corrective,
+        invoice.corrects_invoice_id,
+    )
+    await _insert_lines(conn, invoice)
+    return number
+
+
+async def _insert_lines(conn: DbConnection, invoice: ProformaInvoice) -> None:
+    await conn.executemany(
+        "INSERT INTO invoice_line (line_id, invoice_id, line_number, contract_line_id) "
+        "VALUES ($1, $2, $3, $4)",
+        [
+            (line.line_id, invoice.invoice_id, n, line.contract_line_id)
+            for n, line in enumerate(invoice.lines, start=1)
+        ],
+    )
+    await conn.executemany(
+        "INSERT INTO invoice_line_detail (detail_id, line_id, detail_number, transaction_class, "
+        "quantity, unit_price, billing_type, actual_id, milestone_id, original_quantity, "
+        "billed_actual_id, resource, role) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        [
+            (
+                d.detail_id,
+                line.line_id,
+                n,
+                d.transaction_class.value,
+                d.quantity,
+                d.unit_price,
+                d.billing_type.value,
+                d.actual_id,
+                d.milestone_id,
+                d.original_quantity,
+                d.billed_actual_id,
+                d.resource,
+                d.role,
+            )
+            for line in invoice.lines
+            for n, d in enumerate(line.details, start=1)
+        ],
+    )
+
+
+async def save_invoice(
+    conn: DbConnection, invoice: ProformaInvoice, *, expected_billed_lines: int | None = None
+) -> None:
+    """Write a changed invoice: header fields, and its lines and details rewritten whole.
+
+    Rewriting the lines is simpler than diffing them and safe: the caller holds the invoice
+    row locked, and only drafts change lines (a confirmed invoice is final).
+    """
+    confirmed = invoice.status is InvoiceStatus.CONFIRMED
+    await conn.execute(
+        "UPDATE proforma_invoice SET status = $2, tax_amount = $3, invoice_date = $4, "
+        "expected_billed_lines = COALESCE($5, expected_billed_lines), "
+        "confirmed_at = CASE WHEN $6 AND confirmed_at IS NULL THEN now() ELSE confirmed_at END "
+        "WHERE invoice_id = $1",
+        invoice.invoice_id,
+        invoice.status.value,
+        invoice.tax_amount,
+        invoice.invoice_date,
+        expected_billed_lines,
+        confirmed,
+    )
+    await conn.execute("DELETE FROM invoice_line WHERE invoice_id = $1", invoice.invoice_id)
+    await _insert_lines(conn, invoice)
+
+
+async def delete_invoice_row(conn: DbConnection, invoice_id: UUID) -> None:
+    """Delete an invoice; its lines and details cascade."""
+    await conn.execute("DELETE FROM proforma_invoice WHERE invoice_id = $1", invoice_id)
+
+
+def _detail(row: asyncpg.Record) -> InvoiceLineDetail:
+    return InvoiceLineDetail(
+        detail_id=row["detail_id"],
+        transaction_class=TransactionClass(row["transaction_class"]),
+        quantity=row["quantity"],
+        unit_price=row["unit_price"],
+        billing_type=BillingType(row["billing_type"]),
+        actual_id=row["actual_id"],
+        milestone_id=row["milestone_id"],
+        original_quantity=row["original_quantity"],
+        billed_actual_id=row["billed_actual_id"],
+        resource=row["resource"],
+        role=row["role"],
+    )
+
+
+async def _stored_invoice(conn: DbConnection, row: asyncpg.Record) -> StoredInvoice:
+    line_rows = await conn.fetch(
+        "SELECT line_id, contract_line_id FROM invoice_line WHERE invoice_id = $1 "
+        "ORDER BY line_number",
+        row["invoice_id"],
+    )
+    detail_rows = await conn.fetch(
+        "SELECT d.* FROM invoice_line_detail d JOIN invoice_line l ON l.line_id = d.line_id "
+        "WHERE l.invoice_id = $1 ORDER BY d.detail_number",
+        row["invoice_id"],
+    )
+    by_line: dict[UUID, list[InvoiceLineDetail]] = {}
+    for d in detail_rows:
+        by_line.setdefault(d["line_id"], []).append(_detail(d))
+    lines = tuple(
+        InvoiceLine(
+            line_id=lr["line_id"],
+            contract_line_id=lr["contract_line_id"],
+            details=tuple(by_line.get(lr["line_id"], [])),
+        )
+        for lr in line_rows
+    )
+    invoice = ProformaInvoice(
+        invoice_id=row["invoice_id"],
+        contract_id=row["contract_id"],
+        customer_id=row["customer_id"],
+        currency=row["currency"],
+        legal_entity=row["legal_entity"],
+        invoice_date=row["invoice_date"],
+        lines=lines,
+        status=InvoiceStatus(row["status"]),
+        tax_amount=row["tax_amount"],
+        is_corrective=row["is_corrective"],
+        corrects_invoice_id=row["corrects_invoice_id"],
+    )
+    return StoredInvoice(
+        invoice=invoice,
+        invoice_number=row["invoice_number"],
+        expected_billed_lines=row["expected_billed_lines"],
+        created_at=row["created_at"],
+        confirmed_at=row["confirmed_at"],
+    )
+
+
+async def get_invoice(
+    conn: DbConnection, invoice_id: UUID, *, for_update: bool = False
+) -> StoredInvoice:
+    """One invoice with lines and details; `NotFound` when there is none.
+
+    With `for_update` the header row is locked: every change to an invoice takes this lock
+    first, so two confirmations (or an edit racing a confirmation) run one after the other
+    and the second sees the first's result.
+    """
+    row = await conn.fetchrow(
+        "SELECT * FROM proforma_invoice WHERE invoice_id = $1" + _lock(for_update), invoice_id
+    )
+    if row is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    return await _stored_invoice(conn, row)
+
+
+async def list_invoices(
+    conn: DbConnection,
+    *,
+    status: InvoiceStatus | None = None,
+    contract_id: UUID | None = None,
+) -> list[StoredInvoice]:
+    """Invoices matching the filters, oldest first."""
+    rows = await conn.fetch(
+        "SELECT * FROM proforma_invoice WHERE ($1::text IS NULL OR status = $1) "
+        "AND ($2::uuid IS NULL OR contract_id = $2) ORDER BY created_at, invoice_number",
+        status.value if status else None,
+        contract_id,
+    )
+    return [await _stored_invoice(conn, r) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Refused accounting updates
+# --------------------------------------------------------------------------------------------
+
+
+async def record_refusal(
+    conn: DbConnection,
+    *,
+    event_id: UUID,
+    source_event_id: UUID | None,
+    actual_id: UUID,
+    reason: str,
+    record: dict[str, Any],
+) -> None:
+    """Keep an accounting update that could not be applied, with its reason."""
+    await conn.execute(
+        "INSERT INTO accounting_update_refused "
+        "(event_id, source_event_id, actual_id, reason, record) VALUES ($1, $2, $3, $4, $5)",
+        event_id,
+        source_event_id,
+        actual_id,
+        reason,
+        record,
+    )
+
+
+async def list_refusals(conn: DbConnection) -> list[dict[str, Any]]:
+    """Refused accounting updates, oldest first."""
+    rows = await conn.fetch(
+        "SELECT id, event_id, source_event_id, actual_id, reason, record, refused_at "
+        "FROM accounting_update_refused ORDER BY id"
+    )
+    return [dict(r) for r in rows]
