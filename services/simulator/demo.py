@@ -16,6 +16,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.simulator.clients import Services
@@ -62,6 +63,8 @@ def new_progress() -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        # Progress goes to stderr so that `--json` leaves stdout to the result.
+        console=Console(stderr=True),
     )
 
 

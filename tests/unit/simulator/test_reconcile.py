@@ -23,8 +23,12 @@ def invoice(iid: str = "inv-1", missing: tuple[str, ...] = ()) -> ConfirmedInvoi
 
 def proposal(iid: str = "inv-1", **changes: object) -> Proposal:
     values: dict[str, object] = {
-        "proposal_id": iid, "currency": "USD", "total_amount": Decimal("1600.00"),
-        "status": "posted", "line_count": 2, "waiting_reason": None,
+        "proposal_id": iid,
+        "currency": "USD",
+        "total_amount": Decimal("1600.00"),
+        "status": "posted",
+        "line_count": 2,
+        "waiting_reason": None,
     }
     values.update(changes)
     return Proposal(**values)  # type: ignore[arg-type]
@@ -58,8 +62,9 @@ def test_missing_proposal_the_bridge_never_saw_is_unexplained() -> None:
 
 
 def test_proposal_without_lines_gives_finances_waiting_reason() -> None:
-    waiting = proposal(line_count=0, status="open",
-                       waiting_reason="project transaction not posted yet")
+    waiting = proposal(
+        line_count=0, status="open", waiting_reason="project transaction not posted yet"
+    )
     [diff] = reconcile(Snapshot((invoice(),), (waiting,))).differences
     assert diff.cause == "waiting: project transaction not posted yet"
     assert diff.explained
