@@ -1,0 +1,361 @@
+"""`dwsim bench` (what `make bench` runs): throughput, latency and scaling of the pipeline.
+
+Every pipeline figure is reported beside the raw broker and database measured in the same run,
+on the same machine, as ratios. A benchmark, never a test: `--quick` shrinks the volumes so that
+`make test` can prove the benchmark still runs, without asserting any speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from services.common.settings import PROJECT_ROOT, SERVICES, Settings
+from services.simulator.baselines import measure_broker, measure_database, percentile
+from services.simulator.clients import Services
+from services.simulator.processes import service_status
+
+RESULTS = PROJECT_ROOT / "bench" / "results"
+BUSINESS_DATE = date(2026, 10, 1)
+ENTITY = "USPM"
+
+
+@dataclass(frozen=True)
+class BenchSizes:
+    """Volumes of one run."""
+
+    invoices: int
+    lines: int
+    latency_invoices: int
+    offered_per_s: float
+    large_lines: int
+    scale_factor: int
+
+    @classmethod
+    def full(cls) -> BenchSizes:
+        """Sized to run in a few minutes on 2 cores."""
+        return cls(
+            invoices=40,
+            lines=25,
+            latency_invoices=100,
+            offered_per_s=50.0,
+            large_lines=10_000,
+            scale_factor=10,
+        )
+
+    @classmethod
+    def quick(cls) -> BenchSizes:
+        """Just enough to prove every figure is produced."""
+        return cls(
+            invoices=4,
+            lines=5,
+            latency_invoices=10,
+            offered_per_s=50.0,
+            large_lines=200,
+            scale_factor=2,
+        )
+
+
+class Workload:
+    """Creates contracts with ready-to-invoice unbilled actuals through the Dataverse API."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.customer_id = ""
+        self.project_id = ""
+
+    async def setup(self) -> None:
+        """One legal entity in Finance; a customer and a project in Dataverse."""
+        for year in sorted({BUSINESS_DATE.year, date.today().year}):
+            await self.s.finance.call(
+                "PUT",
+                f"/legal-entities/{ENTITY}",
+                {"accounting_currency": "USD", "fiscal_year": year},
+            )
+        account = await self.s.dataverse.post(
+            "/accounts", {"name": "Bench customer", "legal_entity": ENTITY}
+        )
+        self.customer_id = account["account_id"]
+        project = await self.s.dataverse.post(
+            "/projects", {"name": "Bench", "legal_entity": ENTITY, "customer_id": self.customer_id}
+        )
+        self.project_id = project["project_id"]
+
+    async def contract_with_ready_lines(self, lines: int) -> str:
+        """A T&M contract with `lines` approved, ready-to-invoice time entries."""
+        contract = await self.s.dataverse.post(
+            "/contracts",
+            {
+                "name": "Bench contract",
+                "legal_entity": ENTITY,
+                "customer_id": self.customer_id,
+                "currency": "USD",
+                "lines": [
+                    {
+                        "name": "Time",
+                        "project_id": self.project_id,
+                        "billing_method": "time_and_material",
+                        "bill_rate": "200",
+                        "cost_rate": "100",
+                    }
+                ],
+            },
+        )
+        line_id = contract["lines"][0]["contract_line_id"]
+        for start in range(0, lines, 500):
+            count = min(500, lines - start)
+            approved = await self.s.dataverse.post(
+                "/entries/approve-batch",
+                {
+                    "entries": [
+                        {
+                            "transaction_class": "time",
+                            "project_id": self.project_id,
+                            "contract_line_id": line_id,
+                            "quantity": "8",
+                            "document_date": str(BUSINESS_DATE),
+                            "resource": f"R{start + i}",
+                            "role": "Developer",
+                        }
+                        for i in range(count)
+                    ]
+                },
+            )
+            ready = [
+                a["actual_id"]
+                for e in approved["entries"]
+                for a in e["actuals"]
+                if a["transaction_type"] == "unbilled_sales"
+            ]
+            await self.s.dataverse.post("/actuals/ready", {"actual_ids": ready})
+        return str(contract["contract_id"])
+
+    async def staged(self, transaction_type: str | None = None) -> int:
+        """Rows in Finance's staging table."""
+        return len(await self.s.finance.get("/staging", transaction_type=transaction_type))
+
+    async def import_and_post_journals(self) -> None:
+        """Run import from staging and post every journal."""
+        await self.s.finance.post("/import", {})
+        await self.s.finance.post("/journals/post", {})
+
+    async def drafts(self, contract_ids: list[str]) -> list[str]:
+        """A draft proforma per contract."""
+        return [
+            (
+                await self.s.dataverse.post(
+                    f"/contracts/{c}/invoices", {"invoice_date": str(BUSINESS_DATE)}
+                )
+            )["invoice_id"]
+            for c in contract_ids
+        ]
+
+
+async def wait_until(check: Any, target: int, deadline_s: float, poll_s: float = 0.1) -> float:
+    """Seconds until `await check()` reaches target; raises at the deadline."""
+    started = time.monotonic()
+    while True:
+        value = await check()
+        if value >= target:
+            return time.monotonic() - started
+        if time.monotonic() - started > deadline_s:
+            raise TimeoutError(f"reached {value} of {target} after {deadline_s:.0f} s")
+        await asyncio.sleep(poll_s)
+
+
+async def _prepare(work: Workload, invoices: int, lines: int) -> list[str]:
+    contracts = [await work.contract_with_ready_lines(lines) for _ in range(invoices)]
+    # The unbilled side reaches staging and is journal-posted before the clock starts: the
+    # figures below measure confirmation onwards.
+    before = await work.staged()
+    await wait_until(work.staged, before + 2 * invoices * lines, 600)
+    await work.import_and_post_journals()
+    return await work.drafts(contracts)
+
+
+async def _lines_imported(work: Workload, invoice_ids: list[str]) -> int:
+    done = 0
+    for iid in invoice_ids:
+        try:
+            proposal = await work.s.finance.get(f"/proposals/{iid}")
+        except Exception:
+            continue
+        done += bool(proposal.get("lines"))
+    return done
+
+
+async def pipeline_throughput(work: Workload, invoices: int, lines: int) -> dict[str, float]:
+    """Confirm K invoices of L lines; billed actuals/s to staging, proposals/s to lines."""
+    drafts = await _prepare(work, invoices, lines)
+    billed_before = await work.staged("billed_sales")
+    started = time.monotonic()
+    for iid in drafts:
+        await work.s.dataverse.post(f"/invoices/{iid}/confirm")
+    total = invoices * lines
+    staged_s = await wait_until(lambda: work.staged("billed_sales"), billed_before + total, 600)
+
+    async def with_lines() -> int:
+        await work.s.finance.post("/import", {})
+        return await _lines_imported(work, drafts)
+
+    lines_s = await wait_until(with_lines, invoices, 600, poll_s=0.2)
+    elapsed_lines = time.monotonic() - started
+    for iid in drafts:
+        await work.s.finance.post(f"/proposals/{iid}/post", token=work.s.clerk_token)
+    posted = time.monotonic()
+
+    async def stamped() -> int:
+        done = 0
+        for iid in drafts:
+            billed = await work.s.dataverse.get(
+                "/actuals", invoice_id=iid, transaction_type="billed_sales"
+            )
+            done += bool(billed) and all(a.get("voucher") for a in billed)
+        return done
+
+    await wait_until(stamped, invoices, 600, poll_s=0.2)
+    return {
+        "billed_actuals": total,
+        "billed_actuals_per_s_to_staging": total / staged_s,
+        "proposals_per_s_to_lines": invoices / max(lines_s, elapsed_lines),
+        "accounting_back_s_after_posting": time.monotonic() - posted,
+    }
+
+
+async def latency_at_offered_load(work: Workload, invoices: int, per_s: float) -> dict[str, Any]:
+    """Confirm at a fixed rate; p50/p99 confirm → header in Finance and → lines imported."""
+    drafts = await _prepare(work, invoices, 2)
+    confirmed: dict[str, float] = {}
+    header: dict[str, float] = {}
+    lined: dict[str, float] = {}
+
+    async def confirm_all() -> None:
+        for iid in drafts:
+            tick = time.monotonic()
+            await work.s.dataverse.post(f"/invoices/{iid}/confirm")
+            confirmed[iid] = time.monotonic()
+            await asyncio.sleep(max(0.0, 1 / per_s - (time.monotonic() - tick)))
+
+    async def watch() -> None:
+        while len(lined) < len(drafts):
+            for iid in list(confirmed):
+                if iid in lined:
+                    continue
+                try:
+                    proposal = await work.s.finance.get(f"/proposals/{iid}")
+                except Exception:
+                    continue
+                header.setdefault(iid, time.monotonic())
+                if proposal.get("lines"):
+                    lined[iid] = time.monotonic()
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(asyncio.gather(confirm_all(), watch()), 600)
+    to_header = [(header[i] - confirmed[i]) * 1000 for i in drafts]
+    to_lines = [(lined[i] - confirmed[i]) * 1000 for i in drafts]
+    return {
+        "offered_invoices_per_s": per_s,
+        "invoices": invoices,
+        "confirm_to_header_p50_ms": percentile(to_header, 0.5),
+        "confirm_to_header_p99_ms": percentile(to_header, 0.99),
+        "confirm_to_lines_p50_ms": percentile(to_lines, 0.5),
+        "confirm_to_lines_p99_ms": percentile(to_lines, 0.99),
+    }
+
+
+async def large_invoice(work: Workload, lines: int) -> dict[str, float]:
+    """One invoice of `lines` billed lines: confirm → all lines on the proposal."""
+    [iid] = await _prepare(work, 1, lines)
+    started = time.monotonic()
+    await work.s.dataverse.post(f"/invoices/{iid}/confirm")
+
+    async def done() -> int:
+        await work.s.finance.post("/import", {"proposal_id": iid})
+        return await _lines_imported(work, [iid])
+
+    await wait_until(done, 1, 900, poll_s=0.5)
+    return {"lines": lines, "confirm_to_all_lines_s": time.monotonic() - started}
+
+
+def service_memory_mb(settings: Settings) -> dict[str, float]:
+    """Resident memory of each running service."""
+    memory = {}
+    for name in SERVICES:
+        status = service_status(settings, name)
+        if status.pid:
+            memory[name] = psutil.Process(status.pid).memory_info().rss / 2**20
+    return memory
+
+
+async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> dict[str, Any]:
+    """Every measurement, in order, with the ratios."""
+    services = Services(settings)
+    try:
+        results: dict[str, Any] = {
+            "started_at": datetime.now(UTC).isoformat(),
+            "sizes": asdict(sizes),
+        }
+        console.print("measuring the raw broker and database…")
+        broker = await measure_broker(settings, messages=2_000 if sizes.invoices < 10 else 20_000)
+        results["raw_broker"] = asdict(broker)
+        results["raw_database_commits_per_s"] = await measure_database(settings)
+        results["memory_mb_start"] = service_memory_mb(settings)
+        work = Workload(services)
+        await work.setup()
+        console.print(f"pipeline: {sizes.invoices} invoices × {sizes.lines} lines…")
+        one = await pipeline_throughput(work, sizes.invoices, sizes.lines)
+        results["pipeline"] = one
+        console.print(f"latency at {sizes.offered_per_s:.0f} invoices/s…")
+        results["latency"] = await latency_at_offered_load(
+            work, sizes.latency_invoices, sizes.offered_per_s
+        )
+        console.print(f"one invoice of {sizes.large_lines} lines…")
+        results["large_invoice"] = await large_invoice(work, sizes.large_lines)
+        scaled = sizes.invoices * sizes.scale_factor
+        console.print(f"scaling: {scaled} invoices × {sizes.lines} lines…")
+        many = await pipeline_throughput(work, scaled, sizes.lines)
+        results["pipeline_scaled"] = many
+        results["memory_mb_end"] = service_memory_mb(settings)
+        results["ratios"] = {
+            "pipeline_actuals_per_s_over_raw_broker_msgs_per_s": (
+                one["billed_actuals_per_s_to_staging"] / broker.produce_consume_msgs_per_s
+            ),
+            "confirm_to_header_p99_over_raw_broker_p99": (
+                results["latency"]["confirm_to_header_p99_ms"] / broker.latency_p99_ms
+            ),
+            f"throughput_{sizes.scale_factor}x_over_1x": (
+                many["billed_actuals_per_s_to_staging"] / one["billed_actuals_per_s_to_staging"]
+            ),
+        }
+        return results
+    finally:
+        await services.close()
+
+
+def save(results: dict[str, Any]) -> Path:
+    """Write the figures to bench/results/<timestamp>.json."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{stamp}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    return path
+
+
+def print_results(console: Console, results: dict[str, Any]) -> None:
+    """The figures as one table."""
+    table = Table("section", "figure", "value", title="dwsim bench")
+    for section, values in results.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+                table.add_row(section, key, shown)
+    console.print(table)
