@@ -1,0 +1,37 @@
+"""`python -m services.bridge`: the faust worker with the admin API, relay and workers.
+
+SIGTERM or SIGINT stops it cleanly (agents first, then the API, relay and workers); it records
+its admin URL in `$DWSIM_HOME/services/bridge.json` while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+
+from services.bridge.stream_app import BridgeRuntime, build_faust_app
+from services.common.logging import configure_logging
+from services.common.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("bridge", settings.log_level, settings.log_format)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    runtime = BridgeRuntime(settings, loop=loop)
+    app = build_faust_app(settings, runtime)
+    worker = faust.Worker(
+        app,
+        runtime,
+        loop=loop,
+        loglevel="WARNING",
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

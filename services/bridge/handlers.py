@@ -1,0 +1,811 @@
+"""The bridge's per-event logic and administrator actions, on PostgreSQL, around the pure rules.
+
+`BridgeProcessor.process` is what every faust agent calls for every message: validate (a bad
+message becomes a dead letter for `<topic>.dlq`), then in ONE transaction record the event id in
+the shared inbox (`dwsim_inbox`; a repeat is skipped) and apply it:
+
+- a source event of a table map is mapped leg by leg into bridge records; each record is
+  forwarded (outbox, pending), queued (paused / resuming / initializing), held (map stopped),
+  filtered (e.g. skip sync) or failed (unmappable, queue limit), as the map's state says;
+- a receipt moves its record from pending to synced, or to failed with the target's reason
+  into the error queue, where the alert rules look at it;
+- a proposal header change from Finance is refused as a one-way violation and logged.
+
+A handler that raises for an unexpected reason parks the event in `dwsim_parked_event` with the
+reason (as the shared inbox does) and processing continues; an unreachable database raises to
+the agent, which retries and, failing that, crashes the process (at-least-once: the offset was
+not committed, so the restarted worker applies the event then).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from uuid import UUID, uuid5
+
+import asyncpg
+from pydantic import BaseModel, ValidationError
+
+from schemas.envelope import Envelope
+from schemas.receipts import DeadLetter, ReceiptOutcome, SyncReceipt
+from schemas.registry import TOPIC_PAYLOADS
+from schemas.topics import Topic, topic_name
+from services.bridge import repository as repo
+from services.bridge.domain import NOT_SYNCED_MAP_STOPPED as HELD_REASON
+from services.bridge.domain import (
+    Admit,
+    AlertAction,
+    Arrival,
+    BridgeRuleError,
+    ErrorType,
+    Filtered,
+    MapAction,
+    MapLeg,
+    MappedRecord,
+    MappingError,
+    MapState,
+    OneWayViolation,
+    QueueLimits,
+    Side,
+    SyncStatus,
+    TableMap,
+    apply_mapping,
+    arrival,
+    check_direction,
+    evaluate_alerts,
+    legs_for_topic,
+    queue_admission,
+    transition,
+)
+from services.bridge.table_maps import (
+    ACTUALS_MAP_NAME,
+    DEFAULT_ALERT_RULES,
+    PROPOSAL_MAP,
+    PROPOSAL_MAP_NAME,
+    TABLE_MAPS,
+)
+from services.common import outbox
+from services.common.db import DbConnection
+from services.common.inbox import ConsumerStats, describe_validation_error, parse_event
+from services.common.logging import correlation, get_logger
+from services.common.settings import Settings
+
+log = get_logger(__name__)
+
+# Short names an administrator may use instead of a map's full name.
+MAP_SLUGS: Final[dict[str, str]] = {PROPOSAL_MAP_NAME: "invoices", ACTUALS_MAP_NAME: "actuals"}
+MAPS_BY_NAME: Final[dict[str, TableMap]] = {m.name: m for m in TABLE_MAPS}
+
+# Topics the bridge consumes (base names; the prefix is added per simulation).
+SOURCE_TOPICS: Final[tuple[Topic, ...]] = (
+    Topic.INVOICE_CONFIRMED,
+    Topic.ACTUALS_CREATED,
+    Topic.INVOICE_POSTED,
+    Topic.JOURNAL_POSTED,
+    Topic.PROPOSAL_HEADER_CHANGED,
+    Topic.SYNC_RECEIPTS,
+)
+
+EVENT_TYPES: Final[dict[str, str]] = {
+    Topic.FO_INVOICE_PROPOSALS: "proposal.header",
+    Topic.FO_ACTUALS_STAGING: "staging.actual",
+    Topic.DV_ACTUALS_ACCOUNTING: "actual.accounting",
+}
+
+# Target topics whose message key is the incoming message's key rather than the record key:
+# staging rows keep `actuals-created`'s key (invoice id, else project id), so every actual of
+# one invoice stays on one partition, in order.
+KEEPS_SOURCE_KEY: Final = frozenset({Topic.FO_ACTUALS_STAGING.value})
+
+# Record ids are uuid5 in this namespace of (source event id, leg, record key): the same
+# source event always gives the same record, whatever worker maps it and however often.
+RECORD_NAMESPACE: Final = UUID("6f0d7a52-2b47-4b8e-9d8f-3f6a2c1d0b11")
+
+# Errors meaning the database is away (or the transaction lost a race): never park for them.
+DATABASE_UNAVAILABLE: Final = (
+    asyncpg.InterfaceError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    OSError,
+)
+
+
+class RecordNotRetryable(BridgeRuleError):
+    """An error-queue entry that cannot be retried (resolved already, or without a record)."""
+
+
+def record_id_for(source_event_id: UUID, leg_name: str, record_key: str) -> UUID:
+    """The bridge record id: stable for one record of one source event, across re-sends."""
+    return uuid5(RECORD_NAMESPACE, f"{source_event_id}|{leg_name}|{record_key}")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message as an agent hands it over."""
+
+    topic: str  # full (prefixed) name
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a message; `dead_letter` is set when it failed validation."""
+
+    kind: str  # applied | duplicate | parked | dead_letter
+    dead_letter: DeadLetter | None = None
+
+
+class BridgeProcessor:
+    """Applies messages and administrator actions; owns no task and no broker connection."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.clock = clock
+        self.stats = ConsumerStats()
+        self.limits = QueueLimits(
+            max_age=timedelta(seconds=settings.queue_max_age_s),
+            max_size_bytes=settings.queue_max_bytes,
+        )
+        prefix = settings.topic_prefix
+        self._base_of = {topic_name(t, prefix): t for t in SOURCE_TOPICS}
+
+    def base_topic(self, full_name: str) -> Topic:
+        return self._base_of[full_name]
+
+    # ----------------------------------------------------------------------------------------
+    # Messages
+
+    async def process(self, msg: Incoming) -> Outcome:
+        base = self.base_topic(msg.topic)
+        try:
+            event = parse_event(msg.value, TOPIC_PAYLOADS[base])
+        except ValidationError as exc:
+            self.stats.dead_lettered += 1
+            return Outcome("dead_letter", _dead_letter(msg, describe_validation_error(exc)))
+        key = msg.key.decode(errors="replace") if msg.key is not None else None
+        with correlation(event.correlation_id, event_type=event.event_type):
+            async with self.pool.acquire() as conn, conn.transaction():
+                inserted = await conn.fetchval(
+                    "INSERT INTO dwsim_inbox (event_id, topic, event_type, correlation_id) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+                    event.event_id,
+                    msg.topic,
+                    event.event_type,
+                    event.correlation_id,
+                )
+                if not inserted:
+                    self.stats.duplicates += 1
+                    log.debug("event_duplicate_skipped", event_id=str(event.event_id))
+                    return Outcome("duplicate")
+                try:
+                    async with conn.transaction():
+                        await self.dispatch(conn, base, event, key)
+                except DATABASE_UNAVAILABLE:
+                    raise
+                except Exception as exc:  # a failing event must not stop the agent
+                    reason = f"{type(exc).__name__}: {exc}"
+                    log.error("event_parked", event_id=str(event.event_id), reason=reason)
+                    await _park(conn, msg, event, key, reason)
+                    self.stats.parked += 1
+                    return Outcome("parked")
+        self.stats.applied += 1
+        return Outcome("applied")
+
+    async def dispatch(
+        self, conn: DbConnection, base: Topic, event: Envelope[Any], key: str | None
+    ) -> None:
+        if base is Topic.SYNC_RECEIPTS:
+            await self.on_receipt(conn, event)
+        elif base is Topic.PROPOSAL_HEADER_CHANGED:
+            await self.on_one_way_violation(conn, event)
+        else:
+            await self.on_source_event(conn, base, event, key)
+
+    async def retry_parked(self, event_id: UUID) -> bool:
+        """Apply a parked event again (the shared /parked-events API calls this)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT * FROM dwsim_parked_event WHERE event_id = $1 FOR UPDATE", event_id
+            )
+            if row is None:
+                raise LookupError(f"no parked event {event_id}")
+            base = self.base_topic(row["topic"])
+            event = parse_event(row["value"], TOPIC_PAYLOADS[base])
+            try:
+                async with conn.transaction():
+                    await self.dispatch(conn, base, event, row["key"])
+            except DATABASE_UNAVAILABLE:
+                raise
+            except Exception as exc:
+                await conn.execute(
+                    "UPDATE dwsim_parked_event SET reason = $2, attempts = attempts + 1 "
+                    "WHERE event_id = $1",
+                    event_id,
+                    f"{type(exc).__name__}: {exc}",
+                )
+                return False
+            await conn.execute("DELETE FROM dwsim_parked_event WHERE event_id = $1", event_id)
+            return True
+
+    # ----------------------------------------------------------------------------------------
+    # Source events of the table maps
+
+    async def on_source_event(
+        self, conn: DbConnection, base: Topic, event: Envelope[Any], message_key: str | None
+    ) -> None:
+        pairs = legs_for_topic(TABLE_MAPS, base.value)
+        if not pairs:
+            raise BridgeRuleError(f"no table map reads topic '{base.value}'")
+        source = event.payload.model_dump(mode="json")
+        # Every topic belongs to one map: one map lock per transaction (see repository).
+        map_row = await repo.lock_map(conn, pairs[0][0].name)
+        for table_map, leg in pairs:
+            for index, item in enumerate(_records_of(leg, source)):
+                await self._take(
+                    conn,
+                    map_row.state,
+                    table_map,
+                    leg,
+                    base,
+                    event,
+                    source,
+                    item,
+                    index,
+                    message_key,
+                )
+
+    async def _take(
+        self,
+        conn: DbConnection,
+        state: MapState,
+        table_map: TableMap,
+        leg: MapLeg,
+        base: Topic,
+        event: Envelope[Any],
+        source: dict[str, Any],
+        item: dict[str, Any],
+        index: int,
+        message_key: str | None,
+    ) -> None:
+        source_key = _source_key(leg, item) or f"{event.event_id}#{index}"
+        invoice_id = item.get("invoice_id") or source.get("invoice_id")
+        invoice_id = None if invoice_id is None else str(invoice_id)
+        mapped, failure = _map(leg, item, table_map)
+        record_key = mapped.key if mapped is not None else source_key
+        if isinstance(failure, Filtered):
+            status, reason = SyncStatus.FILTERED, failure.reason
+        elif failure is not None:
+            status, reason = SyncStatus.FAILED, str(failure)
+        else:
+            status, reason = SyncStatus.PENDING, None
+        record = repo.NewRecord(
+            record_id=record_id_for(event.event_id, leg.name, record_key),
+            map_name=table_map.name,
+            leg_name=leg.name,
+            source_topic=base.value,
+            source_event_id=event.event_id,
+            record_key=record_key,
+            message_key=(
+                message_key if leg.target_topic in KEEPS_SOURCE_KEY and message_key else record_key
+            ),
+            target_topic=leg.target_topic,
+            invoice_id=invoice_id,
+            correlation_id=invoice_id or event.correlation_id,
+            status=status,
+            reason=reason,
+            source_record=item,
+            payload=None if mapped is None else mapped.payload,
+        )
+        if status is SyncStatus.FILTERED:
+            await repo.insert_record(conn, record)
+            log.info("record_filtered", map=table_map.name, key=record_key, reason=reason)
+            return
+        if status is SyncStatus.FAILED:
+            if await repo.insert_record(conn, record):
+                await self._record_error(
+                    conn,
+                    record.map_name,
+                    record.record_id,
+                    ErrorType.MAPPING,
+                    reason or "",
+                    invoice_id=invoice_id,
+                )
+            return
+        await self._arrive(conn, state, record)
+
+    async def _arrive(self, conn: DbConnection, state: MapState, record: repo.NewRecord) -> None:
+        """A mapped record meets the map's state: forward, queue or hold it."""
+        what = arrival(state)
+        if what is Arrival.FORWARD:
+            if await repo.insert_record(conn, record):
+                await self.send(conn, _as_row(record), in_catch_up=False)
+        elif what is Arrival.QUEUE:
+            size = len(json.dumps(record.payload))
+            figures = await repo.queue_figures(conn, record.map_name)
+            oldest_age = None if figures.oldest is None else self.clock() - figures.oldest
+            decision = queue_admission(figures.count, figures.bytes, oldest_age, self.limits)
+            if isinstance(decision, Admit):
+                queued = _replace(record, status=SyncStatus.QUEUED, reason=None)
+                if await repo.insert_record(conn, queued):
+                    await repo.enqueue(conn, record.map_name, record.record_id, size)
+            else:
+                failed = _replace(record, status=SyncStatus.FAILED, reason=decision.reason)
+                if await repo.insert_record(conn, failed):
+                    await self._record_error(
+                        conn,
+                        record.map_name,
+                        record.record_id,
+                        ErrorType.QUEUE_LIMIT,
+                        decision.reason,
+                        invoice_id=record.invoice_id,
+                    )
+        else:
+            held = _replace(record, status=SyncStatus.NOT_SYNCED, reason=HELD_REASON)
+            await repo.insert_record(conn, held)
+
+    async def send(self, conn: DbConnection, row: dict[str, Any], *, in_catch_up: bool) -> None:
+        """Put the record's mapped payload in the outbox, as a new event; it becomes pending."""
+        attempts = await repo.mark_sent(conn, row["record_id"], in_catch_up=in_catch_up)
+        target = Topic(row["target_topic"])
+        payload = TOPIC_PAYLOADS[target].model_validate(row["payload"])
+        envelope = outbox.envelope(
+            EVENT_TYPES[target],
+            row["map_name"],
+            payload,
+            correlation_id=row["correlation_id"],
+            causation_id=row["record_id"],
+        )
+        await outbox.add(
+            conn, topic_name(target, self.settings.topic_prefix), row["message_key"], envelope
+        )
+        log.debug(
+            "record_sent",
+            map=row["map_name"],
+            key=row["record_key"],
+            attempts=attempts,
+            invoice_id=row["invoice_id"],
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Receipts
+
+    async def on_receipt(self, conn: DbConnection, event: Envelope[Any]) -> None:
+        receipt: SyncReceipt = event.payload
+        found = await repo.find_record(conn, receipt.source_event_id)
+        if found is None:
+            log.warning(
+                "receipt_for_unknown_record",
+                record_id=str(receipt.source_event_id),
+                map=receipt.map_name,
+                key=receipt.record_key,
+            )
+            return
+        await repo.lock_map(conn, found["map_name"])
+        record = await repo.get_record(conn, receipt.source_event_id, lock=True)
+        status = SyncStatus(record["status"])
+        if receipt.outcome is ReceiptOutcome.APPLIED:
+            if status in (SyncStatus.PENDING, SyncStatus.FAILED):
+                await repo.set_record_status(conn, record["record_id"], SyncStatus.SYNCED)
+                if await repo.resolve_errors_of(conn, record["record_id"]):
+                    await repo.add_activity(
+                        conn,
+                        record["map_name"],
+                        "error_resolved",
+                        f"record {record['record_key']} applied by {receipt.target}",
+                        invoice_id=record["invoice_id"],
+                        record_id=record["record_id"],
+                    )
+            return
+        # Rejected. Only a pending record fails: a rejection answering an older send of a
+        # record that has since been applied (or failed already) changes nothing.
+        if status is not SyncStatus.PENDING:
+            return
+        reason = f"{receipt.target} refused: {receipt.reason or 'no reason given'}"
+        await repo.set_record_status(conn, record["record_id"], SyncStatus.FAILED, reason)
+        await self._record_error(
+            conn,
+            record["map_name"],
+            record["record_id"],
+            ErrorType.TARGET_REFUSED,
+            reason,
+            invoice_id=record["invoice_id"],
+            catch_up=record["sent_in_catch_up"],
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # One-way enforcement
+
+    async def on_one_way_violation(self, conn: DbConnection, event: Envelope[Any]) -> None:
+        try:
+            check_direction(PROPOSAL_MAP, Side.FINANCE, Side.DATAVERSE)
+        except OneWayViolation as exc:
+            invoice_id = str(event.payload.invoice_id)
+            await repo.add_activity(
+                conn,
+                PROPOSAL_MAP.name,
+                "one_way_violation",
+                f"proposal header change from Finance refused: {exc}",
+                invoice_id=invoice_id,
+                detail={
+                    "event_id": str(event.event_id),
+                    "changed_fields": event.payload.changed_fields,
+                    "legal_entity": event.payload.legal_entity,
+                },
+            )
+            log.warning("one_way_violation", map=PROPOSAL_MAP.name, invoice_id=invoice_id)
+            return
+        raise BridgeRuleError("the proposal map unexpectedly carries Finance to Dataverse")
+
+    # ----------------------------------------------------------------------------------------
+    # Errors and alerts
+
+    async def _record_error(
+        self,
+        conn: DbConnection,
+        map_name: str,
+        record_id: UUID | None,
+        error_type: ErrorType,
+        reason: str,
+        *,
+        invoice_id: str | None = None,
+        catch_up: bool = False,
+    ) -> None:
+        now = self.clock()
+        error_id = await repo.add_error(
+            conn, map_name, record_id, error_type, reason, now, catch_up=catch_up
+        )
+        await repo.add_activity(
+            conn,
+            map_name,
+            "error",
+            reason,
+            invoice_id=invoice_id,
+            record_id=record_id,
+            detail={"error_id": error_id, "error_type": error_type.value, "catch_up": catch_up},
+        )
+        log.warning(
+            "record_failed",
+            map=map_name,
+            invoice_id=invoice_id,
+            reason=reason,
+            error_type=error_type.value,
+        )
+        await self.evaluate_alerts(conn, map_name, now)
+
+    async def evaluate_alerts(self, conn: DbConnection, map_name: str, now: datetime) -> None:
+        """Fire the map's alert rules that the errors in their windows cross (map locked)."""
+        stored = await repo.alert_rules(conn, map_name)
+        if not stored:
+            return
+        widest = max(s.rule.window for s in stored)
+        stamps = await repo.error_timestamps(conn, map_name, now - widest)
+        last_fired = {s.rule: s.last_fired_at for s in stored if s.last_fired_at is not None}
+        by_rule = {s.rule: s for s in stored}
+        for alert in evaluate_alerts([s.rule for s in stored], stamps, now, last_fired):
+            await repo.mark_rule_fired(conn, by_rule[alert.rule].id, now)
+            await repo.add_activity(
+                conn,
+                map_name,
+                "alert_fired",
+                alert.reason,
+                detail={"action": alert.action.value, "errors": alert.error_count},
+            )
+            log.warning("alert_fired", map=map_name, reason=alert.reason, action=alert.action)
+            if alert.action is AlertAction.NOTIFY:
+                continue
+            action = MapAction.PAUSE if alert.action is AlertAction.PAUSE else MapAction.STOP
+            row = await repo.lock_map(conn, map_name)
+            try:
+                new = transition(row.state, action, map_name=map_name)
+            except BridgeRuleError as exc:
+                await repo.add_activity(conn, map_name, "alert_action_refused", str(exc))
+                continue
+            await repo.set_map_state(conn, map_name, new)
+            await repo.add_activity(
+                conn,
+                map_name,
+                "state_changed",
+                f"{row.state.value} -> {new.value} by alert rule: {alert.reason}",
+                detail={"from": row.state.value, "to": new.value, "by": "alert rule"},
+            )
+
+    # ----------------------------------------------------------------------------------------
+    # Administrator actions
+
+    async def change_state(self, name_or_slug: str, action: MapAction) -> repo.MapRow:
+        """run / pause / resume / stop; refused actions raise MapActionRefused (409)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await repo.get_map(conn, name_or_slug)
+            row = await repo.lock_map(conn, found.name)
+            new = transition(row.state, action, map_name=row.name)
+            await repo.set_map_state(conn, row.name, new)
+            await repo.add_activity(
+                conn,
+                row.name,
+                "state_changed",
+                f"{row.state.value} -> {new.value} by administrator ({action.value})",
+                detail={"from": row.state.value, "to": new.value, "by": "administrator"},
+            )
+            if action is MapAction.RUN:
+                # The initial sync carries what arrived while the map was stopped, in order.
+                held = await repo.held_records(conn, row.name)
+                for record in held:
+                    await repo.set_record_status(conn, record["record_id"], SyncStatus.QUEUED)
+                    await repo.enqueue(
+                        conn, row.name, record["record_id"], len(json.dumps(record["payload"]))
+                    )
+                await repo.add_activity(
+                    conn,
+                    row.name,
+                    "initial_sync_started",
+                    f"initial sync of {len(held)} held records started",
+                    detail={"records": len(held)},
+                )
+            elif action is MapAction.RESUME:
+                figures = await repo.queue_figures(conn, row.name)
+                await repo.add_activity(
+                    conn,
+                    row.name,
+                    "catch_up_started",
+                    f"catch-up of {figures.count} queued records started",
+                    detail={"records": figures.count, "bytes": figures.bytes},
+                )
+            log.info("map_state_changed", map=row.name, action=action.value, state=new.value)
+            return await repo.get_map(conn, row.name)
+
+    async def drain_queue(self, map_name: str, batch: int) -> bool:
+        """Send the next batch of a resuming or initializing map's queue, in order.
+
+        When the queue is empty the map is running again. Arrivals of the map take the same
+        row lock and queue while the map is not running, so "empty" here is final: nothing
+        can slip in between the last send and the state change. True when more remain.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await repo.lock_map(conn, map_name)
+            if row.state not in (MapState.RESUMING, MapState.INITIALIZING):
+                return False
+            head = await repo.queue_head(conn, map_name, batch)
+            for record in head:
+                await self.send(conn, record, in_catch_up=True)
+            if head:
+                await repo.dequeue(conn, [r["queue_seq"] for r in head])
+            if len(head) == batch:
+                return True
+            action = (
+                MapAction.CAUGHT_UP if row.state is MapState.RESUMING else MapAction.INITIALIZED
+            )
+            new = transition(row.state, action, map_name=map_name)
+            await repo.set_map_state(conn, map_name, new)
+            kind = "catch_up_finished" if action is MapAction.CAUGHT_UP else "initial_sync_finished"
+            await repo.add_activity(
+                conn,
+                map_name,
+                kind,
+                f"queue drained; {row.state.value} -> {new.value}",
+                detail={"from": row.state.value, "to": new.value},
+            )
+            await repo.add_activity(
+                conn,
+                map_name,
+                "state_changed",
+                f"{row.state.value} -> {new.value}",
+                detail={"from": row.state.value, "to": new.value, "by": "bridge"},
+            )
+            log.info("map_state_changed", map=map_name, action=action.value, state=new.value)
+            return False
+
+    async def redrive(self, map_name: str, overdue_after: timedelta, batch: int) -> int:
+        """Re-send the running map's pending records whose receipt is overdue."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await repo.lock_map(conn, map_name)
+            if row.state is not MapState.RUNNING:
+                return 0
+            overdue = await repo.overdue_pending(conn, map_name, overdue_after, batch)
+            for record in overdue:
+                await self.send(conn, record, in_catch_up=record["sent_in_catch_up"])
+            if overdue:
+                await repo.add_activity(
+                    conn,
+                    map_name,
+                    "redrive",
+                    f"{len(overdue)} pending records re-sent: no receipt within {overdue_after}",
+                    detail={"records": [str(r["record_id"]) for r in overdue[:50]]},
+                )
+                log.info("records_redriven", map=map_name, count=len(overdue))
+            return len(overdue)
+
+    async def retry_errors(self, error_ids: list[int]) -> list[dict[str, Any]]:
+        """Retry the records behind these errors, each record once, in error order."""
+        results: list[dict[str, Any]] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            errors = [await repo.get_error(conn, i) for i in error_ids]
+            done: set[UUID] = set()
+            for error in errors:
+                if error["status"] == "resolved":
+                    raise RecordNotRetryable(f"error {error['id']} is resolved already")
+                if error["record_id"] is None:
+                    raise RecordNotRetryable(f"error {error['id']} has no record to retry")
+                if error["record_id"] in done:
+                    await repo.mark_error_retried(conn, error["id"])
+                    continue
+                done.add(error["record_id"])
+                outcome = await self._retry_record(conn, error)
+                results.append({"error_id": error["id"], **outcome})
+        return results
+
+    async def _retry_record(self, conn: DbConnection, error: dict[str, Any]) -> dict[str, Any]:
+        map_row = await repo.lock_map(conn, error["map_name"])
+        record = await repo.get_record(conn, error["record_id"], lock=True)
+        await repo.mark_error_retried(conn, error["id"])
+        base = {"record_id": str(record["record_id"]), "record_key": record["record_key"]}
+        if record["status"] == SyncStatus.SYNCED:
+            await repo.resolve_errors_of(conn, record["record_id"])
+            return {**base, "status": SyncStatus.SYNCED.value}
+        table_map = MAPS_BY_NAME[record["map_name"]]
+        leg = table_map.leg(record["leg_name"])
+        mapped, failure = _map(leg, record["source_record"], table_map)
+        await repo.add_activity(
+            conn,
+            record["map_name"],
+            "retry",
+            f"record {record['record_key']} retried by administrator (error {error['id']})",
+            invoice_id=record["invoice_id"],
+            record_id=record["record_id"],
+            detail={"error_id": error["id"]},
+        )
+        if isinstance(failure, Filtered):
+            await repo.set_record_status(
+                conn, record["record_id"], SyncStatus.FILTERED, failure.reason
+            )
+            return {**base, "status": SyncStatus.FILTERED.value}
+        if failure is not None or mapped is None:
+            reason = str(failure)
+            await repo.set_record_status(conn, record["record_id"], SyncStatus.FAILED, reason)
+            await self._record_error(
+                conn,
+                record["map_name"],
+                record["record_id"],
+                ErrorType.MAPPING,
+                reason,
+                invoice_id=record["invoice_id"],
+            )
+            return {**base, "status": SyncStatus.FAILED.value, "reason": reason}
+        record["payload"] = mapped.payload
+        what = arrival(map_row.state)
+        if what is Arrival.FORWARD:
+            await repo.set_record_status(
+                conn, record["record_id"], SyncStatus.PENDING, payload=mapped.payload
+            )
+            await self.send(conn, record, in_catch_up=False)
+            return {**base, "status": SyncStatus.PENDING.value}
+        if what is Arrival.QUEUE:
+            await repo.set_record_status(
+                conn, record["record_id"], SyncStatus.QUEUED, payload=mapped.payload
+            )
+            await repo.enqueue(
+                conn, record["map_name"], record["record_id"], len(json.dumps(mapped.payload))
+            )
+            return {**base, "status": SyncStatus.QUEUED.value}
+        await repo.set_record_status(
+            conn, record["record_id"], SyncStatus.NOT_SYNCED, HELD_REASON, payload=mapped.payload
+        )
+        return {**base, "status": SyncStatus.NOT_SYNCED.value, "reason": HELD_REASON}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers of this module
+
+
+def _records_of(leg: MapLeg, source: dict[str, Any]) -> list[dict[str, Any]]:
+    """The source records of one event for one leg: the event, or each element it explodes."""
+    if leg.explode is None:
+        return [source]
+    items = source.get(leg.explode.list_field)
+    if not isinstance(items, list):
+        return [source]  # mapping then fails on the missing list, visibly
+    return [i for i in items if isinstance(i, dict)]
+
+
+def _map(
+    leg: MapLeg, item: dict[str, Any], table_map: TableMap
+) -> tuple[MappedRecord | None, MappingError | Filtered | None]:
+    """Map one record and validate it against the target topic's schema."""
+    try:
+        result = apply_mapping(leg, item, table_map)
+    except MappingError as exc:
+        return None, exc
+    if isinstance(result, Filtered):
+        return None, result
+    model: type[BaseModel] = TOPIC_PAYLOADS[Topic(leg.target_topic)]
+    try:
+        model.model_validate(result.payload)
+    except ValidationError as exc:
+        return None, MappingError(
+            f"map '{table_map.name}' leg '{leg.name}': mapped record does not fit "
+            f"{leg.target_topic}: {describe_validation_error(exc)}"
+        )
+    return result, None
+
+
+def _source_key(leg: MapLeg, item: dict[str, Any]) -> str | None:
+    """The integration key read from the source fields, for records that cannot be mapped."""
+    parts = []
+    for key_field in leg.integration_key:
+        mapping = leg.mapping_for_target(key_field)
+        value = None if mapping is None else item.get(mapping.source)
+        if value is None:
+            return None
+        parts.append(str(value))
+    return "|".join(parts)
+
+
+def _replace(record: repo.NewRecord, *, status: SyncStatus, reason: str | None) -> repo.NewRecord:
+    from dataclasses import replace
+
+    return replace(record, status=status, reason=reason)
+
+
+def _as_row(record: repo.NewRecord) -> dict[str, Any]:
+    return {
+        "record_id": record.record_id,
+        "map_name": record.map_name,
+        "record_key": record.record_key,
+        "message_key": record.message_key,
+        "target_topic": record.target_topic,
+        "invoice_id": record.invoice_id,
+        "correlation_id": record.correlation_id,
+        "payload": record.payload,
+    }
+
+
+def _dead_letter(msg: Incoming, reason: str) -> DeadLetter:
+    return DeadLetter(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key.decode(errors="replace") if msg.key else None,
+        reason=reason,
+        value=(msg.value or b"").decode(errors="replace"),
+    )
+
+
+async def _park(
+    conn: DbConnection, msg: Incoming, event: Envelope[Any], key: str | None, reason: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO dwsim_parked_event "
+        "(event_id, topic, key, event_type, correlation_id, value, reason) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO UPDATE "
+        "SET reason = EXCLUDED.reason, attempts = dwsim_parked_event.attempts + 1",
+        event.event_id,
+        msg.topic,
+        key,
+        event.event_type,
+        event.correlation_id,
+        msg.value or b"",
+        reason,
+    )
+
+
+async def seed(pool: asyncpg.Pool) -> None:
+    """Maps (running) and default alert rules, on first start."""
+    async with pool.acquire() as conn:
+        await repo.seed_maps(conn, TABLE_MAPS, MAP_SLUGS, DEFAULT_ALERT_RULES)

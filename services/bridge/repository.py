@@ -1,0 +1,509 @@
+"""SQL of the bridge: map state, records, paused queue, error queue, alert rules, activity log.
+
+Every function runs on the caller's connection (and, where it writes, inside the caller's
+transaction): the handler decides what belongs to one transaction. Every statement is
+parameterised.
+
+Ordering: everything that reads or changes a map's state, its queue or its records takes the
+map row's lock first (`lock_map`). One event touches one map only, so the lock order can never
+cross and two transactions cannot deadlock on it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from services.bridge.domain import (
+    AlertAction,
+    AlertRule,
+    ErrorType,
+    MapState,
+    SyncStatus,
+    TableMap,
+)
+from services.common.db import DbConnection
+
+
+class UnknownMap(LookupError):
+    """No table map of that name or slug."""
+
+
+class UnknownRecord(LookupError):
+    """No bridge record with that id."""
+
+
+class UnknownError(LookupError):
+    """No error-queue entry with that id."""
+
+
+@dataclass(frozen=True)
+class MapRow:
+    name: str
+    slug: str
+    version: str
+    state: MapState
+    state_changed_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    count: int
+    bytes: int
+    oldest: datetime | None
+
+
+# --------------------------------------------------------------------------------------------
+# Maps
+
+
+async def seed_maps(
+    conn: DbConnection,
+    maps: tuple[TableMap, ...],
+    slugs: dict[str, str],
+    rules: tuple[AlertRule, ...],
+) -> None:
+    """Create the maps (running, so the flow works out of the box) and their default rules.
+
+    Existing rows keep their state: a restart never resets a map an administrator paused.
+    """
+    async with conn.transaction():
+        for table_map in maps:
+            inserted = await conn.fetchval(
+                "INSERT INTO bridge_map (name, slug, version, state) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (name) DO NOTHING RETURNING true",
+                table_map.name,
+                slugs[table_map.name],
+                table_map.version,
+                MapState.RUNNING.value,
+            )
+            if inserted:
+                await add_activity(
+                    conn, table_map.name, "state_changed", "map created in state running"
+                )
+        for rule in rules:
+            await conn.execute(
+                "INSERT INTO bridge_alert_rule (map_name, error_type, error_count, window_s, "
+                "action) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                rule.map_name,
+                rule.error_type.value,
+                rule.count,
+                rule.window.total_seconds(),
+                rule.action.value,
+            )
+
+
+def _map_row(row: Any) -> MapRow:
+    return MapRow(
+        name=row["name"],
+        slug=row["slug"],
+        version=row["version"],
+        state=MapState(row["state"]),
+        state_changed_at=row["state_changed_at"],
+    )
+
+
+async def list_maps(conn: DbConnection) -> list[MapRow]:
+    rows = await conn.fetch("SELECT * FROM bridge_map ORDER BY name")
+    return [_map_row(r) for r in rows]
+
+
+async def get_map(conn: DbConnection, name_or_slug: str) -> MapRow:
+    row = await conn.fetchrow("SELECT * FROM bridge_map WHERE name = $1 OR slug = $1", name_or_slug)
+    if row is None:
+        raise UnknownMap(f"no table map '{name_or_slug}'")
+    return _map_row(row)
+
+
+async def lock_map(conn: DbConnection, name: str) -> MapRow:
+    """The map's row, locked until the transaction ends (see the module docstring)."""
+    row = await conn.fetchrow("SELECT * FROM bridge_map WHERE name = $1 FOR UPDATE", name)
+    if row is None:
+        raise UnknownMap(f"no table map '{name}'")
+    return _map_row(row)
+
+
+async def set_map_state(conn: DbConnection, name: str, state: MapState) -> None:
+    await conn.execute(
+        "UPDATE bridge_map SET state = $2, state_changed_at = now() WHERE name = $1",
+        name,
+        state.value,
+    )
+
+
+async def maps_in_states(conn: DbConnection, states: tuple[MapState, ...]) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT name FROM bridge_map WHERE state = ANY($1::text[]) ORDER BY name",
+        [s.value for s in states],
+    )
+    return [r["name"] for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A record as the handler creates it."""
+
+    record_id: UUID
+    map_name: str
+    leg_name: str
+    source_topic: str
+    source_event_id: UUID
+    record_key: str
+    message_key: str | None
+    target_topic: str
+    invoice_id: str | None
+    correlation_id: str | None
+    status: SyncStatus
+    reason: str | None
+    source_record: dict[str, Any]
+    payload: dict[str, Any] | None
+
+
+async def insert_record(conn: DbConnection, record: NewRecord) -> bool:
+    """Insert a record; False when it exists already (the same source event, seen again)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO bridge_record (record_id, map_name, leg_name, source_topic, "
+        "source_event_id, record_key, message_key, target_topic, invoice_id, correlation_id, "
+        "status, reason, source_record, payload) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+        "ON CONFLICT (record_id) DO NOTHING RETURNING true",
+        record.record_id,
+        record.map_name,
+        record.leg_name,
+        record.source_topic,
+        record.source_event_id,
+        record.record_key,
+        record.message_key,
+        record.target_topic,
+        record.invoice_id,
+        record.correlation_id,
+        record.status.value,
+        record.reason,
+        record.source_record,
+        record.payload,
+    )
+    return bool(inserted)
+
+
+async def get_record(conn: DbConnection, record_id: UUID, *, lock: bool = False) -> dict[str, Any]:
+    sql = "SELECT * FROM bridge_record WHERE record_id = $1" + (" FOR UPDATE" if lock else "")
+    row = await conn.fetchrow(sql, record_id)
+    if row is None:
+        raise UnknownRecord(f"no bridge record {record_id}")
+    return dict(row)
+
+
+async def find_record(conn: DbConnection, record_id: UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT * FROM bridge_record WHERE record_id = $1", record_id)
+    return None if row is None else dict(row)
+
+
+async def set_record_status(
+    conn: DbConnection,
+    record_id: UUID,
+    status: SyncStatus,
+    reason: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE bridge_record SET status = $2, reason = $3, "
+        "payload = COALESCE($4, payload), updated_at = now(), "
+        "synced_at = CASE WHEN $2 = 'synced' THEN now() ELSE synced_at END "
+        "WHERE record_id = $1",
+        record_id,
+        status.value,
+        reason,
+        payload,
+    )
+
+
+async def mark_sent(conn: DbConnection, record_id: UUID, *, in_catch_up: bool) -> int:
+    """The record went to the outbox once more: pending, attempts + 1. Returns attempts."""
+    attempts: int = await conn.fetchval(
+        "UPDATE bridge_record SET status = 'pending', reason = NULL, attempts = attempts + 1, "
+        "last_sent_at = now(), updated_at = now(), sent_in_catch_up = $2 "
+        "WHERE record_id = $1 RETURNING attempts",
+        record_id,
+        in_catch_up,
+    )
+    return attempts
+
+
+async def list_records(
+    conn: DbConnection,
+    *,
+    invoice_id: str | None = None,
+    status: str | None = None,
+    map_name: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT * FROM bridge_record WHERE ($1::text IS NULL OR invoice_id = $1) "
+        "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR map_name = $3) "
+        "ORDER BY seq LIMIT $4",
+        invoice_id,
+        status,
+        map_name,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def overdue_pending(
+    conn: DbConnection, map_name: str, overdue_after: timedelta, limit: int
+) -> list[dict[str, Any]]:
+    """Pending records of the map with no receipt for `overdue_after`, oldest first, locked."""
+    rows = await conn.fetch(
+        "SELECT * FROM bridge_record WHERE map_name = $1 AND status = 'pending' "
+        "AND last_sent_at < now() - $2::interval ORDER BY seq LIMIT $3 "
+        "FOR UPDATE SKIP LOCKED",
+        map_name,
+        overdue_after,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def held_records(conn: DbConnection, map_name: str) -> list[dict[str, Any]]:
+    """Records held as not synced while the map was stopped, in arrival order."""
+    rows = await conn.fetch(
+        "SELECT * FROM bridge_record WHERE map_name = $1 AND status = 'not_synced' ORDER BY seq",
+        map_name,
+    )
+    return [dict(r) for r in rows]
+
+
+async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
+    """Per map: forwarded, filtered, one-way violations and records by status."""
+    result: dict[str, dict[str, int]] = {}
+    for m in await list_maps(conn):
+        result[m.name] = {
+            "forwarded": 0,
+            "filtered": 0,
+            "one_way_violations": 0,
+            **{s.value: 0 for s in SyncStatus},
+        }
+    for row in await conn.fetch(
+        "SELECT map_name, status, count(*) AS n, count(*) FILTER (WHERE attempts > 0) AS sent "
+        "FROM bridge_record GROUP BY map_name, status"
+    ):
+        figures = result[row["map_name"]]
+        figures[row["status"]] += row["n"]
+        figures["forwarded"] += row["sent"]
+    for name, figures in result.items():
+        figures["filtered"] = figures[SyncStatus.FILTERED.value]
+        figures["one_way_violations"] = await conn.fetchval(
+            "SELECT count(*) FROM bridge_activity WHERE map_name = $1 "
+            "AND kind = 'one_way_violation'",
+            name,
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Paused queue
+
+
+async def queue_figures(conn: DbConnection, map_name: str) -> QueueFigures:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, COALESCE(sum(bytes), 0) AS bytes, min(queued_at) AS oldest "
+        "FROM bridge_queue WHERE map_name = $1",
+        map_name,
+    )
+    assert row is not None
+    return QueueFigures(count=row["n"], bytes=int(row["bytes"]), oldest=row["oldest"])
+
+
+async def enqueue(conn: DbConnection, map_name: str, record_id: UUID, size: int) -> None:
+    await conn.execute(
+        "INSERT INTO bridge_queue (map_name, record_id, bytes) VALUES ($1, $2, $3)",
+        map_name,
+        record_id,
+        size,
+    )
+
+
+async def queue_head(conn: DbConnection, map_name: str, limit: int) -> list[dict[str, Any]]:
+    """The oldest queued records of the map, in queue order, with their record rows."""
+    rows = await conn.fetch(
+        "SELECT q.seq AS queue_seq, q.bytes, q.queued_at, r.* FROM bridge_queue q "
+        "JOIN bridge_record r USING (record_id) WHERE q.map_name = $1 ORDER BY q.seq LIMIT $2",
+        map_name,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def dequeue(conn: DbConnection, queue_seqs: list[int]) -> None:
+    await conn.execute("DELETE FROM bridge_queue WHERE seq = ANY($1::bigint[])", queue_seqs)
+
+
+# --------------------------------------------------------------------------------------------
+# Error queue
+
+
+async def add_error(
+    conn: DbConnection,
+    map_name: str,
+    record_id: UUID | None,
+    error_type: ErrorType,
+    reason: str,
+    at: datetime,
+    *,
+    catch_up: bool = False,
+) -> int:
+    error_id: int = await conn.fetchval(
+        "INSERT INTO bridge_error (record_id, map_name, error_type, reason, catch_up, "
+        "created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        record_id,
+        map_name,
+        error_type.value,
+        reason,
+        catch_up,
+        at,
+    )
+    return error_id
+
+
+async def list_errors(
+    conn: DbConnection,
+    *,
+    map_name: str | None = None,
+    catch_up: bool | None = None,
+    status: str | None = None,
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT e.*, r.record_key, r.invoice_id, r.status AS record_status "
+        "FROM bridge_error e LEFT JOIN bridge_record r USING (record_id) "
+        "WHERE ($1::text IS NULL OR e.map_name = $1) AND ($2::boolean IS NULL OR e.catch_up = $2) "
+        "AND ($3::text IS NULL OR e.status = $3) ORDER BY e.id",
+        map_name,
+        catch_up,
+        status,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_error(conn: DbConnection, error_id: int) -> dict[str, Any]:
+    row = await conn.fetchrow("SELECT * FROM bridge_error WHERE id = $1", error_id)
+    if row is None:
+        raise UnknownError(f"no error {error_id}")
+    return dict(row)
+
+
+async def mark_error_retried(conn: DbConnection, error_id: int) -> None:
+    await conn.execute(
+        "UPDATE bridge_error SET status = 'retried', retries = retries + 1, retried_at = now() "
+        "WHERE id = $1",
+        error_id,
+    )
+
+
+async def resolve_errors_of(conn: DbConnection, record_id: UUID) -> int:
+    """The record was applied after all: its open or retried errors are resolved."""
+    result: str = await conn.execute(
+        "UPDATE bridge_error SET status = 'resolved', resolved_at = now() "
+        "WHERE record_id = $1 AND status <> 'resolved'",
+        record_id,
+    )
+    return int(result.split()[-1])
+
+
+async def error_timestamps(
+    conn: DbConnection, map_name: str, since: datetime
+) -> dict[ErrorType, list[datetime]]:
+    rows = await conn.fetch(
+        "SELECT error_type, created_at FROM bridge_error WHERE map_name = $1 AND created_at > $2",
+        map_name,
+        since,
+    )
+    result: dict[ErrorType, list[datetime]] = {}
+    for row in rows:
+        result.setdefault(ErrorType(row["error_type"]), []).append(row["created_at"])
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Alert rules
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    id: int
+    rule: AlertRule
+    last_fired_at: datetime | None
+
+
+async def alert_rules(conn: DbConnection, map_name: str) -> list[StoredRule]:
+    rows = await conn.fetch(
+        "SELECT * FROM bridge_alert_rule WHERE map_name = $1 ORDER BY id", map_name
+    )
+    return [
+        StoredRule(
+            id=r["id"],
+            rule=AlertRule(
+                map_name=r["map_name"],
+                error_type=ErrorType(r["error_type"]),
+                count=r["error_count"],
+                window=timedelta(seconds=r["window_s"]),
+                action=AlertAction(r["action"]),
+            ),
+            last_fired_at=r["last_fired_at"],
+        )
+        for r in rows
+    ]
+
+
+async def mark_rule_fired(conn: DbConnection, rule_id: int, at: datetime) -> None:
+    await conn.execute("UPDATE bridge_alert_rule SET last_fired_at = $2 WHERE id = $1", rule_id, at)
+
+
+async def list_alert_rules(conn: DbConnection) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch("SELECT * FROM bridge_alert_rule ORDER BY id")]
+
+
+# --------------------------------------------------------------------------------------------
+# Activity log
+
+
+async def add_activity(
+    conn: DbConnection,
+    map_name: str | None,
+    kind: str,
+    message: str,
+    *,
+    invoice_id: str | None = None,
+    record_id: UUID | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO bridge_activity (map_name, kind, message, invoice_id, record_id, detail) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        map_name,
+        kind,
+        message,
+        invoice_id,
+        record_id,
+        None if detail is None else json.loads(json.dumps(detail, default=str)),
+    )
+
+
+async def list_activity(
+    conn: DbConnection, *, map_name: str | None = None, kind: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Newest first."""
+    rows = await conn.fetch(
+        "SELECT * FROM bridge_activity WHERE ($1::text IS NULL OR map_name = $1) "
+        "AND ($2::text IS NULL OR kind = $2) ORDER BY id DESC LIMIT $3",
+        map_name,
+        kind,
+        limit,
+    )
+    return [dict(r) for r in rows]

@@ -1,0 +1,291 @@
+"""The bridge as a faust-streaming worker: one agent per source topic, plus the admin API,
+the outbox relay and the periodic workers, all in one process and one event loop.
+
+Guards against faust's known hazards (DESIGN.md, "The bridge"):
+- every agent has concurrency 1 and acks by hand (`stream.noack()`), only after the event's
+  PostgreSQL transaction committed: faust's stream acks an event in a `finally`, so with
+  automatic acks an agent that is cancelled (SIGTERM) or raises mid-event would have that
+  event acked and its offset committed although nothing was applied;
+- an agent that fails for anything but a parked event crashes the whole process at once
+  (`os._exit`), before any offset commit: faust would otherwise restart the actor or leave the
+  worker running without it; the restarted worker re-reads from the last committed offset;
+- no faust Tables: every durable fact lives in the bridge's PostgreSQL database;
+- the consumer group's session timeout and heartbeat come from settings (~4 s / 1 s locally);
+- faust's web server is disabled and still binds a port: it gets a free one of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import faust
+import mode
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+from infra.processes import free_port
+from schemas.topics import dlq_name, topic_name
+from services.bridge import api
+from services.bridge.handlers import (
+    DATABASE_UNAVAILABLE,
+    SOURCE_TOPICS,
+    BridgeProcessor,
+    Incoming,
+    seed,
+)
+from services.bridge.workers import CatchUpWorker, RedriveWorker
+from services.common.db import create_pool, migrate_service
+from services.common.kafka import make_producer
+from services.common.logging import get_logger
+from services.common.outbox import OutboxRelay
+from services.common.service import service_state_file
+from services.common.settings import Settings
+
+log = get_logger(__name__)
+
+SERVICE = "bridge"
+MIGRATIONS = Path(__file__).parent / "migrations"
+# How long an agent retries an event while the database is unreachable before it crashes
+# the process (the event is not acked; the restarted worker applies it).
+DATABASE_RETRY_S = 30.0
+# Exit code of a worker that crashed on purpose (an agent failed).
+EXIT_AGENT_CRASHED = 70
+
+_fetch_max_wait_ms = 20
+
+
+def _patch_fetch_max_wait() -> None:
+    """faust 0.15.3 hard-codes fetch_max_wait_ms=1500 for its consumer. The default broker
+    never answers a waiting fetch early, so that would put ~1.5 s on every hop; use the
+    `fetch_max_wait_ms` setting instead (set before the consumer starts, which is when
+    aiokafka reads it)."""
+    original = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_dwsim_patched", False):
+        return
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = _fetch_max_wait_ms
+        return consumer
+
+    create._dwsim_patched = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without signal handlers of its own: the faust worker owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+class BridgeRuntime(mode.Service):
+    """Owns the pool, the DLQ producer, the relay, the workers and the admin API.
+
+    Started by the faust worker before the app (so before any agent) and stopped after it.
+    """
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.ready = asyncio.Event()
+        self.pool: asyncpg.Pool | None = None
+        self.processor: BridgeProcessor | None = None
+        self.faust_app: faust.App | None = None
+        self._dlq: AIOKafkaProducer | None = None
+        self._workers: list[Any] = []
+        self._background: list[asyncio.Task[Any]] = []
+        self._server: uvicorn.Server | None = None
+        self.port = settings.bridge_port or free_port(settings.api_host)
+
+    async def on_start(self) -> None:
+        settings = self.settings
+        self.pool = await create_pool(settings.service_database_url(SERVICE), max_size=10)
+        await migrate_service(self.pool, SERVICE, MIGRATIONS)
+        await seed(self.pool)
+        self.processor = BridgeProcessor(self.pool, settings)
+        self._dlq = make_producer(settings, f"{settings.topic_prefix}bridge-dlq")
+        await self._dlq.start()
+        relay = OutboxRelay(self.pool, settings, SERVICE)
+        self._workers = [relay, CatchUpWorker(self.processor), RedriveWorker(self.processor)]
+        app = api.build_app()
+        app.state.pool = self.pool
+        app.state.settings = settings
+        app.state.service_name = SERVICE
+        app.state.relay = relay
+        app.state.consumer = self.processor  # /health and /parked-events read it
+        app.state.processor = self.processor
+        self._server = _EmbeddedServer(
+            uvicorn.Config(
+                app, host=settings.api_host, port=self.port, log_level="warning", lifespan="off"
+            )
+        )
+        self._background = [
+            asyncio.create_task(self._guard(w.run(), type(w).__name__)) for w in self._workers
+        ]
+        self._background.append(asyncio.create_task(self._guard(self._server.serve(), "api")))
+        self._background.append(asyncio.create_task(self._track_assignment()))
+        url = f"http://{settings.api_host}:{self.port}"
+        state = service_state_file(settings, SERVICE)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"pid": os.getpid(), "port": self.port, "url": url}))
+        log.info("service_started", url=url, openapi=f"{url}/docs", group=group_id(settings))
+        self.ready.set()
+
+    async def _guard(self, coro: Any, name: str) -> None:
+        """A background task that ends while the service runs takes the process down."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            crash(f"task {name} crashed", exc)
+        if not self.should_stop:
+            crash(f"task {name} ended", None)
+
+    async def _track_assignment(self) -> None:
+        while True:
+            app = self.faust_app
+            if app is not None and self.processor is not None:
+                with contextlib.suppress(Exception):
+                    self.processor.stats.assigned = sorted(
+                        f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()
+                    )
+            await asyncio.sleep(0.25)
+
+    async def on_stop(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._background:
+            _, still = await asyncio.wait(self._background, timeout=5)
+            for task in still:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._background, return_exceptions=True)
+        if self._dlq is not None:
+            with contextlib.suppress(Exception):
+                await self._dlq.stop()
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), 5)
+        state = service_state_file(self.settings, SERVICE)
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if json.loads(state.read_text()).get("pid") == os.getpid():
+                state.unlink()
+        log.info("service_stopped")
+
+    async def handle(self, event: Any) -> None:
+        """Apply one message; returns only when its transaction committed (or it was
+        dead-lettered). Never raises: a failure it cannot handle crashes the process."""
+        await self.ready.wait()
+        assert self.processor is not None and self._dlq is not None
+        message = event.message
+        incoming = Incoming(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+        )
+        deadline = time.monotonic() + DATABASE_RETRY_S
+        backoff = 0.1
+        try:
+            while True:
+                try:
+                    outcome = await self.processor.process(incoming)
+                    break
+                except DATABASE_UNAVAILABLE as exc:
+                    if time.monotonic() > deadline:
+                        raise
+                    log.warning("event_retry", topic=message.topic, error=repr(exc))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+            if outcome.dead_letter is not None:
+                letter = outcome.dead_letter
+                # Sent before the ack, so a crash here re-reads the message, never loses it.
+                await self._dlq.send_and_wait(
+                    dlq_name(message.topic),
+                    value=letter.model_dump_json().encode(),
+                    key=message.key,
+                    headers=[("reason", letter.reason.encode()[:1000])],
+                )
+                log.warning(
+                    "event_dead_lettered",
+                    topic=message.topic,
+                    offset=message.offset,
+                    reason=letter.reason,
+                )
+        except asyncio.CancelledError:
+            raise  # the worker is stopping: the event stays un-acked and is read again
+        except Exception as exc:
+            crash(f"agent for {message.topic} failed", exc)
+
+
+def crash(what: str, exc: BaseException | None) -> None:
+    """Stop the process now, without committing anything (see the module docstring)."""
+    log.critical("process_crashed", reason=what, error=repr(exc))
+    sys.stderr.flush()
+    os._exit(EXIT_AGENT_CRASHED)
+
+
+def group_id(settings: Settings) -> str:
+    """The consumer group (faust app id) of the bridge workers of one simulation."""
+    return f"{settings.topic_prefix}{SERVICE}"
+
+
+def build_faust_app(settings: Settings, runtime: BridgeRuntime) -> faust.App:
+    """The faust app with one agent per source topic."""
+    global _fetch_max_wait_ms
+    _fetch_max_wait_ms = settings.fetch_max_wait_ms
+    _patch_fetch_max_wait()
+    servers = [s.strip() for s in settings.bootstrap_servers().split(",") if s.strip()]
+    app = faust.App(
+        group_id(settings),
+        broker=[f"kafka://{s}" for s in servers],
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+        datadir=str(settings.home / "bridge-faust"),
+        web_enabled=False,
+        web_host=settings.api_host,
+        web_port=free_port(settings.api_host),
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.consumer_session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.consumer_heartbeat_interval_ms / 1000,
+        broker_commit_interval=0.5,
+        broker_max_poll_records=settings.consumer_max_batch,
+    )
+    for base in SOURCE_TOPICS:
+        topic = app.topic(
+            topic_name(base, settings.topic_prefix),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        app.agent(topic, name=f"bridge.{base.value}", concurrency=1)(_agent_for(runtime))
+    runtime.faust_app = app
+    return app
+
+
+def _agent_for(runtime: BridgeRuntime) -> Any:
+    async def agent(stream: faust.StreamT[bytes]) -> None:
+        manual: Any = stream.noack()  # type: ignore[attr-defined]
+        async for event in manual.events():
+            await runtime.handle(event)
+            await manual.ack(event)
+
+    return agent

@@ -1,0 +1,82 @@
+"""The bridge's periodic workers: catch-up after resume / run, and re-drive of pending records.
+
+Both only read and write PostgreSQL (the relay publishes what they put in the outbox), so they
+can run in every bridge process at once: the map row lock serialises them per map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Final
+
+from services.bridge import repository as repo
+from services.bridge.domain import MapState
+from services.bridge.handlers import DATABASE_UNAVAILABLE, BridgeProcessor
+from services.common.logging import get_logger
+
+log = get_logger(__name__)
+
+CATCH_UP_BATCH: Final = 200
+REDRIVE_BATCH: Final = 500
+
+
+class _Periodic:
+    """Runs `tick` every `interval` seconds until stopped; a database outage is retried."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            busy = False
+            try:
+                busy = await self.tick()
+            except DATABASE_UNAVAILABLE as exc:
+                log.warning("worker_tick_failed", worker=type(self).__name__, error=repr(exc))
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._interval)
+
+    async def tick(self) -> bool:
+        """One round; True when there is more to do at once."""
+        raise NotImplementedError
+
+
+class CatchUpWorker(_Periodic):
+    """Drains the queue of resuming and initializing maps in order, then sets them running."""
+
+    def __init__(self, processor: BridgeProcessor, interval: float = 0.2) -> None:
+        super().__init__(interval)
+        self._processor = processor
+
+    async def tick(self) -> bool:
+        async with self._processor.pool.acquire() as conn:
+            names = await repo.maps_in_states(conn, (MapState.RESUMING, MapState.INITIALIZING))
+        more = False
+        for name in names:
+            more |= await self._processor.drain_queue(name, CATCH_UP_BATCH)
+        return more
+
+
+class RedriveWorker(_Periodic):
+    """Re-sends pending records whose receipt has not come within `receipt_timeout_s`."""
+
+    def __init__(self, processor: BridgeProcessor) -> None:
+        timeout = processor.settings.receipt_timeout_s
+        super().__init__(min(1.0, timeout / 4))
+        self._processor = processor
+        self._timeout = timedelta(seconds=timeout)
+
+    async def tick(self) -> bool:
+        async with self._processor.pool.acquire() as conn:
+            names = await repo.maps_in_states(conn, (MapState.RUNNING,))
+        sent = 0
+        for name in names:
+            sent += await self._processor.redrive(name, self._timeout, REDRIVE_BATCH)
+        return sent >= REDRIVE_BATCH
