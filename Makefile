@@ -38,6 +38,9 @@ down: $(STAMP)  ## Stop what `make up` started
 status: $(STAMP)  ## Is the local infrastructure up, and where
 	$(BIN)/python -m infra status
 
+bench: $(STAMP)  ## Throughput, latency, scaling vs. the raw broker: bench/results/<time>.json
+	$(BIN)/dwsim bench
+
 schemas: $(STAMP)  ## Export JSON Schema of every topic to schemas/json/
 	$(BIN)/python -m schemas.compatibility
 

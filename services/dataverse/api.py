@@ -221,6 +221,33 @@ class EntryOut(BaseModel):
     actuals: list[ActualOut]
 
 
+class EntryBatchIn(_In):
+    """Entries to approve together."""
+
+    entries: list[EntryIn] = Field(min_length=1, max_length=5000)
+
+
+class EntryBatchOut(BaseModel):
+    """The approved entries with their actuals."""
+
+    entries: list[EntryOut]
+
+
+def _entry_spec(body: EntryIn) -> commands.EntrySpec:
+    return commands.EntrySpec(
+        transaction_class=TransactionClass(body.transaction_class),
+        project_id=body.project_id,
+        contract_line_id=body.contract_line_id,
+        quantity=body.quantity,
+        billable_quantity=body.billable_quantity,
+        cost_rate=body.cost_rate,
+        bill_rate=body.bill_rate,
+        document_date=body.document_date,
+        resource=body.resource,
+        role=body.role,
+    )
+
+
 class ActualIdsIn(_In):
     """Actuals to put in or take out of the billing backlog (all or none)."""
 
@@ -566,24 +593,33 @@ def _actuals_router() -> APIRouter:
         summary="Approve a time, expense or material entry: cost and unbilled-sales actuals",
     )
     async def approve(body: EntryIn, request: Request, conn: Conn) -> EntryOut:
-        entry_id, _ = await commands.approve_entry(
-            conn,
-            _settings(request),
-            commands.EntrySpec(
-                transaction_class=TransactionClass(body.transaction_class),
-                project_id=body.project_id,
-                contract_line_id=body.contract_line_id,
-                quantity=body.quantity,
-                billable_quantity=body.billable_quantity,
-                cost_rate=body.cost_rate,
-                bill_rate=body.bill_rate,
-                document_date=body.document_date,
-                resource=body.resource,
-                role=body.role,
-            ),
-        )
+        entry_id, _ = await commands.approve_entry(conn, _settings(request), _entry_spec(body))
         actuals = await _actuals_out(conn, repo.ActualFilter(entry_id=entry_id))
         return EntryOut(entry_id=entry_id, actuals=actuals)
+
+    @router.post(
+        "/entries/approve-batch",
+        status_code=201,
+        dependencies=[PROJECT_MANAGER],
+        summary="Approve many entries at once, all or none (for volume loads)",
+    )
+    async def approve_batch(body: EntryBatchIn, request: Request, conn: Conn) -> EntryBatchOut:
+        entry_ids = []
+        # One transaction: a refused entry leaves none of the batch behind.
+        async with conn.transaction():
+            for entry in body.entries:
+                entry_id, _ = await commands.approve_entry(
+                    conn, _settings(request), _entry_spec(entry)
+                )
+                entry_ids.append(entry_id)
+        return EntryBatchOut(
+            entries=[
+                EntryOut(
+                    entry_id=e, actuals=await _actuals_out(conn, repo.ActualFilter(entry_id=e))
+                )
+                for e in entry_ids
+            ]
+        )
 
     @router.post(
         "/entries/{entry_id}/cancel",

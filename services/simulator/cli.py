@@ -329,3 +329,35 @@ def scenario_run(
     print_report(console, report)
     if not report.agree:
         raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, help="Small volumes: proves every figure is produced."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Throughput, latency and scaling of the whole pipeline, beside the raw broker and database.
+
+    Runs on a stack of its own (under DWSIM_HOME/bench), writes bench/results/<time>.json.
+    """
+    from services.simulator.bench import BenchSizes, print_results, run_bench, save
+
+    settings = Settings()
+    own = settings.model_copy(update={"home": settings.home / "bench", "import_interval_s": 0.5})
+    sizes = BenchSizes.quick() if quick else BenchSizes.full()
+    err = Console(stderr=True)
+    try:
+        with running_stack(own):
+            results = asyncio.run(_bench_run(own, sizes, err, run_bench))
+    except (InfraError, ServiceStartFailed, ApiError, TimeoutError) as exc:
+        raise _fail(f"bench failed: {exc}") from exc
+    path = save(results)
+    if as_json:
+        typer.echo(json.dumps(results, default=str))
+    else:
+        print_results(console, results)
+        console.print(f"figures written to {path}")
+
+
+async def _bench_run(settings: Settings, sizes: Any, console: Console, run: Any) -> Any:
+    return await run(settings, sizes, console)
