@@ -23,7 +23,11 @@ class ActualAccounting(BaseModel):
 
 
 class InvoicePosted(BaseModel):
-    """`invoice-posted`: a proposal became a customer invoice."""
+    """`invoice-posted`: a proposal became a customer invoice (key and correlation: invoice id).
+
+    `total_amount` is in the invoice currency, net of nothing: chargeable lines plus tax. The
+    optional amounts after `actuals` were added later; old producers did not send them.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -35,10 +39,21 @@ class InvoicePosted(BaseModel):
     total_amount: Decimal
     currency: str
     actuals: list[ActualAccounting] = Field(min_length=1)
+    net_amount: Decimal | None = None
+    tax_amount: Decimal | None = None
+    exchange_rate: Decimal | None = None
+    accounting_currency: str | None = None
+    total_accounting_amount: Decimal | None = None
 
 
 class JournalPosted(BaseModel):
-    """`journal-posted`: an integration journal's cost and unbilled-sales lines were posted."""
+    """`journal-posted`: one cost or unbilled-sales line of an integration journal was posted.
+
+    Finance posts a journal with one voucher per line, so it publishes one event per line,
+    keyed by the line's actual id (DESIGN.md): `voucher` and `posting_date` are that line's, and
+    `actuals` holds that one actual. `line_number` and `journal_lines` (added later, optional)
+    say which line of how many.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -47,6 +62,8 @@ class JournalPosted(BaseModel):
     voucher: str
     posting_date: date
     actuals: list[ActualAccounting] = Field(min_length=1)
+    line_number: int | None = None
+    journal_lines: int | None = None
 
 
 class ProposalHeaderChanged(BaseModel):

@@ -1,0 +1,524 @@
+"""Finance's HTTP API: legal entity setup, staging, import, journals, proposals, posting, ledger.
+
+Roles by bearer token: the project accountant sets up legal entities, runs the import and posts
+journals; the receivables clerk posts proposals; any known role reads. Bodies that do not
+validate get 422 naming the field; a business rule that refuses gets 409 (405 for creating or
+deleting a proposal, which only Dataverse may do); in both cases nothing is written.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.finance_events import ProposalHeaderChanged
+from schemas.topics import Topic, topic_name
+from schemas.vocabulary import BillingType
+from services.common import outbox
+from services.common.api import connection, create_app
+from services.common.auth import Role, require_role
+from services.common.db import DbConnection
+from services.common.logging import get_logger
+from services.finance import repository, views
+from services.finance.domain import (
+    ONE_WAY_MESSAGE,
+    FinanceRuleError,
+    OneWayViolation,
+    ProposalStatus,
+    refuse_proposal_create,
+    refuse_proposal_delete,
+    refuse_proposal_rekey,
+)
+from services.finance.importer import import_from_staging
+from services.finance.posting import post_all_journals, post_journal, post_proposal_invoice
+
+log = get_logger(__name__)
+
+ACCOUNTANT = Depends(require_role(Role.ACCOUNTANT))
+CLERK = Depends(require_role(Role.RECEIVABLES_CLERK))
+FINANCE_STAFF = Depends(require_role(Role.ACCOUNTANT, Role.RECEIVABLES_CLERK))
+ANY_ROLE = Depends(require_role(*Role))
+CONN = Depends(connection)
+
+# Billing types as the API accepts them: dwsim's vocabulary or the staging table's labels.
+_BILLING_TYPE_NAMES: dict[str, BillingType] = {
+    **{str(bt): bt for bt in BillingType},
+    "Chargeable": BillingType.CHARGEABLE,
+    "NonChargeable": BillingType.NON_CHARGEABLE,
+    "Complimentary": BillingType.COMPLIMENTARY,
+}
+
+Currency = Field(pattern=r"^[A-Z]{3}$", description="ISO currency code, e.g. USD")
+
+
+class LegalEntityBody(BaseModel):
+    """Setup of one legal entity; absent fields keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accounting_currency: str = Currency
+    line_properties: dict[str, str] | None = Field(
+        default=None,
+        description="billing type -> line property; replaces the whole mapping. A new legal "
+        "entity without it gets Chargeable/NonChargeable/NonChargeable.",
+    )
+    move_to_next_open_period: bool | None = None
+    fiscal_year: int | None = Field(
+        default=None, ge=1900, le=2999, description="creates its 12 open monthly periods"
+    )
+
+    @field_validator("line_properties")
+    @classmethod
+    def _known_billing_types(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        mapping: dict[str, str] = {}
+        for name, line_property in value.items():
+            billing_type = _BILLING_TYPE_NAMES.get(name)
+            if billing_type is None:
+                raise ValueError(
+                    f"unknown billing type {name!r}; use one of "
+                    + ", ".join(str(bt) for bt in BillingType)
+                )
+            if not line_property.strip():
+                raise ValueError(f"line property of {name} is empty")
+            mapping[str(billing_type)] = line_property
+        return mapping
+
+
+class ExchangeRateBody(BaseModel):
+    """One rate: `rate` accounting-currency units per `from_currency` unit from `valid_from`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_currency: str = Currency
+    to_currency: str = Currency
+    valid_from: date
+    rate: Decimal = Field(gt=0)
+
+
+class FiscalPeriodBody(BaseModel):
+    """Open or close a period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    closed: bool
+
+
+class ImportBody(BaseModel):
+    """Import everything, or one proposal's lines only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposal_id: UUID | None = None
+
+
+class PostJournalsBody(BaseModel):
+    """Post every unposted journal, or those of one legal entity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    legal_entity: str | None = None
+
+
+class PostProposalBody(BaseModel):
+    """Posting date; defaults to the proposal's invoice date."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    posting_date: date | None = None
+
+
+class ProposalEditBody(BaseModel):
+    """Header edits Finance allows; they stay in Finance (the proposal map is one way)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposal_id: UUID | None = Field(
+        default=None, description="may only repeat the proposal's own id: re-keying is refused"
+    )
+    sales_tax_group: str | None = None
+    payment_terms: str | None = None
+
+
+def _one_way_refusal(exc: OneWayViolation) -> JSONResponse:
+    log.warning("one_way_violation_refused", reason=str(exc))
+    return JSONResponse(
+        status_code=405,
+        content={"detail": str(exc), "rule": type(exc).__name__},
+        headers={"Allow": "GET, PATCH"},
+    )
+
+
+def build_app() -> FastAPI:
+    """The Finance API (state: pool and settings are set by the service runner or a test)."""
+    app = create_app(
+        "dwsim Finance",
+        "The ERP side of the Project Operations integration: legal entity setup, actuals "
+        "staging, import from staging, integration journals, project invoice proposals, "
+        "customer invoices, vouchers and the ledger.",
+        rule_errors=(FinanceRuleError,),
+    )
+    app.include_router(_setup_router())
+    app.include_router(_staging_router())
+    app.include_router(_journal_router())
+    app.include_router(_proposal_router())
+    app.include_router(_ledger_router())
+    return app
+
+
+# --- setup ----------------------------------------------------------------------------------------
+
+
+def _setup_router() -> APIRouter:
+    router = APIRouter(prefix="/legal-entities", tags=["legal entity setup"])
+
+    @router.put("/{legal_entity_id}", summary="Create or update a legal entity's setup")
+    async def put_legal_entity(
+        legal_entity_id: str,
+        body: LegalEntityBody,
+        conn: DbConnection = CONN,
+        _: Role = ACCOUNTANT,
+    ) -> dict[str, Any]:
+        async with conn.transaction():
+            created = await repository.upsert_legal_entity(
+                conn,
+                legal_entity_id,
+                body.accounting_currency,
+                body.line_properties,
+                body.move_to_next_open_period,
+                body.fiscal_year,
+            )
+        log.info("legal_entity_set_up", legal_entity=legal_entity_id, created=created)
+        return await _legal_entity(conn, legal_entity_id)
+
+    @router.post("/{legal_entity_id}/exchange-rates", summary="Add or replace an exchange rate")
+    async def post_exchange_rate(
+        legal_entity_id: str,
+        body: ExchangeRateBody,
+        conn: DbConnection = CONN,
+        _: Role = ACCOUNTANT,
+    ) -> dict[str, Any]:
+        async with conn.transaction():
+            await repository.add_exchange_rate(
+                conn,
+                legal_entity_id,
+                body.from_currency,
+                body.to_currency,
+                body.valid_from,
+                body.rate,
+            )
+        return await _legal_entity(conn, legal_entity_id)
+
+    @router.put("/{legal_entity_id}/fiscal-periods/{period}", summary="Open or close a period")
+    async def put_fiscal_period(
+        legal_entity_id: str,
+        body: FiscalPeriodBody,
+        period: str = Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM"),
+        conn: DbConnection = CONN,
+        _: Role = ACCOUNTANT,
+    ) -> dict[str, Any]:
+        year, month = (int(part) for part in period.split("-"))
+        async with conn.transaction():
+            await repository.set_fiscal_period(conn, legal_entity_id, year, month, body.closed)
+        log.info(
+            "fiscal_period_set", legal_entity=legal_entity_id, period=period, closed=body.closed
+        )
+        return await _legal_entity(conn, legal_entity_id)
+
+    @router.get("", summary="Every legal entity with its setup")
+    async def list_legal_entities(
+        conn: DbConnection = CONN, _: Role = ANY_ROLE
+    ) -> list[dict[str, Any]]:
+        setups = await repository.load_setups(conn)
+        return [repository.setup_to_dict(setups[k]) for k in sorted(setups)]
+
+    @router.get("/{legal_entity_id}", summary="One legal entity with its setup")
+    async def get_legal_entity(
+        legal_entity_id: str, conn: DbConnection = CONN, _: Role = ANY_ROLE
+    ) -> dict[str, Any]:
+        return await _legal_entity(conn, legal_entity_id)
+
+    return router
+
+
+async def _legal_entity(conn: DbConnection, legal_entity_id: str) -> dict[str, Any]:
+    setups = await repository.load_setups(conn, [legal_entity_id])
+    if legal_entity_id not in setups:
+        raise repository.NotFound(f"no legal entity {legal_entity_id}")
+    return repository.setup_to_dict(setups[legal_entity_id])
+
+
+# --- staging and import ---------------------------------------------------------------------------
+
+
+def _staging_router() -> APIRouter:
+    router = APIRouter(tags=["actuals staging and import"])
+
+    @router.get("/staging", summary="Staged actuals, with why each is not imported")
+    async def list_staging(
+        legal_entity: str | None = None,
+        invoice_id: UUID | None = None,
+        imported: bool | None = None,
+        status: Literal["valid", "invalid"] | None = None,
+        conn: DbConnection = CONN,
+        _: Role = ANY_ROLE,
+    ) -> list[dict[str, Any]]:
+        rows = await repository.list_staging(
+            conn, legal_entity, str(invoice_id) if invoice_id else None, imported, status
+        )
+        return [views.staging_view(r) for r in rows]
+
+    @router.get("/refused-records", summary="Records Finance refused (e.g. unknown legal entity)")
+    async def list_refused(conn: DbConnection = CONN, _: Role = ANY_ROLE) -> list[dict[str, Any]]:
+        return [views.row_view(r) for r in await repository.list_refused(conn)]
+
+    @router.post("/import", summary="Run import from staging now (all, or one proposal)")
+    async def run_import(
+        request: Request,
+        body: ImportBody | None = Body(default=None),  # noqa: B008
+        _: Role = ACCOUNTANT,
+    ) -> dict[str, Any]:
+        proposal_id = str(body.proposal_id) if body and body.proposal_id else None
+        summary = await import_from_staging(
+            request.app.state.pool, request.app.state.settings, proposal_id
+        )
+        return summary.as_dict()
+
+    return router
+
+
+# --- integration journals -------------------------------------------------------------------------
+
+
+def _journal_router() -> APIRouter:
+    router = APIRouter(prefix="/journals", tags=["integration journals"])
+
+    @router.get("", summary="Integration journals")
+    async def list_journals(
+        status: Literal["draft", "posted", "error"] | None = None,
+        legal_entity: str | None = None,
+        conn: DbConnection = CONN,
+        _: Role = ANY_ROLE,
+    ) -> list[dict[str, Any]]:
+        rows = await repository.list_journals(conn, status, legal_entity)
+        return [views.journal_view(r) for r in rows]
+
+    @router.post("/post", summary="Post every unposted integration journal")
+    async def post_journals(
+        request: Request,
+        body: PostJournalsBody | None = Body(default=None),  # noqa: B008
+        _: Role = ACCOUNTANT,
+    ) -> list[dict[str, Any]]:
+        return await post_all_journals(
+            request.app.state.pool,
+            request.app.state.settings,
+            body.legal_entity if body else None,
+        )
+
+    @router.get("/{journal_id}", summary="One integration journal with its lines")
+    async def get_journal(
+        journal_id: str, conn: DbConnection = CONN, _: Role = ANY_ROLE
+    ) -> dict[str, Any]:
+        header = await repository.get_journal_row(conn, journal_id)
+        return views.journal_view(header, await repository.journal_line_rows(conn, journal_id))
+
+    @router.post("/{journal_id}/post", summary="Post one integration journal")
+    async def post_one_journal(
+        journal_id: str, request: Request, conn: DbConnection = CONN, _: Role = ACCOUNTANT
+    ) -> dict[str, Any]:
+        return await post_journal(conn, request.app.state.settings, journal_id)
+
+    return router
+
+
+# --- proposals ------------------------------------------------------------------------------------
+
+
+def _proposal_router() -> APIRouter:
+    router = APIRouter(prefix="/proposals", tags=["project invoice proposals"])
+
+    @router.get("", summary="Project invoice proposals")
+    async def list_proposals(
+        status: Literal["open", "lines_imported", "posted"] | None = None,
+        conn: DbConnection = CONN,
+        _: Role = ANY_ROLE,
+    ) -> list[dict[str, Any]]:
+        return [views.proposal_view(r) for r in await repository.list_proposals(conn, status)]
+
+    @router.post(
+        "",
+        summary="Refused: proposals come only from confirmed Dataverse invoices",
+        status_code=405,
+    )
+    async def create_proposal(_: Role = FINANCE_STAFF) -> JSONResponse:
+        try:
+            refuse_proposal_create("(new)")
+        except OneWayViolation as exc:
+            return _one_way_refusal(exc)
+
+    @router.get("/{proposal_id}", summary="One proposal: header, lines, status, waiting reason")
+    async def get_proposal(
+        proposal_id: UUID, conn: DbConnection = CONN, _: Role = ANY_ROLE
+    ) -> dict[str, Any]:
+        header = await repository.get_proposal(conn, str(proposal_id))
+        lines = await conn.fetch(
+            "SELECT * FROM proposal_line WHERE proposal_id = $1 ORDER BY line_number", proposal_id
+        )
+        return views.proposal_view(header, lines)
+
+    @router.delete(
+        "/{proposal_id}",
+        summary="Refused: proposals come only from confirmed Dataverse invoices",
+        status_code=405,
+    )
+    async def delete_proposal(proposal_id: UUID, _: Role = FINANCE_STAFF) -> JSONResponse:
+        try:
+            refuse_proposal_delete(str(proposal_id))
+        except OneWayViolation as exc:
+            return _one_way_refusal(exc)
+
+    @router.patch("/{proposal_id}", summary="Edit header fields Finance owns (stay in Finance)")
+    async def patch_proposal(
+        proposal_id: UUID,
+        body: ProposalEditBody,
+        request: Request,
+        conn: DbConnection = CONN,
+        _: Role = FINANCE_STAFF,
+    ) -> dict[str, Any]:
+        return await _edit_header(conn, request, proposal_id, body, replace_whole=False)
+
+    @router.put(
+        "/{proposal_id}",
+        summary="Replace the Finance-owned header fields; never creates nor re-keys",
+    )
+    async def put_proposal(
+        proposal_id: UUID,
+        body: ProposalEditBody,
+        request: Request,
+        conn: DbConnection = CONN,
+        _: Role = FINANCE_STAFF,
+    ) -> Any:
+        exists = await conn.fetchval(
+            "SELECT true FROM project_invoice_proposal WHERE proposal_id = $1", proposal_id
+        )
+        if not exists:
+            try:
+                refuse_proposal_create(str(proposal_id))
+            except OneWayViolation as exc:
+                return _one_way_refusal(exc)
+        return await _edit_header(conn, request, proposal_id, body, replace_whole=True)
+
+    @router.post("/{proposal_id}/post", summary="Post the proposal as a customer invoice")
+    async def post_proposal(
+        proposal_id: UUID,
+        request: Request,
+        body: PostProposalBody | None = Body(default=None),  # noqa: B008
+        conn: DbConnection = CONN,
+        _: Role = CLERK,
+    ) -> dict[str, Any]:
+        number = await post_proposal_invoice(
+            conn,
+            request.app.state.settings,
+            str(proposal_id),
+            body.posting_date if body else None,
+        )
+        return views.row_view(await repository.get_customer_invoice(conn, number))
+
+    return router
+
+
+async def _edit_header(
+    conn: DbConnection,
+    request: Request,
+    proposal_id: UUID,
+    body: ProposalEditBody,
+    replace_whole: bool,
+) -> dict[str, Any]:
+    """Apply allowed header edits and publish `proposal-header-changed` (the bridge refuses
+    to carry it back: the proposal map is one way)."""
+    pid = str(proposal_id)
+    editable = ("sales_tax_group", "payment_terms")
+    async with conn.transaction():
+        record = await repository.get_proposal(conn, pid, for_update=True)
+        if body.proposal_id is not None and body.proposal_id != proposal_id:
+            refuse_proposal_rekey(pid, str(body.proposal_id))
+        if record["status"] == ProposalStatus.POSTED:
+            raise FinanceRuleError(
+                f"proposal {pid} is posted as invoice {record['invoice_number']}: "
+                "its header is read-only"
+            )
+        given = body.model_fields_set if not replace_whole else set(editable)
+        changes = {
+            name: getattr(body, name)
+            for name in editable
+            if name in given and getattr(body, name) != record[name]
+        }
+        if changes:
+            await repository.update_proposal_header_fields(conn, pid, changes)
+            await outbox.add(
+                conn,
+                topic_name(Topic.PROPOSAL_HEADER_CHANGED, request.app.state.settings.topic_prefix),
+                pid,
+                outbox.envelope(
+                    "proposal.header_changed",
+                    "finance",
+                    ProposalHeaderChanged(
+                        invoice_id=proposal_id,
+                        legal_entity=record["legal_entity"],
+                        changed_fields={k: "" if v is None else str(v) for k, v in changes.items()},
+                    ),
+                    correlation_id=pid,
+                ),
+            )
+            log.info(
+                "proposal_header_edited_in_finance",
+                invoice_id=pid,
+                fields=sorted(changes),
+                note=ONE_WAY_MESSAGE,
+            )
+        record = await repository.get_proposal(conn, pid)
+    return views.proposal_view(record)
+
+
+# --- posted documents -----------------------------------------------------------------------------
+
+
+def _ledger_router() -> APIRouter:
+    router = APIRouter(tags=["customer invoices, vouchers and ledger"])
+
+    @router.get("/customer-invoices", summary="Posted customer invoices")
+    async def list_customer_invoices(
+        conn: DbConnection = CONN, _: Role = ANY_ROLE
+    ) -> list[dict[str, Any]]:
+        return [views.row_view(r) for r in await repository.list_customer_invoices(conn)]
+
+    @router.get("/customer-invoices/{invoice_number}", summary="One posted customer invoice")
+    async def get_customer_invoice(
+        invoice_number: str, conn: DbConnection = CONN, _: Role = ANY_ROLE
+    ) -> dict[str, Any]:
+        return views.row_view(await repository.get_customer_invoice(conn, invoice_number))
+
+    @router.get("/vouchers/{voucher}", summary="One voucher with its ledger entries")
+    async def get_voucher(
+        voucher: str, conn: DbConnection = CONN, _: Role = ANY_ROLE
+    ) -> dict[str, Any]:
+        header = await repository.get_voucher(conn, voucher)
+        return views.voucher_view(header, await repository.ledger_entries(conn, voucher=voucher))
+
+    @router.get("/ledger", summary="Ledger entries, by voucher and/or account")
+    async def get_ledger(
+        voucher: str | None = Query(default=None),
+        account: str | None = Query(default=None),
+        conn: DbConnection = CONN,
+        _: Role = ANY_ROLE,
+    ) -> list[dict[str, Any]]:
+        return [views.row_view(e) for e in await repository.ledger_entries(conn, voucher, account)]
+
+    return router

@@ -1,0 +1,226 @@
+"""Import from staging: periodic and on demand, one transaction per unit of work.
+
+Units of work:
+- the journal unit of one legal entity: its valid, unimported cost and unbilled-sales rows
+  become integration journal lines (draft journals, at most `journal_max_lines` lines each);
+- the proposal unit of one open proposal: its staged billed-sales rows become its lines, all
+  or none, or the proposal keeps a waiting reason.
+Each unit locks what it imports (`SELECT ... FOR UPDATE`, see `repository.lock_*`), so a
+periodic run and an API run racing each other never import a staged row twice. The rules are
+`domain.plan_import_from_staging`; this module only loads, locks and stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from services.common.db import DbConnection
+from services.common.logging import get_logger
+from services.common.settings import Settings
+from services.finance import repository
+from services.finance.domain import (
+    FinanceRuleError,
+    ImportSettings,
+    ProposalStatus,
+    StagingRow,
+    plan_import_from_staging,
+)
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ImportSummary:
+    """What one import run did, and what it left out and why."""
+
+    journal_lines_created: int = 0
+    journals_created: list[str] = field(default_factory=list)
+    proposals_with_lines: list[str] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)
+    rows_not_imported: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as the API returns it."""
+        return {
+            "journal_lines_created": self.journal_lines_created,
+            "journals_created": self.journals_created,
+            "proposals_with_lines": self.proposals_with_lines,
+            "waiting": self.waiting,
+            "rows_not_imported": self.rows_not_imported,
+        }
+
+    @property
+    def changed_anything(self) -> bool:
+        """Whether the run created journal lines or proposal lines."""
+        return bool(self.journal_lines_created or self.proposals_with_lines)
+
+
+def _import_settings(settings: Settings) -> ImportSettings:
+    return ImportSettings(max_lines_per_journal=settings.journal_max_lines)
+
+
+async def import_from_staging(
+    pool: asyncpg.Pool, settings: Settings, proposal_id: str | None = None
+) -> ImportSummary:
+    """Run the import for everything, or for one proposal's lines only.
+
+    A named proposal that does not exist is a `LookupError`; one that already has its lines is
+    a `FinanceRuleError` (the API answers 404 and 409).
+    """
+    summary = ImportSummary()
+    async with pool.acquire() as conn:
+        if proposal_id is not None:
+            async with conn.transaction():
+                header = await repository.get_proposal(conn, proposal_id, for_update=True)
+                if header["status"] != ProposalStatus.OPEN:
+                    raise FinanceRuleError(
+                        f"proposal {proposal_id} is {header['status']}: "
+                        "its lines are imported only once"
+                    )
+                await _import_proposal(conn, settings, proposal_id, summary)
+            return summary
+        for legal_entity in await repository.legal_entities_with_pending_journal_rows(conn):
+            async with conn.transaction():
+                await _import_journals(conn, settings, legal_entity, summary)
+        for open_id in await repository.open_proposal_ids(conn):
+            async with conn.transaction():
+                await _import_proposal(conn, settings, open_id, summary)
+        async with conn.transaction():
+            await _explain_orphan_billed_rows(conn, summary)
+    if summary.changed_anything:
+        log.info(
+            "import_from_staging_done",
+            journal_lines_created=summary.journal_lines_created,
+            journals=summary.journals_created,
+            proposals_with_lines=summary.proposals_with_lines,
+            waiting=len(summary.waiting),
+            rows_not_imported=len(summary.rows_not_imported),
+        )
+    return summary
+
+
+async def _import_journals(
+    conn: DbConnection, settings: Settings, legal_entity: str, summary: ImportSummary
+) -> None:
+    """The journal unit of one legal entity."""
+    locked = await repository.lock_pending_journal_rows(conn, legal_entity)
+    if not locked:
+        return  # another run imported them while this one waited for the lock
+    rows = [repository.staging_row_from_record(r) for r in locked]
+    setups = await repository.load_setups(conn, [legal_entity])
+    plan = plan_import_from_staging(rows, [], setups, _import_settings(settings))
+    journal_ids = await repository.next_numbers(conn, "journal", len(plan.journals))
+    for journal_id, planned in zip(journal_ids, plan.journals, strict=True):
+        await repository.insert_journal(
+            conn, journal_id, planned.legal_entity, planned.period_start, planned.lines
+        )
+        await repository.mark_imported(
+            conn, [line.actual_id for line in planned.lines], journal_id=journal_id
+        )
+        summary.journals_created.append(journal_id)
+        summary.journal_lines_created += len(planned.lines)
+        log.info(
+            "integration_journal_created",
+            journal_id=journal_id,
+            legal_entity=legal_entity,
+            lines=len(planned.lines),
+        )
+    await repository.set_import_reasons(conn, plan.row_reasons)
+    summary.rows_not_imported.update(plan.row_reasons)
+
+
+async def _import_proposal(
+    conn: DbConnection, settings: Settings, proposal_id: str, summary: ImportSummary
+) -> None:
+    """The proposal unit of one open proposal: all its lines, or its waiting reason."""
+    record = await repository.get_proposal(conn, proposal_id, for_update=True)
+    if record["status"] != ProposalStatus.OPEN:
+        return  # another run gave it its lines while this one waited for the lock
+    header = repository.proposal_header_from_record(record)
+    billed = [
+        repository.staging_row_from_record(r)
+        for r in await repository.lock_billed_rows(conn, proposal_id)
+    ]
+    billed_ids = {row.actual_id for row in billed}
+    # The unbilled sales a time-and-material line bills must be posted; read them, unlocked:
+    # a journal posting still in flight reads as unposted, so the proposal waits another run.
+    unbilled: list[StagingRow] = [
+        repository.staging_row_from_record(r)
+        for r in await repository.unbilled_rows_of_projects(conn, {r.project_id for r in billed})
+    ]
+    setups = await repository.load_setups(
+        conn, {header.legal_entity, *(row.legal_entity for row in billed)}
+    )
+    plan = plan_import_from_staging(
+        [*billed, *unbilled], [header], setups, _import_settings(settings)
+    )
+    # The plan also sees unimported unbilled rows (for matching); their journals are the
+    # journal unit's business, so only this proposal's billed rows are taken from it.
+    reasons = {k: v for k, v in plan.row_reasons.items() if k in billed_ids}
+    lines = plan.proposal_lines.get(proposal_id)
+    if lines:
+        await repository.insert_proposal_lines(conn, lines)
+        await repository.mark_imported(
+            conn, [line.actual_id for line in lines], proposal_id=proposal_id
+        )
+        summary.proposals_with_lines.append(proposal_id)
+        log.info("proposal_lines_imported", invoice_id=proposal_id, lines=len(lines))
+    else:
+        reason = plan.waiting.get(proposal_id, "import from staging has not made its lines")
+        if reason != record["waiting_reason"]:
+            log.info("proposal_waiting", invoice_id=proposal_id, reason=reason)
+        await repository.set_waiting_reason(conn, proposal_id, reason)
+        summary.waiting[proposal_id] = reason
+    await repository.set_import_reasons(conn, reasons)
+    summary.rows_not_imported.update(reasons)
+
+
+async def _explain_orphan_billed_rows(conn: DbConnection, summary: ImportSummary) -> None:
+    """Billed rows whose proposal header has not arrived: keep them with that reason."""
+    reasons: dict[str, str] = {}
+    for row in await repository.orphan_billed_rows(conn):
+        invoice_id = str(row["invoice_id"]) if row["invoice_id"] else None
+        if invoice_id is None:
+            reasons[str(row["actual_id"])] = "billed sales actual has no invoice_id"
+        elif row["proposal_status"] is None:
+            reasons[str(row["actual_id"])] = f"no proposal header {invoice_id} received yet"
+        else:
+            reasons[str(row["actual_id"])] = (
+                f"proposal {invoice_id} is {row['proposal_status']}: its lines are complete"
+            )
+    await repository.set_import_reasons(conn, reasons)
+    summary.rows_not_imported.update(reasons)
+
+
+class ImportWorker:
+    """The periodic import from staging, every `settings.import_interval_s` seconds."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._stopping = asyncio.Event()
+        self.runs = 0
+        self.last_error: str | None = None
+
+    def stop(self) -> None:
+        """Finish the run in hand, then return from `run`."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Import until stopped; a failing run is logged and the next one tries again."""
+        while not self._stopping.is_set():
+            try:
+                await import_from_staging(self._pool, self._settings)
+                self.last_error = None
+            except Exception as exc:  # a failed run must not stop the service's imports
+                # Each unit of work rolled back on its own; the next run tries them again.
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("import_from_staging_failed", error=self.last_error)
+            self.runs += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._settings.import_interval_s)
