@@ -124,7 +124,7 @@ class DemoRun:
         self.result.report = reconcile(await fetch_snapshot(self.s))
         return self.result
 
-    async def setup(self) -> None:
+    async def setup(self, skip_rates: tuple[tuple[str, str], ...] = ()) -> None:
         """Finance: legal entities, fiscal years, rates. Dataverse: customers, projects."""
         years = sorted({self.plan.business_date.year, date.today().year})
         task = self.progress.add_task("setup legal entities", total=len(LEGAL_ENTITIES))
@@ -136,7 +136,7 @@ class DemoRun:
                     {"accounting_currency": currency, "fiscal_year": year},
                 )
             for (src, dst), rate in EXCHANGE_RATES.items():
-                if dst == currency:
+                if dst == currency and (src, dst) not in skip_rates:
                     await self.s.finance.post(
                         f"/legal-entities/{entity}/exchange-rates",
                         {
@@ -241,8 +241,8 @@ class DemoRun:
         await self.s.finance.post("/import", {})
         await self.s.finance.post("/journals/post", {})
 
-    async def sync_and_post_journals(self) -> None:
-        """Wait for the actuals in staging, import them and post the integration journals."""
+    async def sync_and_post_journals(self, post: bool = True) -> None:
+        """Wait for the actuals in staging, import them and (unless not `post`) post journals."""
         await poll_until(
             self._staged,
             self.synced_actuals,
@@ -250,12 +250,19 @@ class DemoRun:
             self.progress,
             self.deadline_s,
         )
-        await self._import_and_post()
+        if post:
+            await self._import_and_post()
+        else:
+            await self.s.finance.post("/import", {})
 
-    async def invoice(self) -> None:
-        """Create each contract's proforma, apply the planned edits, confirm it."""
-        task = self.progress.add_task("proformas confirmed", total=len(self.plan.contracts))
-        for plan in self.plan.contracts:
+    async def invoice(self, limit: int | None = None) -> None:
+        """Create each contract's proforma, apply the planned edits, confirm it.
+
+        With `limit`, only that many of the contracts not yet invoiced (for faults mid-stream).
+        """
+        todo = [c for c in self.plan.contracts if c.index not in self.invoice_ids][:limit]
+        task = self.progress.add_task("proformas confirmed", total=len(todo))
+        for plan in todo:
             contract_id = self.contract_ids[plan.index]
             invoice = await self.s.dataverse.post(
                 f"/contracts/{contract_id}/invoices",

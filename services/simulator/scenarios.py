@@ -8,17 +8,27 @@ scenario itself: stopping and starting the processes it owns, sending bad events
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
+from aiokafka import AIOKafkaConsumer
 from rich.console import Console
+from rich.progress import Progress
 
+from infra import broker
+from infra.topics import provision_async
+from schemas.topics import Topic, dlq_name, topic_name
+from services.common.kafka import make_producer
 from services.common.settings import Settings
-from services.simulator.clients import Services
+from services.simulator.clients import ApiError, Services
 from services.simulator.demo import DemoRun, new_progress
+from services.simulator.processes import start_service, stop_service
 from services.simulator.reconcile import Report, reconcile
-from services.simulator.seed import plan_demo
+from services.simulator.seed import ContractPlan, DemoPlan, EntryPlan, plan_demo
 from services.simulator.snapshot import fetch_snapshot
 from services.simulator.stack import running_stack
 
@@ -48,15 +58,379 @@ class Scenario:
     settings: dict[str, object] | None = None
 
 
+BUSINESS_DATE = date(2026, 10, 1)
+
+
+def _run_for(ctx: ScenarioContext, plan: DemoPlan, progress: Progress) -> DemoRun:
+    return DemoRun(ctx.services, plan, progress, deadline_s=240)
+
+
+async def _finish(run: DemoRun) -> None:
+    """From confirmed invoices to accounting detail back in Dataverse."""
+    await run.import_proposal_lines()
+    await run.post_proposals()
+    await run.wait_accounting_back()
+
+
+async def _map_state(ctx: ScenarioContext, slug: str) -> str:
+    return str((await ctx.services.bridge.get(f"/maps/{slug}"))["state"])
+
+
+async def _wait_map_state(
+    ctx: ScenarioContext, slug: str, states: set[str], deadline_s: float = 120
+) -> str:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        state = await _map_state(ctx, slug)
+        if state in states:
+            return state
+        await asyncio.sleep(0.25)
+    raise ScenarioFailed(f"map {slug} did not reach {sorted(states)} in {deadline_s:.0f} s")
+
+
+class ScenarioFailed(RuntimeError):
+    """A scenario's expectation did not hold; the message says which."""
+
+
 async def _happy_path(ctx: ScenarioContext) -> None:
-    plan = plan_demo(seed=11, invoices=6, business_date=date(2026, 10, 1))
+    plan = plan_demo(seed=11, invoices=6, business_date=BUSINESS_DATE)
     with new_progress() as progress:
-        await DemoRun(ctx.services, plan, progress).run()
+        await _run_for(ctx, plan, progress).run()
     ctx.say("6 invoices confirmed, synced, imported, posted; accounting detail back")
 
 
+async def _finance_down(ctx: ScenarioContext) -> None:
+    plan = plan_demo(seed=12, invoices=6, business_date=BUSINESS_DATE)
+    with new_progress() as progress:
+        run = _run_for(ctx, plan, progress)
+        await run.setup()
+        await run.approve_entries()
+        await run.sync_and_post_journals()
+        stop_service(ctx.settings, "finance")
+        ctx.say("Finance stopped; confirming invoices while it is down")
+        await run.invoice()
+        state = await _wait_map_state(ctx, "invoices", {"paused"})
+        ctx.say(f"receipts time out, errors pile up: the alert rule {state} the proposal map")
+        start_service(ctx.settings, "finance")
+        ctx.say("Finance back")
+        for slug in ("invoices", "actuals"):
+            if await _map_state(ctx, slug) == "paused":
+                await ctx.services.bridge.post(f"/maps/{slug}/resume")
+                ctx.say(f"map {slug} resumed: catch-up replays its queue in order")
+        await _wait_map_state(ctx, "invoices", {"running"})
+        await ctx.services.bridge.post("/errors/retry-all")
+        await _finish(run)
+
+
+async def _map_paused(ctx: ScenarioContext) -> None:
+    plan = plan_demo(seed=13, invoices=6, business_date=BUSINESS_DATE)
+    with new_progress() as progress:
+        run = _run_for(ctx, plan, progress)
+        await ctx.services.bridge.post("/maps/invoices/pause")
+        ctx.say("proposal map paused before any load")
+        await run.setup()
+        await run.approve_entries()
+        await run.sync_and_post_journals()
+        await run.invoice()
+        queue = await ctx.services.bridge.get("/maps/invoices/queue")
+        count = int(queue.get("count", 0))
+        if count < len(plan.contracts):
+            raise ScenarioFailed(f"expected {len(plan.contracts)} queued headers, saw {count}")
+        report = reconcile(await fetch_snapshot(ctx.services))
+        ctx.say(
+            f"{count} headers queued; reconciliation meanwhile: "
+            f"{len(report.differences)} difference(s), all explained: "
+            f"{not report.unexplained}"
+        )
+        await ctx.services.bridge.post("/maps/invoices/resume")
+        await _wait_map_state(ctx, "invoices", {"running"})
+        ctx.say("resumed: the queue replayed in order, map back to running")
+        await _finish(run)
+
+
+async def _direct_proposal_refused(ctx: ScenarioContext) -> None:
+    plan = plan_demo(seed=14, invoices=2, business_date=BUSINESS_DATE)
+    with new_progress() as progress:
+        await _run_for(ctx, plan, progress).run()
+    before = await ctx.services.finance.get("/proposals")
+    for method, path in (
+        ("POST", "/proposals"),
+        ("DELETE", f"/proposals/{before[0]['proposal_id']}"),
+    ):
+        try:
+            await ctx.services.finance.call(method, path, {} if method == "POST" else None)
+        except ApiError as exc:
+            ctx.say(f"{method} {path} refused with {exc.status}: {exc.detail}")
+            if exc.status not in (405, 409):
+                raise
+        else:
+            raise ScenarioFailed(f"{method} {path} was accepted")
+    if await ctx.services.finance.get("/proposals") != before:
+        raise ScenarioFailed("refused calls changed the proposals")
+    await ctx.services.finance.call(
+        "PATCH", f"/proposals/{before[0]['proposal_id']}", {"sales_tax_group": "EXEMPT"}
+    )
+    ctx.say(
+        "sales tax group edited in Finance: stays in Finance; the bridge refuses to carry "
+        "it back (one-way violation in its activity log)"
+    )
+
+
+async def _missing_exchange_rate(ctx: ScenarioContext) -> None:
+    plan = DemoPlan(
+        15,
+        BUSINESS_DATE,
+        tuple(
+            ContractPlan(
+                i,
+                "USPM",
+                "EUR",
+                "Contoso",
+                "time_and_material",
+                entries=(
+                    EntryPlan(
+                        "time",
+                        Decimal(8),
+                        Decimal(8),
+                        Decimal(100),
+                        Decimal(200),
+                        "Ana Silva",
+                        "Developer",
+                        BUSINESS_DATE,
+                    ),
+                ),
+            )
+            for i in range(2)
+        ),
+    )
+    with new_progress() as progress:
+        run = _run_for(ctx, plan, progress)
+        await run.setup(skip_rates=(("EUR", "USD"),))
+        ctx.say("USPM (USD) sells in EUR but has no EUR→USD rate")
+        await run.approve_entries()
+        await run.sync_and_post_journals()
+        rows = await ctx.services.finance.get("/staging", imported=False)
+        reasons = sorted({str(r.get("reason")) for r in rows})
+        ctx.say(f"{len(rows)} staged rows not imported: {reasons}")
+        await ctx.services.finance.post(
+            "/legal-entities/USPM/exchange-rates",
+            {
+                "from_currency": "EUR",
+                "to_currency": "USD",
+                "valid_from": "2026-01-01",
+                "rate": "1.0850",
+            },
+        )
+        ctx.say("rate added; the next import takes the rows")
+        await run.sync_and_post_journals()
+        await run.invoice()
+        await _finish(run)
+
+
+async def _journal_not_posted(ctx: ScenarioContext) -> None:
+    plan = plan_demo(seed=16, invoices=3, business_date=BUSINESS_DATE)
+    tm = DemoPlan(plan.seed, plan.business_date, tuple(c for c in plan.contracts if c.entries))
+    with new_progress() as progress:
+        run = _run_for(ctx, tm, progress)
+        await run.setup()
+        await run.approve_entries()
+        await run.sync_and_post_journals(post=False)
+        ctx.say("unbilled sales imported into integration journals, but nobody posts them")
+        await run.invoice()
+        waiting = await _wait_waiting_reason(ctx, next(iter(run.invoice_ids.values())))
+        ctx.say(f"proposal waits: {waiting!r}")
+        await run.s.finance.post("/journals/post", {})
+        ctx.say("journals posted; the next import makes the proposal lines")
+        await _finish(run)
+
+
+async def _wait_waiting_reason(
+    ctx: ScenarioContext, invoice_id: str, deadline_s: float = 120
+) -> str:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        await ctx.services.finance.post("/import", {})
+        try:
+            proposal = await ctx.services.finance.get(f"/proposals/{invoice_id}")
+        except ApiError:
+            proposal = {}
+        if proposal.get("waiting_reason"):
+            return str(proposal["waiting_reason"])
+        await asyncio.sleep(0.25)
+    raise ScenarioFailed(f"proposal {invoice_id} never showed a waiting reason")
+
+
+async def _corrective_invoice(ctx: ScenarioContext) -> None:
+    plan = plan_demo(seed=17, invoices=3, business_date=BUSINESS_DATE)
+    tm = DemoPlan(plan.seed, plan.business_date, tuple(c for c in plan.contracts if c.entries))
+    with new_progress() as progress:
+        run = _run_for(ctx, tm, progress)
+        await run.run()
+        original = next(iter(run.invoice_ids.values()))
+        corrective = await ctx.services.dataverse.post(
+            f"/invoices/{original}/correct", {"invoice_date": str(BUSINESS_DATE)}
+        )
+        cid = corrective["invoice_id"]
+        details = [d for line in corrective["lines"] for d in line["details"]]
+        for detail in details:
+            billed = Decimal(str(detail.get("original_quantity") or 0))
+            await ctx.services.dataverse.call(
+                "PATCH",
+                f"/invoices/{cid}/details/{detail['detail_id']}",
+                {"quantity": str(billed / 2)},
+            )
+        await ctx.services.dataverse.post(f"/invoices/{cid}/confirm")
+        ctx.say(f"invoice {original[:8]} corrected to half its quantity: credit and rebill")
+        run.invoice_ids[-1] = cid
+        run.confirmed_at[cid] = time.monotonic()
+        await _finish(run)
+
+
+async def _poison_event(ctx: ScenarioContext) -> None:
+    topic = topic_name(Topic.INVOICE_CONFIRMED, ctx.settings.topic_prefix)
+    producer = make_producer(ctx.settings, "scenario-poison")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"{not json at all", key=b"poison")
+        await producer.send_and_wait(
+            topic,
+            b'{"event_id":"6c1d1c4e-7d47-4a1b-9b8e-3f0b0d1e2a3c","event_type":'
+            b'"invoice.confirmed","occurred_at":"2026-10-01T00:00:00Z","source":"x",'
+            b'"payload":{"invoice_id":"nope"}}',
+            key=b"poison",
+        )
+    finally:
+        await producer.stop()
+    ctx.say("two poison events sent on invoice-confirmed")
+    plan = plan_demo(seed=18, invoices=3, business_date=BUSINESS_DATE)
+    with new_progress() as progress:
+        await _run_for(ctx, plan, progress).run()
+    letters = await _read_topic(ctx.settings, dlq_name(topic), 2)
+    for letter in letters:
+        ctx.say(f"on {dlq_name(topic)}: {json.loads(letter)['reason'][:100]}")
+
+
+async def _read_topic(
+    settings: Settings, topic: str, n: int, deadline_s: float = 30
+) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap_servers(),
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        end = time.monotonic() + deadline_s
+        while len(values) < n and time.monotonic() < end:
+            batch = await consumer.getmany(timeout_ms=200)
+            values += [m.value for ms in batch.values() for m in ms if m.value]
+    finally:
+        await consumer.stop()
+    if len(values) < n:
+        raise ScenarioFailed(f"expected {n} dead letters on {topic}, found {len(values)}")
+    return values
+
+
+async def _bridge_killed(ctx: ScenarioContext) -> None:
+    plan = plan_demo(seed=19, invoices=8, business_date=BUSINESS_DATE)
+    with new_progress() as progress:
+        run = _run_for(ctx, plan, progress)
+        await run.setup()
+        await run.approve_entries()
+        await run.sync_and_post_journals()
+        await run.invoice(limit=4)
+        stop_service(ctx.settings, "bridge", kill=True)
+        ctx.say("bridge killed with SIGKILL after 4 confirmations")
+        await run.invoice()
+        ctx.say("4 more confirmed while the bridge is down")
+        started = time.monotonic()
+        start_service(ctx.settings, "bridge")
+        ctx.say(f"bridge restarted, healthy after {time.monotonic() - started:.1f} s")
+        await _finish(run)
+
+
+async def _broker_restarted_empty(ctx: ScenarioContext) -> None:
+    plan = plan_demo(seed=20, invoices=8, business_date=BUSINESS_DATE)
+    since = datetime.now(UTC)
+    with new_progress() as progress:
+        run = _run_for(ctx, plan, progress)
+        await run.setup()
+        await run.approve_entries()
+        await run.sync_and_post_journals()
+        await run.invoice(limit=4)
+        broker.stop(ctx.settings)
+        broker.start(ctx.settings)
+        await provision_async(ctx.settings)
+        ctx.say("broker restarted empty (memory storage): topics, offsets and events gone")
+        await run.invoice()
+        for service in (ctx.services.dataverse, ctx.services.finance, ctx.services.bridge):
+            replayed = await service.call(
+                "POST",
+                "/outbox/replay",
+                params={"since": since.isoformat()},
+                token=ctx.settings.token_administrator,
+            )
+            ctx.say(f"{service.service}: {replayed['replayed']} events published again")
+        await _finish(run)
+
+
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in (Scenario("happy-path", "The whole flow with nothing broken.", _happy_path),)
+    s.name: s
+    for s in (
+        Scenario("happy-path", "The whole flow with nothing broken.", _happy_path),
+        Scenario(
+            "finance-down",
+            "Finance down → receipts time out → the alert pauses the map → Finance back → "
+            "resume → catch-up → agree.",
+            _finance_down,
+            {"receipt_timeout_s": 1.5},
+        ),
+        Scenario(
+            "map-paused",
+            "The proposal map paused for the whole load, then resumed: nothing lost, order kept.",
+            _map_paused,
+        ),
+        Scenario(
+            "direct-proposal-refused",
+            "Creating or deleting a proposal in Finance is refused; header edits stay in Finance.",
+            _direct_proposal_refused,
+        ),
+        Scenario(
+            "missing-exchange-rate",
+            "A contract currency without an exchange rate: rows "
+            "wait with the reason until the rate is added.",
+            _missing_exchange_rate,
+        ),
+        Scenario(
+            "journal-not-posted",
+            "The integration journal is not posted: the proposal "
+            "waits ('project transaction not posted yet') until it is.",
+            _journal_not_posted,
+        ),
+        Scenario(
+            "corrective-invoice",
+            "A confirmed invoice corrected: credit, rebill and "
+            "backlog return reach Finance like any invoice.",
+            _corrective_invoice,
+        ),
+        Scenario(
+            "poison-event",
+            "Malformed events go to the .dlq with their reason; the flow goes on.",
+            _poison_event,
+        ),
+        Scenario(
+            "bridge-killed",
+            "The bridge killed mid-stream (SIGKILL) and restarted: nothing lost, nothing twice.",
+            _bridge_killed,
+        ),
+        Scenario(
+            "broker-restarted-empty",
+            "The broker restarted empty mid-stream: re-drive and outbox replay lose nothing.",
+            _broker_restarted_empty,
+        ),
+    )
 }
 
 
