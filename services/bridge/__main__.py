@@ -7,6 +7,7 @@ its admin URL in `$DWSIM_HOME/services/bridge.json` while it runs.
 from __future__ import annotations
 
 import asyncio
+import os
 
 import faust
 
@@ -26,7 +27,7 @@ def main() -> None:
         app,
         runtime,
         loop=loop,
-        loglevel="WARNING",
+        loglevel=os.environ.get("DWSIM_FAUST_LOGLEVEL", "WARNING"),
         redirect_stdouts=False,
         quiet=True,
     )

@@ -106,6 +106,7 @@ class BridgeRuntime(mode.Service):
         self._workers: list[Any] = []
         self._background: list[asyncio.Task[Any]] = []
         self._server: uvicorn.Server | None = None
+        self._tracker: asyncio.Task[None] | None = None
         self.port = settings.bridge_port or free_port(settings.api_host)
 
     async def on_start(self) -> None:
@@ -134,7 +135,7 @@ class BridgeRuntime(mode.Service):
             asyncio.create_task(self._guard(w.run(), type(w).__name__)) for w in self._workers
         ]
         self._background.append(asyncio.create_task(self._guard(self._server.serve(), "api")))
-        self._background.append(asyncio.create_task(self._track_assignment()))
+        self._tracker = asyncio.create_task(self._track_assignment())
         url = f"http://{settings.api_host}:{self.port}"
         state = service_state_file(settings, SERVICE)
         state.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +165,8 @@ class BridgeRuntime(mode.Service):
             await asyncio.sleep(0.25)
 
     async def on_stop(self) -> None:
+        if self._tracker is not None:
+            self._tracker.cancel()
         for worker in self._workers:
             worker.stop()
         if self._server is not None:

@@ -1,0 +1,179 @@
+"""Pause and catch-up, the error queue, retries and the alert rule that pauses a map."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from schemas.topics import Topic
+from services.bridge.table_maps import ACTUALS_MAP_NAME
+from services.common.settings import Settings
+from tests.integration.bridge.bridge_harness import (
+    BridgeProcess,
+    FakeTarget,
+    Publisher,
+    Received,
+    TopicReader,
+    actual_created,
+    invoice_confirmed,
+)
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def _records(bridge: BridgeProcess, **params: Any) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = await bridge.get("/records", **params)
+    return result
+
+
+async def test_paused_map_queues_500_records_in_order_and_resume_delivers_all_in_order(
+    settings: Settings, bridge: BridgeProcess
+) -> None:
+    response = await bridge.post("/maps/actuals/pause")
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "paused"
+    invoices = [invoice_confirmed().invoice_id for _ in range(5)]
+    published: dict[str, list[str]] = defaultdict(list)
+    async with Publisher(settings) as dataverse:
+        for n in range(500):
+            actual = actual_created(invoice_id=invoices[n % 5])
+            published[str(actual.invoice_id)].append(str(actual.actual_id))
+            await dataverse.actual(actual)
+        await dataverse.flush()
+
+    async def all_queued() -> bool:
+        return (await bridge.get("/maps/actuals/queue"))["count"] == 500
+
+    await wait_for(all_queued, 60, what="500 queued records")
+    queue = await bridge.get("/maps/actuals/queue", limit=500)
+    assert queue["state"] == "paused"
+    assert queue["bytes"] > 0 and queue["oldest"] is not None
+    # The queue keeps each invoice's actuals in the order they were published.
+    queued_by_invoice: dict[str, list[str]] = defaultdict(list)
+    for entry in queue["records"]:
+        queued_by_invoice[entry["invoice_id"]].append(entry["record_key"])
+    assert queued_by_invoice == published
+    stats = (await bridge.get("/stats"))[ACTUALS_MAP_NAME]
+    assert stats["queued"] == 500 and stats["forwarded"] == 0
+    async with TopicReader(settings, Topic.FO_ACTUALS_STAGING) as finance:
+        await finance.poll()
+        assert finance.messages == []  # nothing left while paused
+
+        # The target refuses one record during catch-up: it lands in the catch-up error list.
+        refused_id = published[str(invoices[2])][10]
+
+        def refuse_one(message: Received) -> str | None:
+            if message.value["payload"]["msdyn_actualid"] == refused_id:
+                return "line property missing for billing type Chargeable"
+            return None
+
+        async with FakeTarget(settings, policy=refuse_one):
+            response = await bridge.post("/maps/actuals/resume")
+            assert response.status_code == 200, response.text
+            assert response.json()["state"] in ("resuming", "running")
+            delivered = await finance.until(lambda ms: len(ms) >= 500, 60, what="500 staged")
+
+            async def settled() -> bool:
+                s = (await bridge.get("/stats"))[ACTUALS_MAP_NAME]
+                return s["synced"] == 499 and s["failed"] == 1
+
+            await wait_for(settled, 60, what="499 synced and 1 failed")
+    by_invoice: dict[str, list[str]] = defaultdict(list)
+    for message in delivered:
+        assert message.key is not None
+        by_invoice[message.key].append(message.value["payload"]["msdyn_actualid"])
+    assert by_invoice == published  # nothing lost, nothing twice, each invoice in order
+    assert (await bridge.get("/maps/actuals"))["state"] == "running"
+    activity = list(reversed(await bridge.get("/activity", map="actuals", limit=1000)))
+    changes = [a["message"].split(" ")[:3] for a in activity if a["kind"] == "state_changed"]
+    assert ["running", "->", "paused"] in changes
+    assert ["paused", "->", "resuming"] in changes
+    assert ["resuming", "->", "running"] in changes
+    kinds = [a["kind"] for a in activity]
+    assert kinds.index("catch_up_started") < kinds.index("catch_up_finished")
+    [catch_up_error] = await bridge.get("/errors", map="actuals", catch_up="true")
+    assert catch_up_error["record_key"] == refused_id
+    assert "line property missing" in catch_up_error["reason"]
+    assert await bridge.get("/errors", map="actuals", catch_up="false") == []
+
+
+async def test_target_refusing_10_records_in_the_window_pauses_the_map(
+    settings: Settings, bridge: BridgeProcess
+) -> None:
+    def finance_down(_: Received) -> str:
+        return "legal entity USPM: period closed"
+
+    invoices = [invoice_confirmed() for _ in range(10)]
+    async with FakeTarget(settings, policy=finance_down), Publisher(settings) as dataverse:
+        for invoice in invoices:
+            await dataverse.confirm(invoice)
+
+        async def paused() -> bool:
+            return (await bridge.get("/maps/invoices"))["state"] == "paused"
+
+        await wait_for(paused, 30, what="the alert rule to pause the invoices map")
+    errors = await bridge.get("/errors", map="invoices")
+    assert len(errors) == 10
+    assert all("period closed" in e["reason"] for e in errors)
+    [alert] = await bridge.get("/activity", map="invoices", kind="alert_fired")
+    assert "10 any errors" in alert["message"] and alert["detail"]["action"] == "pause"
+    # While paused, a new header is queued, not sent.
+    late = invoice_confirmed()
+    async with Publisher(settings) as dataverse:
+        await dataverse.confirm(late)
+
+    async def queued() -> bool:
+        return [r["status"] for r in await _records(bridge, invoice_id=str(late.invoice_id))] == [
+            "queued"
+        ]
+
+    await wait_for(queued, what="the late header to be queued")
+    assert (await bridge.get("/maps/actuals"))["state"] == "running"  # the other map runs on
+
+
+async def test_retrying_a_fixed_error_succeeds(settings: Settings, bridge: BridgeProcess) -> None:
+    fixed = False
+
+    def line_property(_: Received) -> str | None:
+        return None if fixed else "no line property for billing type Chargeable"
+
+    invoices = [invoice_confirmed() for _ in range(3)]
+    async with FakeTarget(settings, policy=line_property), Publisher(settings) as dataverse:
+        for invoice in invoices:
+            await dataverse.confirm(invoice)
+
+        async def three_errors() -> bool:
+            return len(await bridge.get("/errors", status="open")) == 3
+
+        await wait_for(three_errors, what="three open errors")
+        [first, *_] = await bridge.get("/errors")
+        [record] = await _records(bridge, invoice_id=first["invoice_id"])
+        assert record["status"] == "failed"
+        assert record["reason"] == "finance refused: no line property for billing type Chargeable"
+        fixed = True  # the setup is fixed on the Finance side
+        response = await bridge.post(f"/errors/{first['id']}/retry")
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "pending"
+
+        async def synced(invoice_id: str) -> bool:
+            return [r["status"] for r in await _records(bridge, invoice_id=invoice_id)] == [
+                "synced"
+            ]
+
+        await wait_for(lambda: synced(first["invoice_id"]), what="the retried record synced")
+        response = await bridge.post("/errors/retry-all", map="invoices")
+        assert response.status_code == 200, response.text
+        assert response.json()["retried"] == 2
+        for invoice in invoices:
+            await wait_for(lambda i=invoice: synced(str(i.invoice_id)), what="retry-all synced")
+    errors = await bridge.get("/errors")
+    assert [e["status"] for e in errors] == ["resolved"] * 3
+    again = await bridge.post(f"/errors/{first['id']}/retry")
+    assert again.status_code == 409 and "resolved already" in again.json()["detail"]
+    record = await bridge.get(f"/records/{record['record_id']}")
+    assert record["attempts"] == 2
+    kinds = [a["kind"] for a in await bridge.get("/activity", map="invoices")]
+    assert kinds.count("retry") == 3 and "error_resolved" in kinds
