@@ -267,11 +267,17 @@ def _staging_router() -> APIRouter:
         invoice_id: UUID | None = None,
         imported: bool | None = None,
         status: Literal["valid", "invalid"] | None = None,
+        transaction_type: Literal["cost", "unbilled_sales", "billed_sales"] | None = None,
         conn: DbConnection = CONN,
         _: Role = ANY_ROLE,
     ) -> list[dict[str, Any]]:
         rows = await repository.list_staging(
-            conn, legal_entity, str(invoice_id) if invoice_id else None, imported, status
+            conn,
+            legal_entity,
+            str(invoice_id) if invoice_id else None,
+            imported,
+            status,
+            transaction_type,
         )
         return [views.staging_view(r) for r in rows]
 

@@ -24,7 +24,6 @@ from services.common.logging import get_logger
 from services.common.settings import Settings
 from services.finance import repository
 from services.finance.domain import (
-    FinanceRuleError,
     ImportSettings,
     ProposalStatus,
     StagingRow,
@@ -69,20 +68,21 @@ async def import_from_staging(
 ) -> ImportSummary:
     """Run the import for everything, or for one proposal's lines only.
 
-    A named proposal that does not exist is a `LookupError`; one that already has its lines is
-    a `FinanceRuleError` (the API answers 404 and 409).
+    Running it again is always harmless: a named proposal whose header has not arrived is
+    reported as waiting for it, and one that already has its lines is left alone.
     """
     summary = ImportSummary()
     async with pool.acquire() as conn:
         if proposal_id is not None:
             async with conn.transaction():
-                header = await repository.get_proposal(conn, proposal_id, for_update=True)
-                if header["status"] != ProposalStatus.OPEN:
-                    raise FinanceRuleError(
-                        f"proposal {proposal_id} is {header['status']}: "
-                        "its lines are imported only once"
-                    )
-                await _import_proposal(conn, settings, proposal_id, summary)
+                exists = await conn.fetchval(
+                    "SELECT true FROM project_invoice_proposal WHERE proposal_id = $1",
+                    proposal_id,
+                )
+                if not exists:
+                    summary.waiting[proposal_id] = f"no proposal header {proposal_id} received yet"
+                else:
+                    await _import_proposal(conn, settings, proposal_id, summary)
             return summary
         for legal_entity in await repository.legal_entities_with_pending_journal_rows(conn):
             async with conn.transaction():
@@ -151,7 +151,7 @@ async def _import_proposal(
     # a journal posting still in flight reads as unposted, so the proposal waits another run.
     unbilled: list[StagingRow] = [
         repository.staging_row_from_record(r)
-        for r in await repository.unbilled_rows_of_projects(conn, {r.project_id for r in billed})
+        for r in await repository.unbilled_rows_for(conn, billed)
     ]
     setups = await repository.load_setups(
         conn, {header.legal_entity, *(row.legal_entity for row in billed)}

@@ -407,14 +407,23 @@ async def lock_billed_rows(conn: DbConnection, invoice_id: str) -> list[asyncpg.
     )
 
 
-async def unbilled_rows_of_projects(
-    conn: DbConnection, project_ids: Iterable[str]
+async def unbilled_rows_for(
+    conn: DbConnection, billed: Sequence[StagingRow]
 ) -> list[asyncpg.Record]:
-    """Staged unbilled-sales rows of the projects: what billed rows are matched against."""
+    """The staged unbilled-sales rows billed rows may be matched against.
+
+    A billed row linked to its unbilled actual needs that row only; one without the link is
+    matched by contract line, quantity and amount (`domain.matching_unbilled`), so it needs its
+    project's unbilled rows.
+    """
+    linked = sorted({r.unbilled_actual_id for r in billed if r.unbilled_actual_id})
+    projects = sorted({r.project_id for r in billed if not r.unbilled_actual_id})
     return await conn.fetch(
-        "SELECT * FROM actuals_staging WHERE project_id = ANY($1::uuid[]) AND status = 'valid' "
-        "AND transaction_type = 'unbilled_sales'",
-        sorted(set(project_ids)),
+        "SELECT * FROM actuals_staging WHERE status = 'valid' "
+        "AND transaction_type = 'unbilled_sales' "
+        "AND (actual_id = ANY($1::uuid[]) OR project_id = ANY($2::uuid[]))",
+        linked,
+        projects,
     )
 
 
@@ -484,16 +493,19 @@ async def list_staging(
     invoice_id: str | None = None,
     imported: bool | None = None,
     status: str | None = None,
+    transaction_type: str | None = None,
 ) -> list[asyncpg.Record]:
     """Staged rows, filtered, oldest first."""
     return await conn.fetch(
         "SELECT * FROM actuals_staging WHERE ($1::text IS NULL OR legal_entity = $1) "
         "AND ($2::uuid IS NULL OR invoice_id = $2) AND ($3::boolean IS NULL OR imported = $3) "
-        "AND ($4::text IS NULL OR status = $4) ORDER BY received_at, actual_id",
+        "AND ($4::text IS NULL OR status = $4) AND ($5::text IS NULL OR transaction_type = $5) "
+        "ORDER BY received_at, actual_id",
         legal_entity,
         invoice_id,
         imported,
         status,
+        transaction_type,
     )
 
 

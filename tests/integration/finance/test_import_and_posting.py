@@ -90,8 +90,10 @@ async def test_time_and_material_invoice_from_staging_to_posted_invoice(finance:
     assert [Decimal(e["amount"]) for e in wip] == [Decimal("1600.00")]
 
     # Now the proposal gets its line, and the clerk posts it.
-    summary = await _import(finance)
+    summary = await _import(finance, {"proposal_id": str(invoice_id)})
     assert summary["proposals_with_lines"] == [str(invoice_id)]
+    again = await _import(finance, {"proposal_id": str(invoice_id)})
+    assert again["proposals_with_lines"] == [] and again["waiting"] == {}
     proposal = await finance.get(f"/proposals/{invoice_id}")
     assert proposal["status"] == "lines_imported"
     assert proposal["waiting_reason"] is None
@@ -125,6 +127,7 @@ async def test_time_and_material_invoice_from_staging_to_posted_invoice(finance:
     assert detail["voucher"] == invoice["voucher"]
     assert Decimal(detail["accounting_currency_amount"]) == Decimal("1600.00")
     assert Decimal(detail["tax_amount"]) == Decimal("160.00")
+    assert len(await finance.get("/staging", transaction_type="cost")) == 1
     (row,) = await finance.get("/staging", invoice_id=str(invoice_id))
     assert row["voucher"] == invoice["voucher"]
     assert row["imported"] is True
@@ -148,6 +151,8 @@ async def test_billed_rows_before_their_header_wait_and_the_periodic_import_take
     assert set(summary["rows_not_imported"].values()) == {
         f"no proposal header {invoice_id} received yet"
     }
+    one = await _import(finance, {"proposal_id": str(invoice_id)})
+    assert one["waiting"] == {str(invoice_id): f"no proposal header {invoice_id} received yet"}
     rows = await finance.get("/staging", imported=False)
     assert {r["reason"] for r in rows} == {f"no proposal header {invoice_id} received yet"}
 
