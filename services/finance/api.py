@@ -374,9 +374,7 @@ def _proposal_router() -> APIRouter:
         proposal_id: UUID, conn: DbConnection = CONN, _: Role = ANY_ROLE
     ) -> dict[str, Any]:
         header = await repository.get_proposal(conn, str(proposal_id))
-        lines = await conn.fetch(
-            "SELECT * FROM proposal_line WHERE proposal_id = $1 ORDER BY line_number", proposal_id
-        )
+        lines = await repository.proposal_line_rows(conn, str(proposal_id))
         return views.proposal_view(header, lines)
 
     @router.delete(

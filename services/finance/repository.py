@@ -663,11 +663,16 @@ async def insert_proposal_lines(conn: DbConnection, lines: Sequence[ProposalLine
     )
 
 
-async def proposal_lines(conn: DbConnection, proposal_id: str) -> list[ProposalLine]:
-    """A proposal's lines as the domain's records, in line order."""
-    rows = await conn.fetch(
+async def proposal_line_rows(conn: DbConnection, proposal_id: str) -> list[asyncpg.Record]:
+    """A proposal's lines as stored, in line order."""
+    return await conn.fetch(
         "SELECT * FROM proposal_line WHERE proposal_id = $1 ORDER BY line_number", proposal_id
     )
+
+
+async def proposal_lines(conn: DbConnection, proposal_id: str) -> list[ProposalLine]:
+    """A proposal's lines as the domain's records, in line order."""
+    rows = await proposal_line_rows(conn, proposal_id)
     return [
         ProposalLine(
             proposal_id=str(r["proposal_id"]),
