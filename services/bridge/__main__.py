@@ -1,7 +1,8 @@
 """`python -m services.bridge`: the faust worker with the admin API, relay and workers.
 
 SIGTERM or SIGINT stops it cleanly (agents first, then the API, relay and workers); it records
-its admin URL in `$DWSIM_HOME/services/bridge.json` while it runs.
+its admin URL in `$DWSIM_HOME/services/bridge.json` while it runs. `DWSIM_FAUST_LOGLEVEL`
+(default WARNING) sets the level of faust's and aiokafka's own log lines.
 """
 
 from __future__ import annotations
