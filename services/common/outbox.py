@@ -20,10 +20,6 @@ from services.common.settings import Settings
 log = get_logger(__name__)
 
 NOTIFY_CHANNEL = "dwsim_outbox"
-# Writers of the outbox take this transaction-scoped lock before inserting. It makes the order
-# of ids the order of commits: a row can never get a smaller id than a row already committed,
-# so a relay reading `ORDER BY id` cannot pass over a row whose transaction commits late.
-_OUTBOX_WRITE_LOCK = 7_261_002
 # One relay per database publishes at a time (session lock), so two processes of the same
 # service cannot interleave their batches and reorder a key's events.
 _RELAY_LEADER_LOCK = 7_261_003
@@ -38,7 +34,6 @@ async def add(
     """Record `event` for `topic` inside the caller's open transaction."""
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.add must run inside the transaction of the change")
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _OUTBOX_WRITE_LOCK)
     await conn.execute(
         "INSERT INTO dwsim_outbox (event_id, topic, key, event_type, correlation_id, value) "
         "VALUES ($1, $2, $3, $4, $5, $6)",
@@ -58,7 +53,6 @@ async def add_many(conn: DbConnection, rows: list[tuple[str, str | None, Envelop
         return
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.add_many must run inside the transaction of the change")
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _OUTBOX_WRITE_LOCK)
     await conn.executemany(
         "INSERT INTO dwsim_outbox (event_id, topic, key, event_type, correlation_id, value) "
         "VALUES ($1, $2, $3, $4, $5, $6)",
@@ -109,6 +103,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.published = 0
+        self.polls = 0
         self.last_error: str | None = None
 
     def stop(self) -> None:
@@ -171,10 +166,18 @@ class OutboxRelay:
                     await producer.stop()
 
     async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
+        self.polls += 1
         async with self._pool.acquire() as conn, conn.transaction():
+            # Ids are handed out at insert, not at commit: a transaction still running may yet
+            # commit a row with a smaller id than rows already visible. Only rows written by
+            # transactions older than every running one (xid below the snapshot's xmin) are
+            # taken, so no row is ever passed over and ids are published in order. Writers of
+            # one record hold its row lock, so a record's events get ids in commit order.
             rows = await conn.fetch(
                 "SELECT id, topic, key, value, event_type, correlation_id FROM dwsim_outbox "
-                "WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
+                "WHERE published_at IS NULL "
+                "AND xid < pg_snapshot_xmin(pg_current_snapshot()) "
+                "ORDER BY id LIMIT $1 FOR UPDATE",
                 self._settings.relay_batch_size,
             )
             if not rows:

@@ -450,7 +450,6 @@ async def _edit_header(
     pid = str(proposal_id)
     editable = ("sales_tax_group", "payment_terms")
     async with conn.transaction():
-        await repository.lock_outbox_writes(conn)
         record = await repository.get_proposal(conn, pid, for_update=True)
         if body.proposal_id is not None and body.proposal_id != proposal_id:
             refuse_proposal_rekey(pid, str(body.proposal_id))

@@ -116,7 +116,6 @@ async def apply_staging_actual(
     A re-sent actual that is already staged and valid changes nothing; one that was refused is
     validated again, so fixing the setup and retrying in the bridge lets it in.
     """
-    await repository.lock_outbox_writes(conn)  # lock order: outbox, then rows (see there)
     record: StagingActualRecord = event.payload
     actual_id = str(record.msdyn_actualid)
     reason = await refusal_of_actual(conn, record)
@@ -170,7 +169,6 @@ async def apply_proposal_header(
     A header for a legal entity Finance does not know is refused and kept, with its reason, in
     `refused_record` (there is no proposal to hang it on); a later re-send applies it.
     """
-    await repository.lock_outbox_writes(conn)  # lock order: outbox, then rows (see there)
     record: ProposalHeaderRecord = event.payload
     proposal_id = str(record.ProposalId)
     topic = topic_name(Topic.FO_INVOICE_PROPOSALS, settings.topic_prefix)

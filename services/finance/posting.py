@@ -53,7 +53,6 @@ async def post_journal(conn: DbConnection, settings: Settings, journal_id: str) 
     order with any later change of the same actual; the correlation id is the journal id.
     """
     async with conn.transaction():
-        await repository.lock_outbox_writes(conn)
         header = await repository.get_journal_row(conn, journal_id, for_update=True)
         lines = await repository.journal_line_rows(conn, journal_id)
         journal = repository.journal_from_records(header, lines)
@@ -139,7 +138,6 @@ async def post_proposal_invoice(
     it. The event is keyed and correlated by the invoice id (the proposal id).
     """
     async with conn.transaction():
-        await repository.lock_outbox_writes(conn)
         record = await repository.get_proposal(conn, proposal_id, for_update=True)
         header = repository.proposal_header_from_record(record)
         lines = await repository.proposal_lines(conn, proposal_id)

@@ -15,7 +15,6 @@ import asyncpg
 
 from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, TransactionType
 from services.common.db import DbConnection
-from services.common.outbox import _OUTBOX_WRITE_LOCK
 from services.finance.domain import (
     AccountingStamp,
     CustomerInvoice,
@@ -47,20 +46,6 @@ def _s(value: Any) -> str | None:
 
 
 # --- lock order -----------------------------------------------------------------------------------
-
-
-async def lock_outbox_writes(conn: DbConnection) -> None:
-    """Take the outbox's write lock now, before any row lock of this transaction.
-
-    `outbox.add` takes a transaction-scoped advisory lock, held until commit. A transaction that
-    locks rows first and only then waits for that lock deadlocks with one that holds the lock and
-    waits for those rows — e.g. a consumer batch that answered a receipt and then upserts the
-    header a posting has locked. Every Finance transaction that writes to the outbox therefore
-    takes the lock first, so all of them lock in the same order: outbox, then rows. (The import
-    writes no events and never takes it.) `services.common.outbox` keeps the lock's key private;
-    see the report for the shared helper this should become.
-    """
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _OUTBOX_WRITE_LOCK)
 
 
 # --- legal entity setup -------------------------------------------------------------------------

@@ -238,3 +238,28 @@ async def test_handler_failure_parks_event_with_reason_and_loop_continues(
         "ValueError: odd number 3 refused",
         "ValueError: odd number 5 refused",
     ]
+
+
+async def test_relay_never_passes_over_a_row_whose_transaction_commits_late(
+    settings: Settings, pools: tuple[asyncpg.Pool, asyncpg.Pool]
+) -> None:
+    """Regression: ids are taken at insert; a row of a slow transaction gets a smaller id than a
+    row committed before it. Publishing by id must wait for the slow one, not skip it."""
+    source, target = pools
+    topic = f"{settings.topic_prefix}invoice-confirmed"
+    relay = OutboxRelay(source, settings, "src")
+    async with running(relay, consumer_of(settings, target, topic)):
+        async with source.acquire() as slow:
+            slow_tx = slow.transaction()
+            await slow_tx.start()
+            await add_ping(slow, topic, 0)  # gets the smaller id, commits last
+            async with source.acquire() as fast, fast.transaction():
+                await add_ping(fast, topic, 7)  # same key as 0 (k0), commits first
+            polls = relay.polls
+            await wait_for(holds(lambda: relay.polls >= polls + 2), what="the relay to look")
+            async with source.acquire() as conn:
+                # Only the fast row is visible here, and it must still wait for the slow one.
+                assert await unpublished_count(conn) == 1, "published past an open transaction"
+            await slow_tx.commit()
+        await wait_for(lambda: _count_is(target, 2), what="both effects")
+    assert await effects(target) == [0, 7]
