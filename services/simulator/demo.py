@@ -104,6 +104,7 @@ class DemoRun:
         self.result = DemoResult(len(plan.contracts))
         self.contract_ids: dict[int, str] = {}
         self.synced_actuals = 0
+        self.staged_before = 0
         self.invoice_ids: dict[int, str] = {}
         self.confirmed_at: dict[str, float] = {}
 
@@ -204,6 +205,8 @@ class DemoRun:
 
     async def approve_entries(self) -> None:
         """Approve every entry and mark its chargeable unbilled sales ready to invoice."""
+        # Earlier runs' rows stay in staging: count what this run adds.
+        self.staged_before = await self._staged()
         entries = [(c, e) for c in self.plan.contracts for e in c.entries]
         task = self.progress.add_task("approve entries", total=len(entries))
         for contract, entry in entries:
@@ -237,6 +240,9 @@ class DemoRun:
     async def _staged(self) -> int:
         return len(await self.s.finance.get("/staging"))
 
+    async def _staged_now(self) -> int:
+        return await self._staged() - self.staged_before
+
     async def _import_and_post(self) -> None:
         await self.s.finance.post("/import", {})
         await self.s.finance.post("/journals/post", {})
@@ -244,7 +250,7 @@ class DemoRun:
     async def sync_and_post_journals(self, post: bool = True) -> None:
         """Wait for the actuals in staging, import them and (unless not `post`) post journals."""
         await poll_until(
-            self._staged,
+            self._staged_now,
             self.synced_actuals,
             "actuals reach staging",
             self.progress,
