@@ -288,7 +288,7 @@ class BridgeProcessor:
         source_key = _source_key(leg, item) or f"{event.event_id}#{index}"
         invoice_id = item.get("invoice_id") or source.get("invoice_id")
         invoice_id = None if invoice_id is None else str(invoice_id)
-        mapped, failure = _map(leg, item, table_map)
+        mapped, failure = map_record(leg, item, table_map)
         record_key = mapped.key if mapped is not None else source_key
         if isinstance(failure, Filtered):
             status, reason = SyncStatus.FILTERED, failure.reason
@@ -661,7 +661,7 @@ class BridgeProcessor:
             return {**base, "status": SyncStatus.SYNCED.value}
         table_map = MAPS_BY_NAME[record["map_name"]]
         leg = table_map.leg(record["leg_name"])
-        mapped, failure = _map(leg, record["source_record"], table_map)
+        mapped, failure = map_record(leg, record["source_record"], table_map)
         await repo.add_activity(
             conn,
             record["map_name"],
@@ -724,7 +724,7 @@ def _records_of(leg: MapLeg, source: dict[str, Any]) -> list[dict[str, Any]]:
     return [i for i in items if isinstance(i, dict)]
 
 
-def _map(
+def map_record(
     leg: MapLeg, item: dict[str, Any], table_map: TableMap
 ) -> tuple[MappedRecord | None, MappingError | Filtered | None]:
     """Map one record and validate it against the target topic's schema."""

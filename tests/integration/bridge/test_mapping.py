@@ -209,3 +209,38 @@ async def test_stopped_map_holds_records_visibly_until_run_explicitly(
     await wait_for(running, what="the map to be running after its initial sync")
     kinds = [a["kind"] for a in await bridge.get("/activity", map="invoices")]
     assert "initial_sync_started" in kinds and "initial_sync_finished" in kinds
+
+
+async def test_posting_accounting_detail_goes_back_to_dataverse_one_record_per_actual(
+    settings: Settings, bridge: BridgeProcess
+) -> None:
+    from uuid import uuid4
+
+    from tests.integration.bridge.bridge_harness import invoice_posted
+
+    invoice_id = uuid4()
+    actual_ids = [uuid4(), uuid4()]
+    posted = invoice_posted(invoice_id, actual_ids)
+    async with Publisher(settings) as finance:
+        await finance.send(
+            Topic.INVOICE_POSTED, str(invoice_id), posted, "invoice.posted", "finance"
+        )
+    async with TopicReader(settings, Topic.DV_ACTUALS_ACCOUNTING) as dataverse:
+        received = await dataverse.until(lambda ms: len(ms) >= 2, what="two accounting records")
+    assert sorted(m.key or "" for m in received) == sorted(str(a) for a in actual_ids)
+    by_actual = {m.key: m.value for m in received}
+    first = by_actual[str(actual_ids[0])]
+    assert first["source"] == ACTUALS_MAP_NAME
+    assert first["event_type"] == "actual.accounting"
+    assert first["correlation_id"] == str(invoice_id)
+    assert first["payload"] == {
+        "msdyn_actualid": str(actual_ids[0]),
+        "msdyn_externalreference": "VOU-0001",
+        "msdyn_externalreferencedate": "2026-12-01",
+        "msdyn_exchangerate": "1",
+        "msdyn_amountaccountingcurrency": "800",
+        "msdyn_salestaxamount": "80",
+    }
+    records = await bridge.get("/records", invoice_id=str(invoice_id))
+    assert {r["leg_name"] for r in records} == {"accounting detail to actuals"}
+    assert len({r["record_id"] for r in records}) == 2

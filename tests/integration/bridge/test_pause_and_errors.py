@@ -177,3 +177,30 @@ async def test_retrying_a_fixed_error_succeeds(settings: Settings, bridge: Bridg
     assert record["attempts"] == 2
     kinds = [a["kind"] for a in await bridge.get("/activity", map="invoices")]
     assert kinds.count("retry") == 3 and "error_resolved" in kinds
+
+
+async def test_paused_queue_past_its_limit_refuses_new_records_visibly(
+    settings: Settings, start_bridge: Any
+) -> None:
+    bridge = start_bridge(DWSIM_QUEUE_MAX_BYTES="900")  # two headers of ~500 bytes
+    await bridge.wait_ready()
+    assert (await bridge.post("/maps/invoices/pause")).status_code == 200
+    invoices = [invoice_confirmed() for _ in range(4)]
+    async with Publisher(settings) as dataverse:
+        for invoice in invoices:  # one key, one partition: arrival order is publish order
+            await dataverse.send(
+                Topic.INVOICE_CONFIRMED, "one-key", invoice, "invoice.confirmed", "dataverse"
+            )
+
+    async def all_seen() -> bool:
+        return len(await _records(bridge)) == 4
+
+    await wait_for(all_seen, what="four records")
+    statuses = [r["status"] for r in await _records(bridge)]
+    assert statuses == ["queued", "queued", "failed", "failed"], statuses
+    failed = await _records(bridge, status="failed")
+    assert all(r["reason"].startswith("queue limit reached") for r in failed)
+    errors = await bridge.get("/errors", map="invoices")
+    assert {e["error_type"] for e in errors} == {"queue_limit"}
+    queued = (await bridge.get("/maps/invoices/queue"))["count"]
+    assert queued == statuses.count("queued") and queued + len(failed) == 4
