@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -9,15 +10,75 @@ from uuid import UUID
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.auth import Role, require_role
 from services.common.db import DbConnection
+from services.common.logging import get_logger
 from services.common.outbox import unpublished_count
+
+log = get_logger(__name__)
+
+
+# Transactions that lost a race to another one: PostgreSQL rolled them back, and running the
+# request again is the answer (a consumer batch and an API call that lock the same rows in
+# different orders, say).
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+class RetryOnConflict:
+    """ASGI middleware: runs a request again when its transaction lost a deadlock or a
+    serialization conflict, up to `attempts` times, before any of its response was sent."""
+
+    def __init__(self, app: ASGIApp, attempts: int = 5) -> None:
+        self.app = app
+        self.attempts = attempts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        for attempt in range(self.attempts):
+            delivered = False
+            started = False
+
+            async def replay() -> Message:
+                nonlocal delivered
+                if delivered:
+                    return await receive()
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def tracked(message: Message) -> None:
+                nonlocal started
+                started = True
+                await send(message)
+
+            try:
+                await self.app(scope, replay, tracked)
+                return
+            except _RETRYABLE as exc:
+                if started or attempt == self.attempts - 1:
+                    raise
+                log.info(
+                    "request_retried_after_conflict",
+                    path=scope.get("path"),
+                    error=type(exc).__name__,
+                    attempt=attempt + 1,
+                )
+                await asyncio.sleep(0.01 * 2**attempt)
 
 
 def create_app(title: str, description: str, rule_errors: tuple[type[Exception], ...]) -> FastAPI:
     """A FastAPI app with /health, parked events, and rule errors answered as 409."""
     app = FastAPI(title=title, description=description, version="0.1.0")
+    app.add_middleware(RetryOnConflict)
 
     async def conflict(_: Request, exc: Exception) -> JSONResponse:
         # An illegal transition is the caller's error; the message names the rule.
