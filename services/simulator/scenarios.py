@@ -151,29 +151,47 @@ async def _map_paused(ctx: ScenarioContext) -> None:
 async def _direct_proposal_refused(ctx: ScenarioContext) -> None:
     plan = plan_demo(seed=14, invoices=2, business_date=BUSINESS_DATE)
     with new_progress() as progress:
-        await _run_for(ctx, plan, progress).run()
-    before = await ctx.services.finance.get("/proposals")
-    for method, path in (
-        ("POST", "/proposals"),
-        ("DELETE", f"/proposals/{before[0]['proposal_id']}"),
-    ):
-        try:
-            await ctx.services.finance.call(method, path, {} if method == "POST" else None)
-        except ApiError as exc:
-            ctx.say(f"{method} {path} refused with {exc.status}: {exc.detail}")
-            if exc.status not in (405, 409):
-                raise
-        else:
-            raise ScenarioFailed(f"{method} {path} was accepted")
-    if await ctx.services.finance.get("/proposals") != before:
-        raise ScenarioFailed("refused calls changed the proposals")
-    await ctx.services.finance.call(
-        "PATCH", f"/proposals/{before[0]['proposal_id']}", {"sales_tax_group": "EXEMPT"}
-    )
-    ctx.say(
-        "sales tax group edited in Finance: stays in Finance; the bridge refuses to carry "
-        "it back (one-way violation in its activity log)"
-    )
+        run = _run_for(ctx, plan, progress)
+        await run.setup()
+        await run.approve_entries()
+        await run.sync_and_post_journals()
+        await run.invoice()
+        await run.import_proposal_lines()
+        before = await ctx.services.finance.get("/proposals")
+        target = before[0]["proposal_id"]
+        for method, path in (("POST", "/proposals"), ("DELETE", f"/proposals/{target}")):
+            try:
+                await ctx.services.finance.call(method, path, {} if method == "POST" else None)
+            except ApiError as exc:
+                ctx.say(f"{method} {path} refused with {exc.status}: {exc.detail}")
+                if exc.status not in (405, 409):
+                    raise
+            else:
+                raise ScenarioFailed(f"{method} {path} was accepted")
+        if await ctx.services.finance.get("/proposals") != before:
+            raise ScenarioFailed("refused calls changed the proposals")
+        ctx.say("nothing changed in Finance")
+        await ctx.services.finance.call(
+            "PATCH", f"/proposals/{target}", {"sales_tax_group": "EXEMPT"}
+        )
+        violations = await _one_way_violations(ctx)
+        ctx.say(
+            f"sales tax group edited in Finance: it stays there; the bridge refused to "
+            f"carry it back ({violations} one-way violation(s) in its activity log)"
+        )
+        await run.post_proposals()
+        await run.wait_accounting_back()
+
+
+async def _one_way_violations(ctx: ScenarioContext, deadline_s: float = 30) -> int:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        activity = await ctx.services.bridge.get("/activity", limit=200)
+        count = sum(1 for a in activity if "one_way" in str(a.get("kind")))
+        if count:
+            return count
+        await asyncio.sleep(0.25)
+    raise ScenarioFailed("the bridge logged no one-way violation for the header edit")
 
 
 async def _missing_exchange_rate(ctx: ScenarioContext) -> None:
