@@ -620,6 +620,24 @@ class BridgeProcessor:
                 return 0
             overdue = await repo.overdue_pending(conn, map_name, overdue_after, batch)
             for record in overdue:
+                # A missing receipt is an error like a refusal: it counts towards the alert
+                # rules (one side down pauses the map, as Microsoft intends) and is resolved
+                # when the target finally applies the record. Only the first time out of a
+                # record counts: after a resume, the re-sends of records already in error must
+                # not pause the map again before the target had a chance to answer.
+                if record["attempts"] > 1:
+                    await self.send(conn, record, in_catch_up=record["sent_in_catch_up"])
+                    continue
+                await self._record_error(
+                    conn,
+                    map_name,
+                    record["record_id"],
+                    ErrorType.TIMEOUT,
+                    f"no receipt for {record['record_key']} from {record['target_topic']} "
+                    f"within {overdue_after.total_seconds():g} s (attempt {record['attempts']}); "
+                    "re-sent",
+                    invoice_id=record["invoice_id"],
+                )
                 await self.send(conn, record, in_catch_up=record["sent_in_catch_up"])
             if overdue:
                 await repo.add_activity(

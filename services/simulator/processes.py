@@ -16,10 +16,11 @@ from pathlib import Path
 
 import httpx
 
-from infra.processes import pid_alive, read_state, stop_process, write_state
+from infra.processes import free_port, pid_alive, port_open, read_state, stop_process, write_state
 from services.common.settings import SERVICES, Settings
 
 LAUNCHED = "launched.json"
+PORTS = "ports.json"
 
 
 class ServiceStartFailed(RuntimeError):
@@ -66,6 +67,30 @@ def service_url(settings: Settings, name: str) -> str:
     return status.url
 
 
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings as `DWSIM_*` variables, so a child process runs with exactly these."""
+    return {
+        f"DWSIM_{key.upper()}": str(value)
+        for key, value in settings.model_dump().items()
+        if value is not None
+    }
+
+
+def _stable_port(settings: Settings, name: str) -> int:
+    """The port the service had before (if still free), else its setting, else a free one."""
+    configured: int = getattr(settings, f"{name}_port", 0)
+    if configured:
+        return configured
+    ports_file = settings.home / PORTS
+    ports = read_state(ports_file) or {}
+    port = ports.get(name)
+    if port is None or port_open(int(port)):
+        port = free_port(settings.api_host)
+        ports[name] = port
+        write_state(ports_file, ports)
+    return int(port)
+
+
 def start_service(settings: Settings, name: str, deadline_s: float = 60.0) -> ServiceStatus:
     """Start one service unless it runs; wait until its /health answers."""
     current = service_status(settings, name)
@@ -74,11 +99,9 @@ def start_service(settings: Settings, name: str, deadline_s: float = 60.0) -> Se
     _state_path(settings, name).unlink(missing_ok=True)
     log = log_path(settings, name)
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "DWSIM_HOME": str(settings.home),
-        "DWSIM_TOPIC_PREFIX": settings.topic_prefix,
-    }
+    env = {**os.environ, **settings_environment(settings)}
+    # A restarted service keeps its address, so open API pages and clients still work.
+    env[f"DWSIM_{name.upper()}_PORT"] = str(_stable_port(settings, name))
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
