@@ -105,11 +105,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         s = service_status(settings, name)
         data["services"][name] = {"running": s.running, "url": s.url, "pid": s.pid}
     if service_status(settings, "bridge").running:
-
-        async def maps(services: Services) -> Any:
-            return await services.bridge.get("/maps")
-
-        data["maps"] = _run(settings, maps)
+        data["maps"] = _run(settings, _maps_with_counts)
     if as_json:
         typer.echo(json.dumps(data, default=str))
         return
@@ -123,15 +119,51 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         _print_maps(data["maps"])
 
 
+async def _maps_with_counts(services: Services) -> list[dict[str, Any]]:
+    listed = await services.bridge.get("/maps")
+    stats = await services.bridge.get("/stats")
+    errors = await services.bridge.get("/errors", status="open")
+    return [
+        {
+            "name": m["name"],
+            "slug": m.get("slug"),
+            "state": m["state"],
+            "queued": m.get("queue", {}).get("count", 0),
+            **stats.get(m["name"], {}),
+            "open_errors": sum(1 for e in errors if e.get("map_name") == m["name"]),
+        }
+        for m in listed
+    ]
+
+
 def _print_maps(maps: list[dict[str, Any]]) -> None:
-    table = Table("map", "state", "queued", "pending", "errors")
+    table = Table(
+        "map",
+        "state",
+        "queued",
+        "pending",
+        "synced",
+        "failed",
+        "filtered",
+        "open errors",
+        "one-way refused",
+    )
     for m in maps:
         table.add_row(
-            m.get("name", "?"),
-            str(m.get("state")),
-            str(m.get("queued", "-")),
-            str(m.get("pending", "-")),
-            str(m.get("errors", "-")),
+            *(
+                str(m.get(k, 0))
+                for k in (
+                    "name",
+                    "state",
+                    "queued",
+                    "pending",
+                    "synced",
+                    "failed",
+                    "filtered",
+                    "open_errors",
+                    "one_way_violations",
+                )
+            )
         )
     console.print(table)
 
@@ -208,12 +240,8 @@ def reconcile(
 
 @app.command("maps")
 def list_maps(as_json: bool = typer.Option(False, "--json")) -> None:
-    """The bridge's table maps with their state and counts."""
-
-    async def work(services: Services) -> Any:
-        return await services.bridge.get("/maps")
-
-    maps = _run(Settings(), work)
+    """The bridge's table maps: state, queued records, sync counts, open errors."""
+    maps = _run(Settings(), _maps_with_counts)
     if as_json:
         typer.echo(json.dumps(maps, default=str))
     else:

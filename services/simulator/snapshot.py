@@ -65,7 +65,7 @@ async def fetch_snapshot(services: Services) -> Snapshot:
         for row in await services.finance.get("/staging", imported=False)
     ]
     try:
-        raw_records = await services.bridge.get("/records")
+        raw_records = await services.bridge.get("/records", limit=100_000)
         maps = await services.bridge.get("/maps")
     except ApiError:
         raw_records, maps = [], []
