@@ -132,10 +132,7 @@ async def _map_paused(ctx: ScenarioContext) -> None:
         await run.approve_entries()
         await run.sync_and_post_journals()
         await run.invoice()
-        queue = await ctx.services.bridge.get("/maps/invoices/queue")
-        count = int(queue.get("count", 0))
-        if count < len(plan.contracts):
-            raise ScenarioFailed(f"expected {len(plan.contracts)} queued headers, saw {count}")
+        count = await _wait_queued(ctx, "invoices", len(plan.contracts))
         report = reconcile(await fetch_snapshot(ctx.services))
         ctx.say(
             f"{count} headers queued; reconciliation meanwhile: "
@@ -146,6 +143,18 @@ async def _map_paused(ctx: ScenarioContext) -> None:
         await _wait_map_state(ctx, "invoices", {"running"})
         ctx.say("resumed: the queue replayed in order, map back to running")
         await _finish(run)
+
+
+async def _wait_queued(ctx: ScenarioContext, slug: str, n: int, deadline_s: float = 60) -> int:
+    """Wait until the paused map holds `n` records in its queue."""
+    end = time.monotonic() + deadline_s
+    count = 0
+    while time.monotonic() < end:
+        count = int((await ctx.services.bridge.get(f"/maps/{slug}/queue")).get("count", 0))
+        if count >= n:
+            return count
+        await asyncio.sleep(0.25)
+    raise ScenarioFailed(f"expected {n} queued records on map {slug}, saw {count}")
 
 
 async def _direct_proposal_refused(ctx: ScenarioContext) -> None:
@@ -299,7 +308,8 @@ async def _corrective_invoice(ctx: ScenarioContext) -> None:
             )
         await ctx.services.dataverse.post(f"/invoices/{cid}/confirm")
         ctx.say(f"invoice {original[:8]} corrected to half its quantity: credit and rebill")
-        run.invoice_ids[-1] = cid
+        # From here on the run follows the corrective invoice alone.
+        run.invoice_ids = {-1: cid}
         run.confirmed_at[cid] = time.monotonic()
         await _finish(run)
 
