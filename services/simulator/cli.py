@@ -345,15 +345,18 @@ def scenario_run(
     keep: bool = typer.Option(False, help="Leave the stack running afterwards."),
 ) -> None:
     """Run one scenario; exit 0 only if it ends with both sides in agreement."""
-    from services.simulator.scenarios import SCENARIOS, run_scenario
+    from services.simulator.demo import DemoFailed
+    from services.simulator.scenarios import SCENARIOS, ScenarioFailed, run_scenario
 
     if name not in SCENARIOS:
         raise _fail(f"no scenario {name!r}; see `dwsim scenario list`")
     settings = Settings()
     try:
         report = run_scenario(settings, SCENARIOS[name], console, keep=keep)
-    except (InfraError, ServiceStartFailed, ApiError) as exc:
-        raise _fail(str(exc)) from exc
+    except (InfraError, ServiceStartFailed, ApiError, ScenarioFailed, DemoFailed) as exc:
+        raise _fail(
+            f"scenario {name} failed: {exc} (logs: {settings.home}/scenarios/{name}/logs)"
+        ) from exc
     print_report(console, report)
     if not report.agree:
         raise typer.Exit(1)
