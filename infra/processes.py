@@ -116,3 +116,21 @@ def read_state(path: Path) -> dict[str, Any] | None:
         return None
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def remembered_port(home: Path, name: str, configured: int, host: str = "127.0.0.1") -> int:
+    """The configured port; else the one `name` had last time, if free; else a free one.
+
+    Keeping the port across a restart matters: clients (the services, a user's tools) hold the
+    address, and a broker restarted elsewhere would leave them talking to nothing.
+    """
+    if configured:
+        return configured
+    path = home / "ports.json"
+    ports = read_state(path) or {}
+    port = ports.get(name)
+    if port is None or port_open(int(port), host):
+        port = free_port(host)
+        ports[name] = port
+        write_state(path, ports)
+    return int(port)

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from infra.processes import free_port, pid_alive, port_open, read_state, stop_process, write_state
+from infra.processes import pid_alive, read_state, remembered_port, stop_process, write_state
 from services.common.settings import SERVICES, Settings
 
 LAUNCHED = "launched.json"
-PORTS = "ports.json"
 
 
 class ServiceStartFailed(RuntimeError):
@@ -78,17 +77,9 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 def _stable_port(settings: Settings, name: str) -> int:
     """The port the service had before (if still free), else its setting, else a free one."""
-    configured: int = getattr(settings, f"{name}_port", 0)
-    if configured:
-        return configured
-    ports_file = settings.home / PORTS
-    ports = read_state(ports_file) or {}
-    port = ports.get(name)
-    if port is None or port_open(int(port)):
-        port = free_port(settings.api_host)
-        ports[name] = port
-        write_state(ports_file, ports)
-    return int(port)
+    return remembered_port(
+        settings.home, name, getattr(settings, f"{name}_port", 0), settings.api_host
+    )
 
 
 def start_service(settings: Settings, name: str, deadline_s: float = 60.0) -> ServiceStatus:
