@@ -560,6 +560,20 @@ class BridgeProcessor:
                     detail={"records": len(held)},
                 )
             elif action is MapAction.RESUME:
+                # Records sent before the pause and never answered go again first (they came
+                # before anything queued): the target is presumably back, and as re-sends their
+                # time-outs no longer count as new errors that would pause the map at once.
+                unanswered = await repo.overdue_pending(conn, row.name, timedelta(0), 100_000)
+                for record in unanswered:
+                    await self.send(conn, record, in_catch_up=True)
+                if unanswered:
+                    await repo.add_activity(
+                        conn,
+                        row.name,
+                        "redrive",
+                        f"{len(unanswered)} unanswered records re-sent on resume",
+                        detail={"records": [str(r["record_id"]) for r in unanswered[:50]]},
+                    )
                 figures = await repo.queue_figures(conn, row.name)
                 await repo.add_activity(
                     conn,

@@ -415,7 +415,7 @@ SCENARIOS: dict[str, Scenario] = {
             "Finance down → receipts time out → the alert pauses the map → Finance back → "
             "resume → catch-up → agree.",
             _finance_down,
-            {"receipt_timeout_s": 1.5},
+            {"receipt_timeout_s": 3.0},
         ),
         Scenario(
             "map-paused",
