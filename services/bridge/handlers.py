@@ -68,9 +68,16 @@ from services.bridge.table_maps import (
     TABLE_MAPS,
 )
 from services.common import outbox
-from services.common.db import DbConnection
-from services.common.inbox import ConsumerStats, describe_validation_error, parse_event
-from services.common.logging import correlation, get_logger
+from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
+from services.common.inbox import (
+    ConsumerStats,
+    apply_once,
+    dead_letter,
+    describe_validation_error,
+    parse_event,
+)
+from services.common.logging import get_logger
+from services.common.parking import retry_parked
 from services.common.settings import Settings
 
 log = get_logger(__name__)
@@ -105,14 +112,7 @@ KEEPS_SOURCE_KEY: Final = frozenset({Topic.FO_ACTUALS_STAGING.value})
 RECORD_NAMESPACE: Final = UUID("6f0d7a52-2b47-4b8e-9d8f-3f6a2c1d0b11")
 
 # Errors meaning the database is away (or the transaction lost a race): never park for them.
-DATABASE_UNAVAILABLE: Final = (
-    asyncpg.InterfaceError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    OSError,
-)
+DATABASE_UNAVAILABLE: Final = TRANSIENT_DATABASE_ERRORS
 
 
 class RecordNotRetryable(BridgeRuleError):
@@ -179,35 +179,31 @@ class BridgeProcessor:
             event = parse_event(msg.value, TOPIC_PAYLOADS[base])
         except ValidationError as exc:
             self.stats.dead_lettered += 1
-            return Outcome("dead_letter", _dead_letter(msg, describe_validation_error(exc)))
-        key = msg.key.decode(errors="replace") if msg.key is not None else None
-        with correlation(event.correlation_id, event_type=event.event_type):
-            async with self.pool.acquire() as conn, conn.transaction():
-                inserted = await conn.fetchval(
-                    "INSERT INTO dwsim_inbox (event_id, topic, event_type, correlation_id) "
-                    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
-                    event.event_id,
+            return Outcome(
+                "dead_letter",
+                dead_letter(
                     msg.topic,
-                    event.event_type,
-                    event.correlation_id,
-                )
-                if not inserted:
-                    self.stats.duplicates += 1
-                    log.debug("event_duplicate_skipped", event_id=str(event.event_id))
-                    return Outcome("duplicate")
-                try:
-                    async with conn.transaction():
-                        await self.dispatch(conn, base, event, key)
-                except DATABASE_UNAVAILABLE:
-                    raise
-                except Exception as exc:  # a failing event must not stop the agent
-                    reason = f"{type(exc).__name__}: {exc}"
-                    log.error("event_parked", event_id=str(event.event_id), reason=reason)
-                    await _park(conn, msg, event, key, reason)
-                    self.stats.parked += 1
-                    return Outcome("parked")
-        self.stats.applied += 1
-        return Outcome("applied")
+                    msg.partition,
+                    msg.offset,
+                    msg.key,
+                    msg.value,
+                    describe_validation_error(exc),
+                ),
+            )
+        key = msg.key.decode(errors="replace") if msg.key is not None else None
+
+        async def handle(conn: DbConnection, event: Envelope[Any]) -> None:
+            await self.dispatch(conn, base, event, key)
+
+        async with self.pool.acquire() as conn, conn.transaction():
+            kind = await apply_once(conn, event, msg.topic, key, msg.value or b"", handle)
+        if kind == "duplicate":
+            self.stats.duplicates += 1
+        elif kind == "parked":
+            self.stats.parked += 1
+        else:
+            self.stats.applied += 1
+        return Outcome(kind)
 
     async def dispatch(
         self, conn: DbConnection, base: Topic, event: Envelope[Any], key: str | None
@@ -221,29 +217,13 @@ class BridgeProcessor:
 
     async def retry_parked(self, event_id: UUID) -> bool:
         """Apply a parked event again (the shared /parked-events API calls this)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT * FROM dwsim_parked_event WHERE event_id = $1 FOR UPDATE", event_id
-            )
-            if row is None:
-                raise LookupError(f"no parked event {event_id}")
+
+        async def apply(conn: DbConnection, row: asyncpg.Record) -> None:
             base = self.base_topic(row["topic"])
             event = parse_event(row["value"], TOPIC_PAYLOADS[base])
-            try:
-                async with conn.transaction():
-                    await self.dispatch(conn, base, event, row["key"])
-            except DATABASE_UNAVAILABLE:
-                raise
-            except Exception as exc:
-                await conn.execute(
-                    "UPDATE dwsim_parked_event SET reason = $2, attempts = attempts + 1 "
-                    "WHERE event_id = $1",
-                    event_id,
-                    f"{type(exc).__name__}: {exc}",
-                )
-                return False
-            await conn.execute("DELETE FROM dwsim_parked_event WHERE event_id = $1", event_id)
-            return True
+            await self.dispatch(conn, base, event, row["key"])
+
+        return await retry_parked(self.pool, event_id, apply)
 
     # ----------------------------------------------------------------------------------------
     # Source events of the table maps
@@ -806,35 +786,6 @@ def _as_row(record: repo.NewRecord) -> dict[str, Any]:
         "correlation_id": record.correlation_id,
         "payload": record.payload,
     }
-
-
-def _dead_letter(msg: Incoming, reason: str) -> DeadLetter:
-    return DeadLetter(
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        key=msg.key.decode(errors="replace") if msg.key else None,
-        reason=reason,
-        value=(msg.value or b"").decode(errors="replace"),
-    )
-
-
-async def _park(
-    conn: DbConnection, msg: Incoming, event: Envelope[Any], key: str | None, reason: str
-) -> None:
-    await conn.execute(
-        "INSERT INTO dwsim_parked_event "
-        "(event_id, topic, key, event_type, correlation_id, value, reason) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO UPDATE "
-        "SET reason = EXCLUDED.reason, attempts = dwsim_parked_event.attempts + 1",
-        event.event_id,
-        msg.topic,
-        key,
-        event.event_type,
-        event.correlation_id,
-        msg.value or b"",
-        reason,
-    )
 
 
 async def seed(pool: asyncpg.Pool) -> None:

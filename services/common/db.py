@@ -17,6 +17,17 @@ log = get_logger(__name__)
 # What handlers and repositories receive: a plain connection or one borrowed from a pool.
 DbConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
+# Failures that say nothing about the event being applied: the database is unreachable, or
+# the transaction lost a race. The work is retried; an event is never parked for them.
+TRANSIENT_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    OSError,
+)
+
 COMMON_MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
 # One arbitrary, fixed key: two processes of one service starting together migrate in turn.

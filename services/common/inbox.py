@@ -28,22 +28,15 @@ from pydantic import BaseModel, ValidationError
 from schemas.envelope import Envelope
 from schemas.receipts import DeadLetter
 from schemas.topics import dlq_name
-from services.common.db import DbConnection
+from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
 from services.common.kafka import make_consumer, make_producer
 from services.common.logging import correlation, get_logger
+from services.common.parking import park, retry_parked
 from services.common.settings import Settings
 
 log = get_logger(__name__)
 
 Handler = Callable[[DbConnection, Envelope[Any]], Awaitable[None]]
-
-# Errors that mean the database itself is unreachable: retry the batch, never park for them.
-_DATABASE_DOWN = (
-    asyncpg.InterfaceError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.CannotConnectNowError,
-    OSError,
-)
 
 
 @dataclass(frozen=True)
@@ -80,6 +73,59 @@ def describe_validation_error(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(message)"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+async def apply_once(
+    conn: DbConnection,
+    event: Envelope[Any],
+    topic: str,
+    key: str | None,
+    value: bytes,
+    handler: Handler,
+) -> str:
+    """Apply an event once, inside the caller's transaction: "applied", "duplicate" or "parked".
+
+    The event id goes into the inbox with the effect; a repeat fails on the key and is skipped.
+    A handler failure is rolled back to a savepoint and the event parked with its reason; a
+    transient database failure is raised so the whole batch is retried.
+    """
+    with correlation(event.correlation_id, event_type=event.event_type):
+        inserted = await conn.fetchval(
+            "INSERT INTO dwsim_inbox (event_id, topic, event_type, correlation_id) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+            event.event_id,
+            topic,
+            event.event_type,
+            event.correlation_id,
+        )
+        if not inserted:
+            log.debug("event_duplicate_skipped", event_id=str(event.event_id))
+            return "duplicate"
+        try:
+            async with conn.transaction():
+                await handler(conn, event)
+            return "applied"
+        except TRANSIENT_DATABASE_ERRORS:
+            raise
+        except Exception as exc:  # a failing event must not take the loop down
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error("event_parked", event_id=str(event.event_id), reason=reason)
+            await park(conn, event, topic, key, value, reason)
+            return "parked"
+
+
+def dead_letter(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, reason: str
+) -> DeadLetter:
+    """The `.dlq` record of a message that failed validation."""
+    return DeadLetter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key.decode(errors="replace") if key else None,
+        reason=reason,
+        value=(value or b"").decode(errors="replace"),
+    )
 
 
 class InboxConsumer:
@@ -122,7 +168,7 @@ class InboxConsumer:
                     await self._process(batch)
                     backoff = 0.1
                     self.stats.last_error = None
-                except (*_DATABASE_DOWN, KafkaError, asyncpg.PostgresError) as exc:
+                except (*TRANSIENT_DATABASE_ERRORS, KafkaError, asyncpg.PostgresError) as exc:
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning(
                         "consumer_batch_failed",
@@ -182,54 +228,14 @@ class InboxConsumer:
         msg: ConsumerRecord[Any, Any],
         event: Envelope[Any],
     ) -> str:
-        with correlation(event.correlation_id, event_type=event.event_type):
-            inserted = await conn.fetchval(
-                "INSERT INTO dwsim_inbox (event_id, topic, event_type, correlation_id) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
-                event.event_id,
-                msg.topic,
-                event.event_type,
-                event.correlation_id,
-            )
-            if not inserted:
-                log.debug("event_duplicate_skipped", event_id=str(event.event_id))
-                return "duplicate"
-            try:
-                async with conn.transaction():
-                    await sub.handler(conn, event)
-                return "applied"
-            except _DATABASE_DOWN:
-                raise
-            except Exception as exc:  # a failing event must not take the loop down
-                reason = f"{type(exc).__name__}: {exc}"
-                log.error("event_parked", event_id=str(event.event_id), reason=reason)
-                await conn.execute(
-                    "INSERT INTO dwsim_parked_event "
-                    "(event_id, topic, key, event_type, correlation_id, value, reason) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO UPDATE "
-                    "SET reason = EXCLUDED.reason, attempts = dwsim_parked_event.attempts + 1",
-                    event.event_id,
-                    msg.topic,
-                    msg.key.decode(errors="replace") if msg.key else None,
-                    event.event_type,
-                    event.correlation_id,
-                    msg.value,
-                    reason,
-                )
-                return "parked"
+        key = msg.key.decode(errors="replace") if msg.key else None
+        return await apply_once(conn, event, msg.topic, key, msg.value or b"", sub.handler)
 
     async def _dead_letter(self, msg: ConsumerRecord[Any, Any], reason: str) -> None:
         if self._dlq_producer is None:
             self._dlq_producer = make_producer(self._settings, f"{self._group_id}-dlq")
             await self._dlq_producer.start()
-        letter = DeadLetter(
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            key=msg.key.decode(errors="replace") if msg.key else None,
-            reason=reason,
-            value=(msg.value or b"").decode(errors="replace"),
-        )
+        letter = dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, reason)
         await self._dlq_producer.send_and_wait(
             dlq_name(msg.topic),
             value=letter.model_dump_json().encode(),
@@ -240,26 +246,9 @@ class InboxConsumer:
 
     async def retry_parked(self, event_id: UUID) -> bool:
         """Apply a parked event again; True when it applied and left the parked list."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT * FROM dwsim_parked_event WHERE event_id = $1 FOR UPDATE", event_id
-            )
-            if row is None:
-                raise LookupError(f"no parked event {event_id}")
+
+        async def apply(conn: DbConnection, row: asyncpg.Record) -> None:
             sub = self._subs[row["topic"]]
-            event = parse_event(row["value"], sub.payload_model)
-            try:
-                async with conn.transaction():
-                    await sub.handler(conn, event)
-            except _DATABASE_DOWN:
-                raise
-            except Exception as exc:
-                await conn.execute(
-                    "UPDATE dwsim_parked_event SET reason = $2, attempts = attempts + 1 "
-                    "WHERE event_id = $1",
-                    event_id,
-                    f"{type(exc).__name__}: {exc}",
-                )
-                return False
-            await conn.execute("DELETE FROM dwsim_parked_event WHERE event_id = $1", event_id)
-            return True
+            await sub.handler(conn, parse_event(row["value"], sub.payload_model))
+
+        return await retry_parked(self._pool, event_id, apply)
