@@ -281,6 +281,26 @@ def _staging_router() -> APIRouter:
         )
         return [views.staging_view(r) for r in rows]
 
+    @router.get("/staging/count", summary="How many staged actuals match (same filters)")
+    async def count_staging(
+        legal_entity: str | None = None,
+        invoice_id: UUID | None = None,
+        imported: bool | None = None,
+        status: Literal["valid", "invalid"] | None = None,
+        transaction_type: Literal["cost", "unbilled_sales", "billed_sales"] | None = None,
+        conn: DbConnection = CONN,
+        _: Role = ANY_ROLE,
+    ) -> dict[str, int]:
+        count = await repository.count_staging(
+            conn,
+            legal_entity,
+            str(invoice_id) if invoice_id else None,
+            imported,
+            status,
+            transaction_type,
+        )
+        return {"count": count}
+
     @router.get("/refused-records", summary="Records Finance refused (e.g. unknown legal entity)")
     async def list_refused(conn: DbConnection = CONN, _: Role = ANY_ROLE) -> list[dict[str, Any]]:
         return [views.row_view(r) for r in await repository.list_refused(conn)]

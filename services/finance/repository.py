@@ -482,16 +482,40 @@ async def list_staging(
 ) -> list[asyncpg.Record]:
     """Staged rows, filtered, oldest first."""
     return await conn.fetch(
-        "SELECT * FROM actuals_staging WHERE ($1::text IS NULL OR legal_entity = $1) "
-        "AND ($2::uuid IS NULL OR invoice_id = $2) AND ($3::boolean IS NULL OR imported = $3) "
-        "AND ($4::text IS NULL OR status = $4) AND ($5::text IS NULL OR transaction_type = $5) "
-        "ORDER BY received_at, actual_id",
+        f"SELECT * FROM actuals_staging WHERE {_STAGING_FILTER} ORDER BY received_at, actual_id",
         legal_entity,
         invoice_id,
         imported,
         status,
         transaction_type,
     )
+
+
+async def count_staging(
+    conn: DbConnection,
+    legal_entity: str | None = None,
+    invoice_id: str | None = None,
+    imported: bool | None = None,
+    status: str | None = None,
+    transaction_type: str | None = None,
+) -> int:
+    """How many staged rows match the same filters as `list_staging`."""
+    count: int = await conn.fetchval(
+        f"SELECT count(*) FROM actuals_staging WHERE {_STAGING_FILTER}",
+        legal_entity,
+        invoice_id,
+        imported,
+        status,
+        transaction_type,
+    )
+    return count
+
+
+_STAGING_FILTER = (
+    "($1::text IS NULL OR legal_entity = $1) "
+    "AND ($2::uuid IS NULL OR invoice_id = $2) AND ($3::boolean IS NULL OR imported = $3) "
+    "AND ($4::text IS NULL OR status = $4) AND ($5::text IS NULL OR transaction_type = $5)"
+)
 
 
 # --- refused records ------------------------------------------------------------------------------

@@ -141,7 +141,9 @@ class Workload:
 
     async def staged(self, transaction_type: str | None = None) -> int:
         """Rows in Finance's staging table."""
-        return len(await self.s.finance.get("/staging", transaction_type=transaction_type))
+        return int(
+            (await self.s.finance.get("/staging/count", transaction_type=transaction_type))["count"]
+        )
 
     async def import_and_post_journals(self) -> None:
         """Run import from staging and post every journal."""

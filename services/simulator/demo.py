@@ -238,7 +238,7 @@ class DemoRun:
             self.progress.advance(task)
 
     async def _staged(self) -> int:
-        return len(await self.s.finance.get("/staging"))
+        return int((await self.s.finance.get("/staging/count"))["count"])
 
     async def _staged_now(self) -> int:
         return await self._staged() - self.staged_before
