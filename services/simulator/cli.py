@@ -17,7 +17,7 @@ from services.common.settings import SERVICES, Settings
 from services.simulator.clients import ApiError, Services
 from services.simulator.processes import ServiceStartFailed, service_status
 from services.simulator.report import print_figures, print_report
-from services.simulator.stack import bring_up, running_stack, take_down
+from services.simulator.stack import bring_up, forget, recall, remember, running_stack, take_down
 
 app = typer.Typer(
     help=(
@@ -70,9 +70,10 @@ def up() -> None:
     """Start the broker, PostgreSQL and the three services; print where their APIs are."""
     settings = Settings()
     try:
-        _, statuses = bring_up(settings)
+        started, statuses = bring_up(settings)
     except (InfraError, ServiceStartFailed) as exc:
         raise _fail(str(exc)) from exc
+    remember(settings, started)
     table = Table("service", "API", "OpenAPI page", "pid")
     for s in statuses:
         table.add_row(s.name, s.url or "-", s.openapi or "-", str(s.pid))
@@ -82,12 +83,18 @@ def up() -> None:
 
 @app.command()
 def down() -> None:
-    """Stop the services and the local infrastructure that dwsim started."""
-    from services.simulator.stack import Started
-
+    """Stop what `dwsim up` started (services, and the broker and PostgreSQL if it started
+    them) and nothing else."""
     settings = Settings()
-    take_down(settings, Started(broker=True, postgres=True, services=SERVICES))
-    console.print("stopped")
+    started = recall(settings)
+    take_down(settings, started)
+    forget(settings)
+    parts = [
+        *started.services,
+        *(["postgres"] if started.postgres else []),
+        *(["broker"] if started.broker else []),
+    ]
+    console.print("stopped: " + (", ".join(parts) if parts else "nothing dwsim up had started"))
 
 
 @app.command()

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from infra import broker, postgres, topics
+from infra.processes import read_state, write_state
 from services.common.settings import SERVICES, Settings
 from services.simulator.processes import ServiceStatus, service_status, start_service, stop_all
 
@@ -30,6 +31,35 @@ def bring_up(settings: Settings) -> tuple[Started, list[ServiceStatus]]:
     new = tuple(name for name in SERVICES if not service_status(settings, name).running)
     statuses = [start_service(settings, name) for name in SERVICES]
     return Started(broker_started, pg_started, new), statuses
+
+
+STARTED_FILE = "started-by-dwsim-up.json"
+
+
+def remember(settings: Settings, started: Started) -> None:
+    """Record what `dwsim up` started, adding to what an earlier `up` started."""
+    earlier = recall(settings)
+    write_state(
+        settings.home / STARTED_FILE,
+        {
+            "broker": started.broker or earlier.broker,
+            "postgres": started.postgres or earlier.postgres,
+            "services": sorted({*started.services, *earlier.services}),
+        },
+    )
+
+
+def recall(settings: Settings) -> Started:
+    """What `dwsim up` started and `dwsim down` has not stopped yet."""
+    state = read_state(settings.home / STARTED_FILE) or {}
+    return Started(
+        bool(state.get("broker")), bool(state.get("postgres")), tuple(state.get("services", ()))
+    )
+
+
+def forget(settings: Settings) -> None:
+    """After `dwsim down`: nothing of ours is running any more."""
+    (settings.home / STARTED_FILE).unlink(missing_ok=True)
 
 
 def take_down(settings: Settings, started: Started) -> None:
