@@ -175,10 +175,10 @@ async def wait_until(check: Any, target: int, deadline_s: float, poll_s: float =
 
 
 async def _prepare(work: Workload, invoices: int, lines: int) -> list[str]:
+    before = await work.staged()
     contracts = [await work.contract_with_ready_lines(lines) for _ in range(invoices)]
     # The unbilled side reaches staging and is journal-posted before the clock starts: the
     # figures below measure confirmation onwards.
-    before = await work.staged()
     await wait_until(work.staged, before + 2 * invoices * lines, 600)
     await work.import_and_post_journals()
     return await work.drafts(contracts)
@@ -356,8 +356,8 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
     """The figures as one table."""
     table = Table("section", "figure", "value", title="dwsim bench")
     for section, values in results.items():
-        if isinstance(values, dict):
-            for key, value in values.items():
-                shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
-                table.add_row(section, key, shown)
+        items = values.items() if isinstance(values, dict) else [("", values)]
+        for key, value in items:
+            shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+            table.add_row(section, key, shown)
     console.print(table)

@@ -1,0 +1,46 @@
+"""`dwsim bench --quick`: the benchmark still runs and produces every figure.
+
+It asserts presence and positivity, never a speed: speed lives in `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import run_dwsim
+
+pytestmark = pytest.mark.integration
+
+FIGURES = {
+    "raw_broker": ["produce_consume_msgs_per_s", "latency_p50_ms", "latency_p99_ms"],
+    "pipeline": [
+        "billed_actuals_per_s_to_staging",
+        "proposals_per_s_to_lines",
+        "accounting_back_s_after_posting",
+    ],
+    "latency": [
+        "confirm_to_header_p50_ms",
+        "confirm_to_header_p99_ms",
+        "confirm_to_lines_p50_ms",
+        "confirm_to_lines_p99_ms",
+    ],
+    "large_invoice": ["lines", "confirm_to_all_lines_s"],
+    "pipeline_scaled": ["billed_actuals_per_s_to_staging"],
+}
+
+
+def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
+    result = run_dwsim(dwsim_home, "bench", "--quick", "--json", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for section, names in FIGURES.items():
+        for name in names:
+            assert figures[section][name] > 0, f"{section}.{name} = {figures[section][name]}"
+    assert figures["raw_database_commits_per_s"] > 0
+    assert len(figures["ratios"]) == 3
+    assert all(value > 0 for value in figures["ratios"].values())
+    for moment in ("memory_mb_start", "memory_mb_end"):
+        assert sorted(figures[moment]) == ["bridge", "dataverse", "finance"]
