@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -111,6 +112,12 @@ class BridgeRuntime(mode.Service):
 
     async def on_start(self) -> None:
         settings = self.settings
+        # faust's worker leaves the Kafka client's loggers at DEBUG; measured at ~6 % of the
+        # bridge's CPU spent building log records nobody reads.
+        for name in ("aiokafka", "kafka"):
+            logging.getLogger(name).setLevel(
+                os.environ.get("DWSIM_FAUST_LOGLEVEL", "WARNING").upper()
+            )
         self.pool = await create_pool(settings.service_database_url(SERVICE), max_size=10)
         await migrate_service(self.pool, SERVICE, MIGRATIONS)
         await seed(self.pool)

@@ -34,17 +34,20 @@ async def add(
     """Record `event` for `topic` inside the caller's open transaction."""
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.add must run inside the transaction of the change")
+    # One round trip: the row and the relay's wake-up (delivered at commit) together.
     await conn.execute(
+        "WITH added AS ("
         "INSERT INTO dwsim_outbox (event_id, topic, key, event_type, correlation_id, value) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
+        "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) "
+        "SELECT pg_notify($7, '') FROM added",
         event.event_id,
         topic,
         key,
         event.event_type,
         event.correlation_id,
         event.model_dump_json().encode(),
+        NOTIFY_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
 async def add_many(conn: DbConnection, rows: list[tuple[str, str | None, Envelope[Any]]]) -> None:
