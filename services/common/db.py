@@ -25,6 +25,8 @@ TRANSIENT_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
+    # A handler that locks with NOWAIT met a row another transaction holds: try again later.
+    asyncpg.LockNotAvailableError,
     OSError,
 )
 

@@ -51,7 +51,10 @@ async def apply_accounting_detail(
     """Apply one accounting record inside the inbox transaction; see the module docstring."""
     record: ActualAccountingRecord = event.payload
     actual_id = record.msdyn_actualid
-    actual = await repo.find_actual(conn, actual_id, for_update=True)
+    # NOWAIT: a consumer batch that waited here while holding the rows it stamped before could
+    # deadlock with a confirmation locking the same actuals in id order (seen with a 10,000-line
+    # invoice). Failing at once rolls the batch back; the consumer retries it after a backoff.
+    actual = await repo.find_actual(conn, actual_id, for_update=True, nowait=True)
     if actual is None:
         reason = f"unknown actual {actual_id}: Dataverse holds no such msdyn_actual"
         await repo.record_refusal(
@@ -102,7 +105,7 @@ async def _milestone_posted(conn: DbConnection, actual: domain.MsdynActual) -> N
         or actual.adjustment_status is not AdjustmentStatus.NONE
     ):
         return
-    milestone = await repo.get_milestone(conn, actual.milestone_id, for_update=True)
+    milestone = await repo.get_milestone(conn, actual.milestone_id, for_update=True, nowait=True)
     if milestone.invoice_status is MilestoneInvoiceStatus.CUSTOMER_INVOICE_CREATED:
         await repo.update_milestones(conn, [domain.record_milestone_posted(milestone)])
         log.info("milestone_posted", milestone_id=str(milestone.milestone_id))

@@ -45,8 +45,10 @@ class NotFound(LookupError):
     """A record the caller named does not exist (HTTP 404)."""
 
 
-def _lock(for_update: bool) -> str:
-    return " FOR UPDATE" if for_update else ""
+def _lock(for_update: bool, nowait: bool = False) -> str:
+    if not for_update:
+        return ""
+    return " FOR UPDATE NOWAIT" if nowait else " FOR UPDATE"
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,11 +275,12 @@ async def insert_milestone(conn: DbConnection, milestone: Milestone) -> None:
 
 
 async def get_milestone(
-    conn: DbConnection, milestone_id: UUID, *, for_update: bool = False
+    conn: DbConnection, milestone_id: UUID, *, for_update: bool = False, nowait: bool = False
 ) -> Milestone:
-    """One milestone; `NotFound` when there is none."""
+    """One milestone; `NotFound` when there is none (`nowait`: fail at once if locked)."""
     row = await conn.fetchrow(
-        "SELECT * FROM milestone WHERE milestone_id = $1" + _lock(for_update), milestone_id
+        "SELECT * FROM milestone WHERE milestone_id = $1" + _lock(for_update, nowait),
+        milestone_id,
     )
     if row is None:
         raise NotFound(f"no milestone {milestone_id}")
@@ -438,11 +441,11 @@ async def get_actual(
 
 
 async def find_actual(
-    conn: DbConnection, actual_id: UUID, *, for_update: bool = False
+    conn: DbConnection, actual_id: UUID, *, for_update: bool = False, nowait: bool = False
 ) -> MsdynActual | None:
-    """One actual, or None when there is none."""
+    """One actual, or None when there is none (`nowait`: fail at once if it is locked)."""
     row = await conn.fetchrow(
-        "SELECT * FROM msdyn_actual WHERE actual_id = $1" + _lock(for_update), actual_id
+        "SELECT * FROM msdyn_actual WHERE actual_id = $1" + _lock(for_update, nowait), actual_id
     )
     return actual_from_row(row) if row is not None else None
 

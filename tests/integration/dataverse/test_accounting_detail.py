@@ -8,13 +8,16 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.envelope import Envelope
 from schemas.mapped_events import ActualAccountingRecord
 from schemas.topics import Topic
+from services.common.db import TRANSIENT_DATABASE_ERRORS
 from services.common.kafka import make_producer
+from services.dataverse.handlers import apply_accounting_detail
 from tests.integration.dataverse.project_setup import contracted_project, draft_invoice, ok
 from tests.integration.dataverse.service_under_test import (
     DataverseUnderTest,
@@ -182,3 +185,36 @@ async def test_accounting_detail_for_an_unknown_actual_is_refused_kept_and_answe
     assert [(m.key, m.payload["outcome"]) for m in receipts] == [(unknown, "rejected")]
     assert "unknown actual" in receipts[0].payload["reason"]
     assert consumer.stats.parked == 0
+
+
+async def test_stamping_an_actual_a_confirmation_holds_backs_off_instead_of_deadlocking(
+    dataverse: DataverseUnderTest,
+) -> None:
+    """Regression: a consumer batch waiting for an actual a long confirmation held, while
+    holding actuals it had stamped, deadlocked with it (10,000-line invoice). The handler now
+    fails at once with a transient error; the batch is retried, never parked."""
+    setup = await contracted_project(dataverse.client)
+    invoice_id = (await draft_invoice(dataverse.client, setup))["invoice_id"]
+    ok(await dataverse.client.post(f"/invoices/{invoice_id}/confirm"))
+    billed = ok(
+        await dataverse.client.get(
+            "/actuals", params={"invoice_id": invoice_id, "transaction_type": "billed_sales"}
+        )
+    )
+    actual_id = billed[0]["actual_id"]
+    event = accounting_event(actual_id, invoice_id, uuid4())
+    async with dataverse.pool.acquire() as holder, dataverse.pool.acquire() as consumer:
+        confirmation = holder.transaction()
+        await confirmation.start()
+        await holder.execute(
+            "SELECT 1 FROM msdyn_actual WHERE actual_id = $1 FOR UPDATE", UUID(actual_id)
+        )
+        with pytest.raises(asyncpg.LockNotAvailableError) as raised:
+            async with consumer.transaction():
+                await apply_accounting_detail(consumer, dataverse.settings, event)
+        assert isinstance(raised.value, TRANSIENT_DATABASE_ERRORS)
+        await confirmation.commit()
+        async with consumer.transaction():
+            await apply_accounting_detail(consumer, dataverse.settings, event)
+    stamped = ok(await dataverse.client.get(f"/actuals/{actual_id}"))
+    assert stamped["voucher"] == "GJ-000123"
