@@ -81,6 +81,10 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Finance: period of the import from staging."
     )
     journal_max_lines: int = Field(default=200, ge=1, description="Finance: lines per journal.")
+    journal_period_unit: Literal["day", "week", "month"] = Field(
+        default="month",
+        description="Finance: import from staging groups journal lines by this accounting period.",
+    )
     receipt_timeout_s: float = Field(
         default=30.0, gt=0, description="Bridge: re-send a pending record after this long."
     )

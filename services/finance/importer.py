@@ -25,6 +25,7 @@ from services.common.settings import Settings
 from services.finance import repository
 from services.finance.domain import (
     ImportSettings,
+    PeriodUnit,
     ProposalStatus,
     StagingRow,
     plan_import_from_staging,
@@ -60,7 +61,10 @@ class ImportSummary:
 
 
 def _import_settings(settings: Settings) -> ImportSettings:
-    return ImportSettings(max_lines_per_journal=settings.journal_max_lines)
+    return ImportSettings(
+        period_unit=PeriodUnit(settings.journal_period_unit),
+        max_lines_per_journal=settings.journal_max_lines,
+    )
 
 
 async def import_from_staging(
