@@ -44,8 +44,8 @@ class BenchSizes:
     def full(cls) -> BenchSizes:
         """Sized to run in a few minutes on 2 cores."""
         return cls(
-            invoices=40,
-            lines=25,
+            invoices=20,
+            lines=20,
             latency_invoices=100,
             offered_per_s=50.0,
             large_lines=10_000,
