@@ -4,7 +4,7 @@ Pure code: no database, broker, HTTP or clock. Dates and new ids are passed in, 
 returns new records (the dataclasses are frozen) so the caller decides what to persist, in one
 transaction.
 
-The rules are those of ``/work/shared/domain.md`` (Project Operations integrated with ERP):
+The rules are those of the shared ``domain.md`` (Project Operations integrated with ERP):
 
 * approving an entry makes a cost actual and unbilled-sales actuals;
 * an actual is append-only: a change is a reversal (same quantity and amount negated,
