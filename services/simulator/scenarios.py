@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
@@ -79,17 +80,32 @@ async def _map_state(ctx: ScenarioContext, slug: str) -> str:
 async def _wait_map_state(
     ctx: ScenarioContext, slug: str, states: set[str], deadline_s: float = 120
 ) -> str:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+    async def reached() -> str | None:
         state = await _map_state(ctx, slug)
-        if state in states:
-            return state
-        await asyncio.sleep(0.25)
-    raise ScenarioFailed(f"map {slug} did not reach {sorted(states)} in {deadline_s:.0f} s")
+        return state if state in states else None
+
+    return await _until(reached, f"map {slug} to reach {sorted(states)}", deadline_s)
 
 
 class ScenarioFailed(RuntimeError):
     """A scenario's expectation did not hold; the message says which."""
+
+
+T = TypeVar("T")
+
+
+async def _until(
+    check: Callable[[], Awaitable[T | None]], what: str, deadline_s: float, poll_s: float = 0.25
+) -> T:
+    """The first truthy value of `check()`, polled until the deadline; else ScenarioFailed."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise ScenarioFailed(f"timed out after {deadline_s:.0f} s waiting for {what}")
+        await asyncio.sleep(poll_s)
 
 
 async def _happy_path(ctx: ScenarioContext) -> None:
@@ -149,14 +165,12 @@ async def _map_paused(ctx: ScenarioContext) -> None:
 
 async def _wait_queued(ctx: ScenarioContext, slug: str, n: int, deadline_s: float = 60) -> int:
     """Wait until the paused map holds `n` records in its queue."""
-    end = time.monotonic() + deadline_s
-    count = 0
-    while time.monotonic() < end:
+
+    async def queued() -> int | None:
         count = int((await ctx.services.bridge.get(f"/maps/{slug}/queue")).get("count", 0))
-        if count >= n:
-            return count
-        await asyncio.sleep(0.25)
-    raise ScenarioFailed(f"expected {n} queued records on map {slug}, saw {count}")
+        return count if count >= n else None
+
+    return await _until(queued, f"{n} queued records on map {slug}", deadline_s)
 
 
 async def _direct_proposal_refused(ctx: ScenarioContext) -> None:
@@ -195,14 +209,11 @@ async def _direct_proposal_refused(ctx: ScenarioContext) -> None:
 
 
 async def _one_way_violations(ctx: ScenarioContext, deadline_s: float = 30) -> int:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+    async def logged() -> int:
         activity = await ctx.services.bridge.get("/activity", limit=200)
-        count = sum(1 for a in activity if "one_way" in str(a.get("kind")))
-        if count:
-            return count
-        await asyncio.sleep(0.25)
-    raise ScenarioFailed("the bridge logged no one-way violation for the header edit")
+        return sum(1 for a in activity if "one_way" in str(a.get("kind")))
+
+    return await _until(logged, "the bridge to log a one-way violation", deadline_s)
 
 
 async def _missing_exchange_rate(ctx: ScenarioContext) -> None:
@@ -276,17 +287,15 @@ async def _journal_not_posted(ctx: ScenarioContext) -> None:
 async def _wait_waiting_reason(
     ctx: ScenarioContext, invoice_id: str, deadline_s: float = 120
 ) -> str:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+    async def reason() -> str | None:
         await ctx.services.finance.post("/import", {})
         try:
             proposal = await ctx.services.finance.get(f"/proposals/{invoice_id}")
         except ApiError:
-            proposal = {}
-        if proposal.get("waiting_reason"):
-            return str(proposal["waiting_reason"])
-        await asyncio.sleep(0.25)
-    raise ScenarioFailed(f"proposal {invoice_id} never showed a waiting reason")
+            return None
+        return str(proposal["waiting_reason"]) if proposal.get("waiting_reason") else None
+
+    return await _until(reason, f"proposal {invoice_id} to show a waiting reason", deadline_s)
 
 
 async def _corrective_invoice(ctx: ScenarioContext) -> None:
