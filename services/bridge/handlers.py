@@ -71,7 +71,8 @@ from services.common import outbox
 from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
 from services.common.inbox import (
     ConsumerStats,
-    apply_once,
+    Delivery,
+    apply_batch_once,
     dead_letter,
     describe_validation_error,
     parse_event,
@@ -174,46 +175,74 @@ class BridgeProcessor:
     # Messages
 
     async def process(self, msg: Incoming) -> Outcome:
-        base = self.base_topic(msg.topic)
-        try:
-            event = parse_event(msg.value, TOPIC_PAYLOADS[base])
-        except ValidationError as exc:
-            self.stats.dead_lettered += 1
-            return Outcome(
-                "dead_letter",
-                dead_letter(
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    msg.key,
-                    msg.value,
-                    describe_validation_error(exc),
-                ),
-            )
-        key = msg.key.decode(errors="replace") if msg.key is not None else None
+        """Apply one message (see `process_batch`)."""
+        [outcome] = await self.process_batch([msg])
+        return outcome
 
-        async def handle(conn: DbConnection, event: Envelope[Any]) -> None:
-            await self.dispatch(conn, base, event, key)
+    async def process_batch(self, messages: list[Incoming]) -> list[Outcome]:
+        """Apply messages in one transaction; one outcome per message, in order.
 
-        async with self.pool.acquire() as conn, conn.transaction():
-            kind = await apply_once(conn, event, msg.topic, key, msg.value or b"", handle)
-        if kind == "duplicate":
-            self.stats.duplicates += 1
-        elif kind == "parked":
-            self.stats.parked += 1
-        else:
-            self.stats.applied += 1
-        return Outcome(kind)
+        Messages that do not validate become dead letters; the others go through the shared
+        inbox (`apply_batch_once`): repeats are skipped, the new events applied together with
+        bulk statements, and only if that fails one by one, parking those that fail.
+        """
+        outcomes: list[Outcome | None] = []
+        deliveries: list[Delivery] = []
+        for msg in messages:
+            base = self.base_topic(msg.topic)
+            try:
+                event = parse_event(msg.value, TOPIC_PAYLOADS[base])
+            except ValidationError as exc:
+                reason = describe_validation_error(exc)
+                letter = dead_letter(
+                    msg.topic, msg.partition, msg.offset, msg.key, msg.value, reason
+                )
+                outcomes.append(Outcome("dead_letter", letter))
+                continue
+            key = msg.key.decode(errors="replace") if msg.key is not None else None
+            deliveries.append(Delivery(event, msg.topic, key, msg.value or b""))
+            outcomes.append(None)
+        kinds: list[str] = []
+        if deliveries:
+            async with self.pool.acquire() as conn, conn.transaction():
+                kinds = await apply_batch_once(conn, deliveries, self._apply_one, self._apply_many)
+        self.stats.dead_lettered += len(messages) - len(deliveries)
+        self.stats.applied += kinds.count("applied")
+        self.stats.duplicates += kinds.count("duplicate")
+        self.stats.parked += kinds.count("parked")
+        applied = iter(kinds)
+        return [o if o is not None else Outcome(next(applied)) for o in outcomes]
+
+    async def _apply_one(self, conn: DbConnection, delivery: Delivery) -> None:
+        await self.dispatch(conn, self.base_topic(delivery.topic), delivery.event, delivery.key)
+
+    async def _apply_many(self, conn: DbConnection, deliveries: list[Delivery]) -> None:
+        """Runs of one topic go through the bulk paths, in arrival order."""
+        start = 0
+        while start < len(deliveries):
+            topic = deliveries[start].topic
+            end = start
+            while end < len(deliveries) and deliveries[end].topic == topic:
+                end += 1
+            run, base = deliveries[start:end], self.base_topic(topic)
+            if base is Topic.SYNC_RECEIPTS:
+                await self.on_receipts(conn, [d.event for d in run])
+            elif base is Topic.PROPOSAL_HEADER_CHANGED:
+                for delivery in run:
+                    await self.on_one_way_violation(conn, delivery.event)
+            else:
+                await self.on_source_events(conn, base, [(d.event, d.key) for d in run])
+            start = end
 
     async def dispatch(
         self, conn: DbConnection, base: Topic, event: Envelope[Any], key: str | None
     ) -> None:
         if base is Topic.SYNC_RECEIPTS:
-            await self.on_receipt(conn, event)
+            await self.on_receipts(conn, [event])
         elif base is Topic.PROPOSAL_HEADER_CHANGED:
             await self.on_one_way_violation(conn, event)
         else:
-            await self.on_source_event(conn, base, event, key)
+            await self.on_source_events(conn, base, [(event, key)])
 
     async def retry_parked(self, event_id: UUID) -> bool:
         """Apply a parked event again (the shared /parked-events API calls this)."""
@@ -228,34 +257,46 @@ class BridgeProcessor:
     # ----------------------------------------------------------------------------------------
     # Source events of the table maps
 
-    async def on_source_event(
-        self, conn: DbConnection, base: Topic, event: Envelope[Any], message_key: str | None
+    async def on_source_events(
+        self,
+        conn: DbConnection,
+        base: Topic,
+        events: list[tuple[Envelope[Any], str | None]],
     ) -> None:
+        """Map source events (with their message keys) into records, in order.
+
+        Records a running map forwards are written in bulk: one insert of the records, one of
+        their outbox rows. A record that goes any other way (filtered, failed, queued, held)
+        is settled on its own, after the forwards before it, so the outbox keeps arrival
+        order; a failure may fire an alert rule that pauses the map, so its state is read
+        again after one.
+        """
         pairs = legs_for_topic(TABLE_MAPS, base.value)
         if not pairs:
             raise BridgeRuleError(f"no table map reads topic '{base.value}'")
-        source = event.payload.model_dump(mode="json")
         # Every topic belongs to one map: one map lock per transaction (see repository).
-        map_row = await repo.lock_map(conn, pairs[0][0].name)
-        for table_map, leg in pairs:
-            for index, item in enumerate(_records_of(leg, source)):
-                await self._take(
-                    conn,
-                    map_row.state,
-                    table_map,
-                    leg,
-                    base,
-                    event,
-                    source,
-                    item,
-                    index,
-                    message_key,
-                )
+        map_name = pairs[0][0].name
+        state = (await repo.lock_map(conn, map_name)).state
+        forward: list[repo.NewRecord] = []
+        for event, message_key in events:
+            source = event.payload.model_dump(mode="json")
+            for table_map, leg in pairs:
+                for index, item in enumerate(_records_of(leg, source)):
+                    record = self._new_record(
+                        table_map, leg, base, event, source, item, index, message_key
+                    )
+                    if record.status is SyncStatus.PENDING and arrival(state) is Arrival.FORWARD:
+                        forward.append(record)
+                        continue
+                    await self._forward(conn, forward)
+                    forward = []
+                    await self._settle(conn, state, record)
+                    if record.status is SyncStatus.FAILED:
+                        state = (await repo.lock_map(conn, map_name)).state
+        await self._forward(conn, forward)
 
-    async def _take(
+    def _new_record(
         self,
-        conn: DbConnection,
-        state: MapState,
         table_map: TableMap,
         leg: MapLeg,
         base: Topic,
@@ -264,7 +305,8 @@ class BridgeProcessor:
         item: dict[str, Any],
         index: int,
         message_key: str | None,
-    ) -> None:
+    ) -> repo.NewRecord:
+        """The record of one source item: mapped (pending), filtered or failed."""
         source_key = _source_key(leg, item) or f"{event.event_id}#{index}"
         invoice_id = item.get("invoice_id") or source.get("invoice_id")
         invoice_id = None if invoice_id is None else str(invoice_id)
@@ -276,7 +318,7 @@ class BridgeProcessor:
             status, reason = SyncStatus.FAILED, str(failure)
         else:
             status, reason = SyncStatus.PENDING, None
-        record = repo.NewRecord(
+        return repo.NewRecord(
             record_id=record_id_for(event.event_id, leg.name, record_key),
             map_name=table_map.name,
             leg_name=leg.name,
@@ -294,19 +336,33 @@ class BridgeProcessor:
             source_record=item,
             payload=None if mapped is None else mapped.payload,
         )
-        if status is SyncStatus.FILTERED:
-            await repo.insert_record(conn, record)
-            log.info("record_filtered", map=table_map.name, key=record_key, reason=reason)
+
+    async def _forward(self, conn: DbConnection, records: list[repo.NewRecord]) -> None:
+        """Write mapped records of a running map as sent (pending) and their outbox rows."""
+        if not records:
             return
-        if status is SyncStatus.FAILED:
+        inserted = await repo.insert_sent_records(conn, records)
+        await outbox.add_many(
+            conn, [self._outgoing(_as_row(r)) for r in records if r.record_id in inserted]
+        )
+
+    async def _settle(self, conn: DbConnection, state: MapState, record: repo.NewRecord) -> None:
+        """A record that is not simply forwarded: filtered, failed, or meeting the map's state."""
+        if record.status is SyncStatus.FILTERED:
+            await repo.insert_record(conn, record)
+            log.info(
+                "record_filtered", map=record.map_name, key=record.record_key, reason=record.reason
+            )
+            return
+        if record.status is SyncStatus.FAILED:
             if await repo.insert_record(conn, record):
                 await self._record_error(
                     conn,
                     record.map_name,
                     record.record_id,
                     ErrorType.MAPPING,
-                    reason or "",
-                    invoice_id=invoice_id,
+                    record.reason or "",
+                    invoice_id=record.invoice_id,
                 )
             return
         await self._arrive(conn, state, record)
@@ -344,6 +400,18 @@ class BridgeProcessor:
     async def send(self, conn: DbConnection, row: dict[str, Any], *, in_catch_up: bool) -> None:
         """Put the record's mapped payload in the outbox, as a new event; it becomes pending."""
         attempts = await repo.mark_sent(conn, row["record_id"], in_catch_up=in_catch_up)
+        topic, key, envelope = self._outgoing(row)
+        await outbox.add(conn, topic, key, envelope)
+        log.debug(
+            "record_sent",
+            map=row["map_name"],
+            key=row["record_key"],
+            attempts=attempts,
+            invoice_id=row["invoice_id"],
+        )
+
+    def _outgoing(self, row: dict[str, Any]) -> tuple[str, str | None, Envelope[Any]]:
+        """The outbox row (topic, key, event) that carries a record's payload to its target."""
         target = Topic(row["target_topic"])
         payload = TOPIC_PAYLOADS[target].model_validate(row["payload"])
         envelope = outbox.envelope(
@@ -353,62 +421,69 @@ class BridgeProcessor:
             correlation_id=row["correlation_id"],
             causation_id=row["record_id"],
         )
-        await outbox.add(
-            conn, topic_name(target, self.settings.topic_prefix), row["message_key"], envelope
-        )
-        log.debug(
-            "record_sent",
-            map=row["map_name"],
-            key=row["record_key"],
-            attempts=attempts,
-            invoice_id=row["invoice_id"],
-        )
+        return topic_name(target, self.settings.topic_prefix), row["message_key"], envelope
 
     # ----------------------------------------------------------------------------------------
     # Receipts
 
-    async def on_receipt(self, conn: DbConnection, event: Envelope[Any]) -> None:
-        receipt: SyncReceipt = event.payload
-        found = await repo.find_record(conn, receipt.source_event_id)
-        if found is None:
-            log.warning(
-                "receipt_for_unknown_record",
-                record_id=str(receipt.source_event_id),
-                map=receipt.map_name,
-                key=receipt.record_key,
+    async def on_receipts(self, conn: DbConnection, events: list[Envelope[Any]]) -> None:
+        """Settle the records that receipts answer, in receipt order.
+
+        Maps are locked before records (as everywhere), the records once for the batch.
+        An applied record becomes synced and its open errors are resolved; a rejection fails
+        a pending record into the error queue. A rejection answering an older send of a
+        record that has since been applied (or failed already) changes nothing.
+        """
+        receipts: list[SyncReceipt] = [e.payload for e in events]
+        ids = list({r.source_event_id for r in receipts})
+        found = await repo.records_by_id(conn, ids)
+        for map_name in sorted({row["map_name"] for row in found.values()}):
+            await repo.lock_map(conn, map_name)
+        records = await repo.records_by_id(conn, list(found), lock=True)
+        synced: dict[UUID, tuple[dict[str, Any], str]] = {}
+        for receipt in receipts:
+            record = records.get(receipt.source_event_id)
+            if record is None:
+                log.warning(
+                    "receipt_for_unknown_record",
+                    record_id=str(receipt.source_event_id),
+                    map=receipt.map_name,
+                    key=receipt.record_key,
+                )
+                continue
+            status = SyncStatus(record["status"])
+            if receipt.outcome is ReceiptOutcome.APPLIED:
+                if status in (SyncStatus.PENDING, SyncStatus.FAILED):
+                    record["status"] = SyncStatus.SYNCED.value
+                    synced[record["record_id"]] = (record, receipt.target)
+                continue
+            if status is not SyncStatus.PENDING:
+                continue
+            reason = f"{receipt.target} refused: {receipt.reason or 'no reason given'}"
+            record["status"] = SyncStatus.FAILED.value
+            await repo.set_record_status(conn, record["record_id"], SyncStatus.FAILED, reason)
+            await self._record_error(
+                conn,
+                record["map_name"],
+                record["record_id"],
+                ErrorType.TARGET_REFUSED,
+                reason,
+                invoice_id=record["invoice_id"],
+                catch_up=record["sent_in_catch_up"],
             )
+        if not synced:
             return
-        await repo.lock_map(conn, found["map_name"])
-        record = await repo.get_record(conn, receipt.source_event_id, lock=True)
-        status = SyncStatus(record["status"])
-        if receipt.outcome is ReceiptOutcome.APPLIED:
-            if status in (SyncStatus.PENDING, SyncStatus.FAILED):
-                await repo.set_record_status(conn, record["record_id"], SyncStatus.SYNCED)
-                if await repo.resolve_errors_of(conn, record["record_id"]):
-                    await repo.add_activity(
-                        conn,
-                        record["map_name"],
-                        "error_resolved",
-                        f"record {record['record_key']} applied by {receipt.target}",
-                        invoice_id=record["invoice_id"],
-                        record_id=record["record_id"],
-                    )
-            return
-        # Rejected. Only a pending record fails: a rejection answering an older send of a
-        # record that has since been applied (or failed already) changes nothing.
-        if status is not SyncStatus.PENDING:
-            return
-        reason = f"{receipt.target} refused: {receipt.reason or 'no reason given'}"
-        await repo.set_record_status(conn, record["record_id"], SyncStatus.FAILED, reason)
-        await self._record_error(
-            conn,
-            record["map_name"],
-            record["record_id"],
-            ErrorType.TARGET_REFUSED,
-            reason,
-            invoice_id=record["invoice_id"],
-            catch_up=record["sent_in_catch_up"],
-        )
+        await repo.set_records_synced(conn, list(synced))
+        for record_id in await repo.resolve_errors_of_many(conn, list(synced)):
+            record, target = synced[record_id]
+            await repo.add_activity(
+                conn,
+                record["map_name"],
+                "error_resolved",
+                f"record {record['record_key']} applied by {target}",
+                invoice_id=record["invoice_id"],
+                record_id=record_id,
+            )
 
     # ----------------------------------------------------------------------------------------
     # One-way enforcement

@@ -192,17 +192,59 @@ async def insert_record(conn: DbConnection, record: NewRecord) -> bool:
     return bool(inserted)
 
 
+async def insert_sent_records(conn: DbConnection, records: list[NewRecord]) -> set[UUID]:
+    """Insert records that go to the outbox now (pending, first attempt), in one statement;
+    the ids of those inserted (a record seen before is left as it is)."""
+    rows = await conn.fetch(
+        "INSERT INTO bridge_record (record_id, map_name, leg_name, source_topic, "
+        "source_event_id, record_key, message_key, target_topic, invoice_id, correlation_id, "
+        "status, source_record, payload, attempts, last_sent_at) "
+        "SELECT r.id, r.map, r.leg, r.src, r.ev, r.rkey, r.mkey, r.tgt, r.inv, r.corr, "
+        "'pending', r.rec, r.pay, 1, now() FROM unnest($1::uuid[], $2::text[], $3::text[], "
+        "$4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
+        "$11::jsonb[], $12::jsonb[]) WITH ORDINALITY "
+        "AS r(id, map, leg, src, ev, rkey, mkey, tgt, inv, corr, rec, pay, ord) ORDER BY r.ord "
+        "ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
+        [r.record_id for r in records],
+        [r.map_name for r in records],
+        [r.leg_name for r in records],
+        [r.source_topic for r in records],
+        [r.source_event_id for r in records],
+        [r.record_key for r in records],
+        [r.message_key for r in records],
+        [r.target_topic for r in records],
+        [r.invoice_id for r in records],
+        [r.correlation_id for r in records],
+        [r.source_record for r in records],
+        [r.payload for r in records],
+    )
+    return {r["record_id"] for r in rows}
+
+
+async def records_by_id(
+    conn: DbConnection, record_ids: list[UUID], *, lock: bool = False
+) -> dict[UUID, dict[str, Any]]:
+    """The records with these ids that exist; locked (in id order) when asked."""
+    sql = "SELECT * FROM bridge_record WHERE record_id = ANY($1::uuid[]) ORDER BY record_id"
+    rows = await conn.fetch(sql + (" FOR UPDATE" if lock else ""), record_ids)
+    return {r["record_id"]: dict(r) for r in rows}
+
+
+async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> None:
+    """The target applied these records."""
+    await conn.execute(
+        "UPDATE bridge_record SET status = 'synced', reason = NULL, updated_at = now(), "
+        "synced_at = now() WHERE record_id = ANY($1::uuid[])",
+        record_ids,
+    )
+
+
 async def get_record(conn: DbConnection, record_id: UUID, *, lock: bool = False) -> dict[str, Any]:
     sql = "SELECT * FROM bridge_record WHERE record_id = $1" + (" FOR UPDATE" if lock else "")
     row = await conn.fetchrow(sql, record_id)
     if row is None:
         raise UnknownRecord(f"no bridge record {record_id}")
     return dict(row)
-
-
-async def find_record(conn: DbConnection, record_id: UUID) -> dict[str, Any] | None:
-    row = await conn.fetchrow("SELECT * FROM bridge_record WHERE record_id = $1", record_id)
-    return None if row is None else dict(row)
 
 
 async def set_record_status(
@@ -414,6 +456,16 @@ async def resolve_errors_of(conn: DbConnection, record_id: UUID) -> int:
         record_id,
     )
     return int(result.split()[-1])
+
+
+async def resolve_errors_of_many(conn: DbConnection, record_ids: list[UUID]) -> list[UUID]:
+    """`resolve_errors_of` for many records; the ids of those that had errors to resolve."""
+    rows = await conn.fetch(
+        "UPDATE bridge_error SET status = 'resolved', resolved_at = now() "
+        "WHERE record_id = ANY($1::uuid[]) AND status <> 'resolved' RETURNING record_id",
+        record_ids,
+    )
+    return list(dict.fromkeys(r["record_id"] for r in rows))
 
 
 async def error_timestamps(

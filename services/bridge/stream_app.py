@@ -196,33 +196,36 @@ class BridgeRuntime(mode.Service):
                 state.unlink()
         log.info("service_stopped")
 
-    async def handle(self, event: Any) -> None:
-        """Apply one message; returns only when its transaction committed (or it was
-        dead-lettered). Never raises: a failure it cannot handle crashes the process."""
+    async def handle(self, events: list[Any]) -> None:
+        """Apply a batch of messages of one topic; returns only when its transaction committed
+        (and its dead letters were sent). Never raises: a failure it cannot handle crashes the
+        process, so nothing of the batch is acked."""
         await self.ready.wait()
         assert self.processor is not None and self._dlq is not None
-        message = event.message
-        incoming = Incoming(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-        )
+        messages = [event.message for event in events]
+        batch = [
+            Incoming(
+                topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value
+            )
+            for m in messages
+        ]
+        topic = messages[0].topic
         deadline = time.monotonic() + DATABASE_RETRY_S
         backoff = 0.1
         try:
             while True:
                 try:
-                    outcome = await self.processor.process(incoming)
+                    outcomes = await self.processor.process_batch(batch)
                     break
                 except DATABASE_UNAVAILABLE as exc:
                     if time.monotonic() > deadline:
                         raise
-                    log.warning("event_retry", topic=message.topic, error=repr(exc))
+                    log.warning("event_retry", topic=topic, events=len(batch), error=repr(exc))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
-            if outcome.dead_letter is not None:
+            for message, outcome in zip(messages, outcomes, strict=True):
+                if outcome.dead_letter is None:
+                    continue
                 letter = outcome.dead_letter
                 # Sent before the ack, so a crash here re-reads the message, never loses it.
                 await self._dlq.send_and_wait(
@@ -238,9 +241,9 @@ class BridgeRuntime(mode.Service):
                     reason=letter.reason,
                 )
         except asyncio.CancelledError:
-            raise  # the worker is stopping: the event stays un-acked and is read again
+            raise  # the worker is stopping: the events stay un-acked and are read again
         except Exception as exc:
-            crash(f"agent for {message.topic} failed", exc)
+            crash(f"agent for {topic} failed", exc)
 
 
 def crash(what: str, exc: BaseException | None) -> None:
@@ -292,10 +295,40 @@ def build_faust_app(settings: Settings, runtime: BridgeRuntime) -> faust.App:
 
 
 def _agent_for(runtime: BridgeRuntime) -> Any:
+    max_batch = runtime.settings.consumer_max_batch
+
     async def agent(stream: faust.StreamT[bytes]) -> None:
+        """Apply what has arrived as one batch, then ack it, and again.
+
+        A reader task moves events from the stream into a bounded queue; the agent takes the
+        first waiting event and every other one already there (up to the batch size), so a
+        lone event goes at once and a backlog goes in large transactions. Not faust's
+        `take_events`: it acks its buffer in a `finally`, also when the agent is cancelled
+        mid-batch, which would commit offsets of events never applied.
+        """
         manual: Any = stream.noack()  # type: ignore[attr-defined]
-        async for event in manual.events():
-            await runtime.handle(event)
-            await manual.ack(event)
+        waiting: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_batch)
+
+        async def read() -> None:
+            async for event in manual.events():
+                await waiting.put(event)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                getter = asyncio.ensure_future(waiting.get())
+                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    reader.result()  # the stream ended or failed: so does the agent
+                    return
+                batch = [getter.result()]
+                while len(batch) < max_batch and not waiting.empty():
+                    batch.append(waiting.get_nowait())
+                await runtime.handle(batch)
+                for event in batch:
+                    await manual.ack(event)
+        finally:
+            reader.cancel()
 
     return agent

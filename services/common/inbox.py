@@ -8,7 +8,8 @@ Every service consumes through `InboxConsumer`:
 - a handler that raises parks the event with its reason in `dwsim_parked_event`, where it can
   be read and retried, and the loop goes on;
 - offsets are committed only after the transaction commits.
-A fetched batch is applied in one transaction, each event inside its own savepoint.
+A fetched batch is applied in one transaction: one inbox statement, and the new events applied
+together (one savepoint); only when that fails are they applied one by one to park the culprits.
 """
 
 from __future__ import annotations
@@ -40,12 +41,29 @@ Handler = Callable[[DbConnection, Envelope[Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """A validated event as it arrived: what the handlers, the inbox and parking need."""
+
+    event: Envelope[Any]
+    topic: str
+    key: str | None
+    value: bytes
+
+
+ApplyOne = Callable[[DbConnection, Delivery], Awaitable[None]]
+ApplyMany = Callable[[DbConnection, list[Delivery]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
 class Subscription:
     """One topic a consumer reads: its payload model and the handler that applies it."""
 
     topic: str
     payload_model: type[BaseModel]
     handler: Handler
+    # Applies a fetched batch of the topic's new events at once (bulk statements); when
+    # None, `handler` runs per event. Either way in one transaction (see apply_batch_once).
+    batch_handler: ApplyMany | None = None
 
 
 @dataclass
@@ -75,42 +93,85 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def apply_once(
+async def apply_batch_once(
     conn: DbConnection,
-    event: Envelope[Any],
-    topic: str,
-    key: str | None,
-    value: bytes,
-    handler: Handler,
-) -> str:
-    """Apply an event once, inside the caller's transaction: "applied", "duplicate" or "parked".
+    deliveries: list[Delivery],
+    apply_one: ApplyOne,
+    apply_many: ApplyMany | None = None,
+) -> list[str]:
+    """Apply a batch once, inside the caller's transaction; one outcome per delivery, in order:
+    "applied", "duplicate" or "parked".
 
-    The event id goes into the inbox with the effect; a repeat fails on the key and is skipped.
-    A handler failure is rolled back to a savepoint and the event parked with its reason; a
-    transient database failure is raised so the whole batch is retried.
+    The event ids go into the inbox in one statement with the effects; repeats (seen before,
+    or twice in this batch) are skipped. The new events are applied together by `apply_many`
+    (default: `apply_one` for each, in order) inside one savepoint: the common case costs no
+    round trip per event. When that raises, the savepoint is rolled back and the events are
+    applied one by one, each in its own savepoint, so that only the failing ones are parked
+    with their reason. A transient database failure is raised so the whole batch is retried.
     """
-    with correlation(event.correlation_id, event_type=event.event_type):
-        inserted = await conn.fetchval(
-            "INSERT INTO dwsim_inbox (event_id, topic, event_type, correlation_id) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
-            event.event_id,
-            topic,
-            event.event_type,
-            event.correlation_id,
-        )
-        if not inserted:
-            log.debug("event_duplicate_skipped", event_id=str(event.event_id))
-            return "duplicate"
+    seen: set[UUID] = set()
+    unique: list[Delivery] = []
+    for delivery in deliveries:
+        if delivery.event.event_id not in seen:
+            seen.add(delivery.event.event_id)
+            unique.append(delivery)
+    rows = await conn.fetch(
+        "INSERT INTO dwsim_inbox (event_id, topic, event_type, correlation_id) "
+        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) "
+        "ON CONFLICT DO NOTHING RETURNING event_id",
+        [d.event.event_id for d in unique],
+        [d.topic for d in unique],
+        [d.event.event_type for d in unique],
+        [d.event.correlation_id for d in unique],
+    )
+    new_ids = {r["event_id"] for r in rows}
+    fresh = [d for d in unique if d.event.event_id in new_ids]
+    outcome: dict[UUID, str] = {d.event.event_id: "applied" for d in fresh}
+    if fresh:
         try:
             async with conn.transaction():
-                await handler(conn, event)
+                if apply_many is None:
+                    for delivery in fresh:
+                        with correlation(delivery.event.correlation_id):
+                            await apply_one(conn, delivery)
+                else:
+                    await apply_many(conn, fresh)
+        except TRANSIENT_DATABASE_ERRORS:
+            raise
+        except Exception as exc:  # find the failing events; the others still apply
+            log.info("batch_failed_applying_one_by_one", events=len(fresh), error=repr(exc))
+            for delivery in fresh:
+                outcome[delivery.event.event_id] = await _apply_or_park(conn, delivery, apply_one)
+    results = []
+    for delivery in deliveries:
+        event_id = delivery.event.event_id
+        result = outcome.pop(event_id, "duplicate")
+        if result == "duplicate":
+            log.debug("event_duplicate_skipped", event_id=str(event_id))
+        results.append(result)
+    return results
+
+
+def _one(handler: Handler) -> ApplyOne:
+    async def apply(conn: DbConnection, delivery: Delivery) -> None:
+        await handler(conn, delivery.event)
+
+    return apply
+
+
+async def _apply_or_park(conn: DbConnection, delivery: Delivery, apply_one: ApplyOne) -> str:
+    event = delivery.event
+    with correlation(event.correlation_id, event_type=event.event_type):
+        try:
+            async with conn.transaction():
+                await apply_one(conn, delivery)
             return "applied"
         except TRANSIENT_DATABASE_ERRORS:
             raise
         except Exception as exc:  # a failing event must not take the loop down
             reason = f"{type(exc).__name__}: {exc}"
             log.error("event_parked", event_id=str(event.event_id), reason=reason)
-            await park(conn, event, topic, key, value, reason)
+            await park(conn, event, delivery.topic, delivery.key, delivery.value, reason)
             return "parked"
 
 
@@ -190,27 +251,34 @@ class InboxConsumer:
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         assert self._consumer is not None
         dead: list[tuple[ConsumerRecord[Any, Any], str]] = []
-        applied = duplicates = parked = 0
+        deliveries: list[Delivery] = []
+        for messages in batch.values():
+            for msg in messages:
+                sub = self._subs[msg.topic]
+                try:
+                    event = parse_event(msg.value, sub.payload_model)
+                except ValidationError as exc:
+                    dead.append((msg, describe_validation_error(exc)))
+                    continue
+                key = msg.key.decode(errors="replace") if msg.key else None
+                deliveries.append(Delivery(event, msg.topic, key, msg.value or b""))
+        outcomes: list[str] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            for messages in batch.values():
-                for msg in messages:
-                    sub = self._subs[msg.topic]
-                    try:
-                        event = parse_event(msg.value, sub.payload_model)
-                    except ValidationError as exc:
-                        dead.append((msg, describe_validation_error(exc)))
-                        continue
-                    outcome = await self._apply(conn, sub, msg, event)
-                    applied += outcome == "applied"
-                    duplicates += outcome == "duplicate"
-                    parked += outcome == "parked"
+            # Topic by topic (a subscription's batch handler sees its own events only), each
+            # topic's events in fetch order.
+            for topic, sub in self._subs.items():
+                mine = [d for d in deliveries if d.topic == topic]
+                if mine:
+                    outcomes += await apply_batch_once(
+                        conn, mine, _one(sub.handler), sub.batch_handler
+                    )
         # Dead letters go out before the offsets move on, so none is lost to a crash here.
         for msg, reason in dead:
             await self._dead_letter(msg, reason)
         await self._commit_offsets({tp: ms[-1].offset + 1 for tp, ms in batch.items()})
-        self.stats.applied += applied
-        self.stats.duplicates += duplicates
-        self.stats.parked += parked
+        self.stats.applied += outcomes.count("applied")
+        self.stats.duplicates += outcomes.count("duplicate")
+        self.stats.parked += outcomes.count("parked")
         self.stats.dead_lettered += len(dead)
 
     async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
@@ -220,16 +288,6 @@ class InboxConsumer:
         except CommitFailedError as exc:
             # A rebalance took the partitions; the next owner re-reads and its inbox skips.
             log.info("offset_commit_lost_to_rebalance", group=self._group_id, error=str(exc))
-
-    async def _apply(
-        self,
-        conn: DbConnection,
-        sub: Subscription,
-        msg: ConsumerRecord[Any, Any],
-        event: Envelope[Any],
-    ) -> str:
-        key = msg.key.decode(errors="replace") if msg.key else None
-        return await apply_once(conn, event, msg.topic, key, msg.value or b"", sub.handler)
 
     async def _dead_letter(self, msg: ConsumerRecord[Any, Any], reason: str) -> None:
         if self._dlq_producer is None:
