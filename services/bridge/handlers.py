@@ -266,10 +266,10 @@ class BridgeProcessor:
         """Map source events (with their message keys) into records, in order.
 
         Records a running map forwards are written in bulk: one insert of the records, one of
-        their outbox rows. A record that goes any other way (filtered, failed, queued, held)
-        is settled on its own, after the forwards before it, so the outbox keeps arrival
-        order; a failure may fire an alert rule that pauses the map, so its state is read
-        again after one.
+        their outbox rows; so are the filtered ones (skip sync), which send nothing. A record
+        that goes any other way (failed, queued, held) is settled on its own, after the
+        forwards before it, so the outbox keeps arrival order; a failure may fire an alert
+        rule that pauses the map, so its state is read again after one.
         """
         pairs = legs_for_topic(TABLE_MAPS, base.value)
         if not pairs:
@@ -278,6 +278,7 @@ class BridgeProcessor:
         map_name = pairs[0][0].name
         state = (await repo.lock_map(conn, map_name)).state
         forward: list[repo.NewRecord] = []
+        filtered: list[repo.NewRecord] = []
         for event, message_key in events:
             source = event.payload.model_dump(mode="json")
             for table_map, leg in pairs:
@@ -288,12 +289,26 @@ class BridgeProcessor:
                     if record.status is SyncStatus.PENDING and arrival(state) is Arrival.FORWARD:
                         forward.append(record)
                         continue
+                    if record.status is SyncStatus.FILTERED:
+                        filtered.append(record)
+                        continue
                     await self._forward(conn, forward)
                     forward = []
                     await self._settle(conn, state, record)
                     if record.status is SyncStatus.FAILED:
                         state = (await repo.lock_map(conn, map_name)).state
         await self._forward(conn, forward)
+        if filtered:
+            await repo.insert_records(conn, filtered)
+            for reason in sorted({r.reason or "" for r in filtered}):
+                these = [r for r in filtered if r.reason == reason]
+                log.info(
+                    "records_filtered",
+                    map=map_name,
+                    reason=reason,
+                    count=len(these),
+                    invoice_ids=sorted({r.invoice_id for r in these if r.invoice_id}),
+                )
 
     def _new_record(
         self,
@@ -341,19 +356,14 @@ class BridgeProcessor:
         """Write mapped records of a running map as sent (pending) and their outbox rows."""
         if not records:
             return
-        inserted = await repo.insert_sent_records(conn, records)
+        inserted = await repo.insert_records(conn, records, sent=True)
         await outbox.add_many(
             conn, [self._outgoing(_as_row(r)) for r in records if r.record_id in inserted]
         )
 
     async def _settle(self, conn: DbConnection, state: MapState, record: repo.NewRecord) -> None:
-        """A record that is not simply forwarded: filtered, failed, or meeting the map's state."""
-        if record.status is SyncStatus.FILTERED:
-            await repo.insert_record(conn, record)
-            log.info(
-                "record_filtered", map=record.map_name, key=record.record_key, reason=record.reason
-            )
-            return
+        """A record that is not simply forwarded or filtered: failed, or meeting the map's
+        state (queued or held)."""
         if record.status is SyncStatus.FAILED:
             if await repo.insert_record(conn, record):
                 await self._record_error(

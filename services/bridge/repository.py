@@ -192,18 +192,22 @@ async def insert_record(conn: DbConnection, record: NewRecord) -> bool:
     return bool(inserted)
 
 
-async def insert_sent_records(conn: DbConnection, records: list[NewRecord]) -> set[UUID]:
-    """Insert records that go to the outbox now (pending, first attempt), in one statement;
-    the ids of those inserted (a record seen before is left as it is)."""
+async def insert_records(
+    conn: DbConnection, records: list[NewRecord], *, sent: bool = False
+) -> set[UUID]:
+    """Insert records in one statement, in list order; the ids of those inserted (a record
+    seen before is left as it is). `sent`: they go to the outbox now (first attempt)."""
     rows = await conn.fetch(
         "INSERT INTO bridge_record (record_id, map_name, leg_name, source_topic, "
         "source_event_id, record_key, message_key, target_topic, invoice_id, correlation_id, "
-        "status, source_record, payload, attempts, last_sent_at) "
+        "status, reason, source_record, payload, attempts, last_sent_at) "
         "SELECT r.id, r.map, r.leg, r.src, r.ev, r.rkey, r.mkey, r.tgt, r.inv, r.corr, "
-        "'pending', r.rec, r.pay, 1, now() FROM unnest($1::uuid[], $2::text[], $3::text[], "
-        "$4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
-        "$11::jsonb[], $12::jsonb[]) WITH ORDINALITY "
-        "AS r(id, map, leg, src, ev, rkey, mkey, tgt, inv, corr, rec, pay, ord) ORDER BY r.ord "
+        "r.status, r.reason, r.rec, r.pay, CASE WHEN $15 THEN 1 ELSE 0 END, "
+        "CASE WHEN $15 THEN now() END "
+        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], "
+        "$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], "
+        "$13::jsonb[], $14::jsonb[]) WITH ORDINALITY AS r(id, map, leg, src, ev, rkey, mkey, "
+        "tgt, inv, corr, status, reason, rec, pay, ord) ORDER BY r.ord "
         "ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
         [r.record_id for r in records],
         [r.map_name for r in records],
@@ -215,8 +219,11 @@ async def insert_sent_records(conn: DbConnection, records: list[NewRecord]) -> s
         [r.target_topic for r in records],
         [r.invoice_id for r in records],
         [r.correlation_id for r in records],
+        [r.status.value for r in records],
+        [r.reason for r in records],
         [r.source_record for r in records],
         [r.payload for r in records],
+        sent,
     )
     return {r["record_id"] for r in rows}
 

@@ -19,6 +19,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from services.bridge.domain import SyncStatus
 from services.common.settings import PROJECT_ROOT, SERVICES, Settings
 from services.simulator.baselines import measure_broker, measure_database, percentile
 from services.simulator.clients import Services
@@ -150,6 +151,13 @@ class Workload:
         await self.s.finance.post("/import", {})
         await self.s.finance.post("/journals/post", {})
 
+    async def bridge_records(self) -> tuple[int, int]:
+        """Records the bridge holds, and how many of them wait for a receipt."""
+        stats = await self.s.bridge.get("/stats")
+        statuses = [status.value for status in SyncStatus]
+        total = sum(figures[s] for figures in stats.values() for s in statuses)
+        return total, sum(figures[SyncStatus.PENDING.value] for figures in stats.values())
+
     async def drafts(self, contract_ids: list[str]) -> list[str]:
         """A draft proforma per contract."""
         return [
@@ -176,11 +184,20 @@ async def wait_until(check: Any, target: int, deadline_s: float, poll_s: float =
 
 async def _prepare(work: Workload, invoices: int, lines: int) -> list[str]:
     before = await work.staged()
+    records_before, _ = await work.bridge_records()
     contracts = [await work.contract_with_ready_lines(lines) for _ in range(invoices)]
-    # The unbilled side reaches staging and is journal-posted before the clock starts: the
-    # figures below measure confirmation onwards.
+    # The unbilled side reaches staging, is journal-posted and its accounting is back on the
+    # Dataverse actuals before the clock starts: the figures below measure confirmation
+    # onwards, not the tail of this preparation.
     await wait_until(work.staged, before + 2 * invoices * lines, 600)
     await work.import_and_post_journals()
+
+    async def settled() -> int:
+        # Per line: cost and unbilled sales to staging, and each one's accounting back.
+        total, pending = await work.bridge_records()
+        return int(total >= records_before + 4 * invoices * lines and pending == 0)
+
+    await wait_until(settled, 1, 600)
     return await work.drafts(contracts)
 
 
