@@ -51,20 +51,27 @@ async def add(
 
 
 async def add_many(conn: DbConnection, rows: list[tuple[str, str | None, Envelope[Any]]]) -> None:
-    """Record several events at once (topic, key, event), in list order."""
+    """Record several events at once (topic, key, event), in list order, in one statement."""
     if not rows:
         return
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.add_many must run inside the transaction of the change")
-    await conn.executemany(
+    await conn.execute(
+        "WITH added AS ("
         "INSERT INTO dwsim_outbox (event_id, topic, key, event_type, correlation_id, value) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
-        [
-            (e.event_id, t, k, e.event_type, e.correlation_id, e.model_dump_json().encode())
-            for t, k, e in rows
-        ],
+        "SELECT r.event_id, r.topic, r.key, r.event_type, r.correlation_id, r.value "
+        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[]) "
+        "WITH ORDINALITY AS r(event_id, topic, key, event_type, correlation_id, value, ord) "
+        "ORDER BY r.ord RETURNING 1) "
+        "SELECT pg_notify($7, '') WHERE EXISTS (SELECT FROM added)",
+        [e.event_id for _, _, e in rows],
+        [t for t, _, _ in rows],
+        [k for _, k, _ in rows],
+        [e.event_type for _, _, e in rows],
+        [e.correlation_id for _, _, e in rows],
+        [e.model_dump_json().encode() for _, _, e in rows],
+        NOTIFY_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
 def envelope(

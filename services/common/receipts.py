@@ -21,6 +21,25 @@ async def answer(
     reason: str | None = None,
 ) -> None:
     """Add the receipt for a mapped record: applied when `reason` is None, else rejected."""
+    await answer_many(conn, settings, [(event, record_key, reason)], target)
+
+
+async def answer_many(
+    conn: DbConnection,
+    settings: Settings,
+    answers: list[tuple[Envelope[Any], str, str | None]],
+    target: str,
+) -> None:
+    """Add the receipts (event, record key, refusal reason or None) in one statement, in order."""
+    topic = topic_name(Topic.SYNC_RECEIPTS, settings.topic_prefix)
+    await outbox.add_many(
+        conn, [(topic, key, _receipt(event, key, target, reason)) for event, key, reason in answers]
+    )
+
+
+def _receipt(
+    event: Envelope[Any], record_key: str, target: str, reason: str | None
+) -> Envelope[Any]:
     receipt = SyncReceipt(
         map_name=event.source,
         record_key=record_key,
@@ -29,15 +48,10 @@ async def answer(
         reason=reason,
         target=target,
     )
-    await outbox.add(
-        conn,
-        topic_name(Topic.SYNC_RECEIPTS, settings.topic_prefix),
-        record_key,
-        outbox.envelope(
-            "sync.receipt",
-            target,
-            receipt,
-            correlation_id=event.correlation_id,
-            causation_id=event.event_id,
-        ),
+    return outbox.envelope(
+        "sync.receipt",
+        target,
+        receipt,
+        correlation_id=event.correlation_id,
+        causation_id=event.event_id,
     )

@@ -9,6 +9,7 @@ included, is answered on `sync-receipts`, applied or rejected with the reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from schemas.envelope import Envelope
@@ -17,11 +18,16 @@ from schemas.topics import Topic, topic_name
 from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, TransactionType
 from services.common import receipts
 from services.common.db import DbConnection
-from services.common.inbox import Handler, Subscription
+from services.common.inbox import Delivery, Handler, Subscription
 from services.common.logging import get_logger
 from services.common.settings import Settings
 from services.finance import repository
-from services.finance.domain import FinanceRuleError, StagingRow, validate_staging_row
+from services.finance.domain import (
+    FinanceRuleError,
+    LegalEntitySetup,
+    StagingRow,
+    validate_staging_row,
+)
 
 log = get_logger(__name__)
 
@@ -83,6 +89,11 @@ def staging_values(record: StagingActualRecord) -> dict[str, Any]:
 
 async def refusal_of_actual(conn: DbConnection, record: StagingActualRecord) -> str | None:
     """Why Finance refuses the actual (domain rule 6 and staging validation), or None."""
+    return refusal_with(record, await repository.load_setups(conn, [record.msdyn_legalentity]))
+
+
+def refusal_with(record: StagingActualRecord, setups: Mapping[str, LegalEntitySetup]) -> str | None:
+    """`refusal_of_actual` against setups already loaded."""
     actual_id = str(record.msdyn_actualid)
     billing_type = BILLING_TYPES.get(record.msdyn_billingtype or "")
     if billing_type is None:
@@ -102,7 +113,7 @@ async def refusal_of_actual(conn: DbConnection, record: StagingActualRecord) -> 
         invoice_id=str(record.msdyn_invoice) if record.msdyn_invoice else None,
     )
     try:
-        validate_staging_row(row, await repository.load_setups(conn, [row.legal_entity]))
+        validate_staging_row(row, setups)
     except FinanceRuleError as exc:
         return str(exc)
     return None
@@ -111,35 +122,58 @@ async def refusal_of_actual(conn: DbConnection, record: StagingActualRecord) -> 
 async def apply_staging_actual(
     conn: DbConnection, settings: Settings, event: Envelope[Any]
 ) -> None:
-    """Stage one mapped actual (or keep it refused with its reason) and answer the bridge.
+    """Stage one mapped actual (or keep it refused with its reason) and answer the bridge."""
+    await apply_staging_actuals(conn, settings, [event])
+
+
+async def apply_staging_actuals(
+    conn: DbConnection, settings: Settings, events: list[Envelope[Any]]
+) -> None:
+    """Stage mapped actuals (or keep them refused with their reasons) and answer the bridge,
+    in delivery order: one setup read, one insert and one receipt statement for the batch.
 
     A re-sent actual that is already staged and valid changes nothing; one that was refused is
     validated again, so fixing the setup and retrying in the bridge lets it in.
     """
-    record: StagingActualRecord = event.payload
-    actual_id = str(record.msdyn_actualid)
-    reason = await refusal_of_actual(conn, record)
-    values = staging_values(record) | {
-        "status": "invalid" if reason else "valid",
-        "reason": reason,
-    }
-    if await repository.insert_staging_rows(conn, [values]):
-        outcome = "staged" if reason is None else "refused"
-    elif await repository.revalidate_staging_row(conn, values):
-        outcome = "revalidated" if reason is None else "refused_again"
-    else:
-        # Already staged and valid: an actual is append-only, the re-send carries nothing new.
-        stored = await repository.staging_status(conn, actual_id)
-        reason = stored["reason"] if stored is not None else reason
-        outcome = "duplicate"
-    await receipts.answer(conn, settings, event, actual_id, TARGET, reason)
-    log.info(
-        "staging_actual_received",
-        actual_id=actual_id,
-        invoice_id=str(record.msdyn_invoice) if record.msdyn_invoice else None,
-        outcome=outcome,
-        reason=reason,
-    )
+    records: list[StagingActualRecord] = [e.payload for e in events]
+    setups = await repository.load_setups(conn, {r.msdyn_legalentity for r in records})
+    reasons = [refusal_with(r, setups) for r in records]
+    rows = [
+        staging_values(r) | {"status": "invalid" if why else "valid", "reason": why}
+        for r, why in zip(records, reasons, strict=True)
+    ]
+    inserted = await repository.insert_staging_rows(conn, rows)
+    answers: list[tuple[Envelope[Any], str, str | None]] = []
+    outcomes: dict[tuple[str | None, str], int] = {}
+    for event, record, values in zip(events, records, rows, strict=True):
+        actual_id = str(record.msdyn_actualid)
+        reason = values["reason"]
+        if actual_id in inserted:
+            inserted.discard(actual_id)  # a repeat later in the batch is a re-send
+            outcome = "staged" if reason is None else "refused"
+        elif await repository.revalidate_staging_row(conn, values):
+            outcome = "revalidated" if reason is None else "refused_again"
+        else:
+            # Already staged and valid: an actual is append-only, the re-send carries nothing.
+            stored = await repository.staging_status(conn, actual_id)
+            reason = stored["reason"] if stored is not None else reason
+            outcome = "duplicate"
+        answers.append((event, actual_id, reason))
+        invoice_id = str(record.msdyn_invoice) if record.msdyn_invoice else None
+        if reason is not None:
+            log.info(
+                "staging_actual_received",
+                actual_id=actual_id,
+                invoice_id=invoice_id,
+                outcome=outcome,
+                reason=reason,
+            )
+        else:
+            outcomes[invoice_id, outcome] = outcomes.get((invoice_id, outcome), 0) + 1
+    await receipts.answer_many(conn, settings, answers, TARGET)
+    # Accepted actuals are logged per invoice and outcome, not one line each (thousands).
+    for (invoice_id, outcome), count in outcomes.items():
+        log.info("staging_actuals_received", invoice_id=invoice_id, outcome=outcome, count=count)
 
 
 def header_values(record: ProposalHeaderRecord) -> dict[str, Any]:
@@ -202,6 +236,9 @@ def subscriptions(settings: Settings) -> list[Subscription]:
 
         return handle
 
+    async def stage_batch(conn: DbConnection, deliveries: list[Delivery]) -> None:
+        await apply_staging_actuals(conn, settings, [d.event for d in deliveries])
+
     return [
         Subscription(
             topic_name(Topic.FO_INVOICE_PROPOSALS, settings.topic_prefix),
@@ -212,5 +249,6 @@ def subscriptions(settings: Settings) -> list[Subscription]:
             topic_name(Topic.FO_ACTUALS_STAGING, settings.topic_prefix),
             StagingActualRecord,
             bound(apply_staging_actual),
+            batch_handler=stage_batch,
         ),
     ]
