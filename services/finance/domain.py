@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, TransactionType
 
@@ -392,34 +392,40 @@ def matching_unbilled(billed: StagingRow, rows: Iterable[StagingRow]) -> list[St
     is unposted, so an identical entry not yet through the journal makes the proposal wait
     rather than proceed on another entry's posting.
     """
-    if billed.unbilled_actual_id is not None:
-        return [r for r in rows if r.actual_id == billed.unbilled_actual_id]
-    key = (
-        billed.legal_entity,
-        billed.project_id,
-        billed.contract_line_id,
-        billed.transaction_class,
-        billed.billing_type,
-        billed.currency,
-        billed.quantity,
-        billed.amount,
+    return UnbilledIndex(rows).matches(billed)
+
+
+def _copy_key(row: StagingRow) -> tuple[Any, ...]:
+    """What confirmation copies from an unbilled row onto its billed row (see above)."""
+    return (
+        row.legal_entity,
+        row.project_id,
+        row.contract_line_id,
+        row.transaction_class,
+        row.billing_type,
+        row.currency,
+        row.quantity,
+        row.amount,
     )
-    return [
-        r
-        for r in rows
-        if r.transaction_type is TransactionType.UNBILLED_SALES
-        and (
-            r.legal_entity,
-            r.project_id,
-            r.contract_line_id,
-            r.transaction_class,
-            r.billing_type,
-            r.currency,
-            r.quantity,
-            r.amount,
-        )
-        == key
-    ]
+
+
+class UnbilledIndex:
+    """`matching_unbilled` over one set of staged rows, by lookup: an invoice of thousands of
+    lines would otherwise scan every staged row for each billed row."""
+
+    def __init__(self, rows: Iterable[StagingRow]) -> None:
+        self._by_id: dict[str, list[StagingRow]] = {}
+        self._by_copy: dict[tuple[Any, ...], list[StagingRow]] = {}
+        for row in rows:
+            self._by_id.setdefault(row.actual_id, []).append(row)
+            if row.transaction_type is TransactionType.UNBILLED_SALES:
+                self._by_copy.setdefault(_copy_key(row), []).append(row)
+
+    def matches(self, billed: StagingRow) -> list[StagingRow]:
+        """The rows `matching_unbilled` returns for `billed`, in the order given."""
+        if billed.unbilled_actual_id is not None:
+            return list(self._by_id.get(billed.unbilled_actual_id, []))
+        return list(self._by_copy.get(_copy_key(billed), []))
 
 
 # --- integration journals ---------------------------------------------------------------------
@@ -747,11 +753,12 @@ def _plan_proposal(
 
     setup = setups[header.legal_entity]
     accrued_rates: dict[str, Decimal | None] = {}
+    unbilled_rows = UnbilledIndex(staged)
     for row in billed:
         accrued_rates[row.actual_id] = None
         if not row.needs_posted_unbilled:
             continue
-        matches = matching_unbilled(row, staged)
+        matches = unbilled_rows.matches(row)
         if not matches:
             which = row.unbilled_actual_id or "(matched by contract line, quantity and amount)"
             return (), (
