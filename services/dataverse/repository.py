@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 from uuid import UUID
 
@@ -382,11 +383,8 @@ _ENUM_FIELDS: dict[str, type[Any]] = {
 
 
 def _db_value(value: Any) -> Any:
-    if isinstance(value, TransactionType | TransactionClass | BillingType | BillingStatus):
-        return value.value
-    if isinstance(value, AdjustmentStatus | BillingMethod):
-        return value.value
-    return value
+    # Every enum of an actual is stored by its value (one check: this runs per field per row).
+    return value.value if isinstance(value, Enum) else value
 
 
 def actual_from_row(row: asyncpg.Record | Mapping[str, Any]) -> MsdynActual:
