@@ -215,14 +215,7 @@ class BridgeRuntime(mode.Service):
         try:
             while True:
                 try:
-                    _t = time.monotonic()
                     outcomes = await self.processor.process_batch(batch)
-                    log.info(
-                        "PROBE_batch",
-                        topic=topic,
-                        n=len(batch),
-                        ms=round((time.monotonic() - _t) * 1000, 1),
-                    )
                     break
                 except DATABASE_UNAVAILABLE as exc:
                     if time.monotonic() > deadline:
