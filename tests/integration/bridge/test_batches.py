@@ -1,0 +1,272 @@
+"""The bridge applying a fetched batch in one transaction, in-process on the real PostgreSQL.
+
+`BridgeProcessor.process_batch` is what the bridge's agents call with the messages of one
+fetch; these tests hand it batches directly (no broker needed) and read the bridge's database:
+records, outbox rows, errors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+from pydantic import BaseModel
+
+from schemas.dataverse_events import ActualCreated
+from schemas.receipts import ReceiptOutcome, SyncReceipt
+from schemas.topics import Topic, topic_name
+from schemas.vocabulary import TransactionType
+from services.bridge.handlers import BridgeProcessor, Incoming, seed
+from services.bridge.table_maps import ACTUALS_MAP_NAME
+from services.common.db import create_pool, migrate_service
+from services.common.settings import Settings
+from tests.integration.bridge.bridge_harness import actual_created, envelope
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "bridge" / "migrations"
+
+
+@pytest.fixture
+async def processor(settings: Settings) -> AsyncIterator[BridgeProcessor]:
+    """The bridge's processor on its own database, migrated and seeded (maps running)."""
+    pool = await create_pool(settings.service_database_url("bridge"))
+    await migrate_service(pool, "bridge", MIGRATIONS)
+    await seed(pool)
+    yield BridgeProcessor(pool, settings)
+    await pool.close()
+
+
+class Messages:
+    """Incoming messages of one partition, offsets counting up as a fetch hands them over."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.offset = 0
+
+    def message(self, topic: Topic, key: str | None, value: bytes) -> Incoming:
+        self.offset += 1
+        return Incoming(
+            topic_name(topic, self.settings.topic_prefix),
+            0,
+            self.offset,
+            None if key is None else key.encode(),
+            value,
+        )
+
+    def actual(self, actual: ActualCreated) -> Incoming:
+        """An actuals-created event as Dataverse's relay sends it (key: invoice id)."""
+        correlation = None if actual.invoice_id is None else str(actual.invoice_id)
+        value = envelope("actual.created", "dataverse", actual, correlation)
+        return self.message(Topic.ACTUALS_CREATED, str(actual.invoice_id), value)
+
+    def receipt(self, receipt: SyncReceipt) -> Incoming:
+        return self.message(Topic.SYNC_RECEIPTS, receipt.record_key, _bytes(receipt))
+
+
+def _bytes(payload: BaseModel) -> bytes:
+    return envelope("sync.receipt", "finance", payload, None)
+
+
+def kinds(outcomes: list[Any]) -> list[str]:
+    return [o.kind for o in outcomes]
+
+
+async def records(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """The bridge's records in insertion (seq) order."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT record_id, record_key, status, reason, attempts, message_key "
+            "FROM bridge_record ORDER BY seq"
+        )
+    return [dict(r) for r in rows]
+
+
+async def outbox_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """The bridge's outbox in id (= publishing) order, each with its event decoded."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT topic, key, value FROM dwsim_outbox ORDER BY id")
+    return [{"topic": r["topic"], "key": r["key"], **json.loads(bytes(r["value"]))} for r in rows]
+
+
+async def test_batch_of_actuals_is_forwarded_once_in_order_and_a_repeat_is_all_duplicates(
+    settings: Settings, processor: BridgeProcessor
+) -> None:
+    """Proves that one batch of actuals-created events for the running actuals map (with a
+    skip-sync actual, a message that does not validate and a redelivered event among them)
+    gets one outcome per message in order, inserts each record once (forwarded ones pending
+    with one attempt, the skip-sync one filtered), writes one outbox row per forwarded record
+    in the order of the events, on the staging topic with the source message's key and the
+    record id as causation; and that processing the same batch again yields only duplicates
+    (and the same dead letter) without a new record or outbox row."""
+    messages = Messages(settings)
+    invoice_id = uuid4()
+    forwarded = [actual_created(invoice_id=invoice_id) for _ in range(5)]
+    skipped = actual_created(
+        invoice_id=invoice_id,
+        transaction_type=TransactionType.UNBILLED_SALES,
+        skip_sync=True,
+    )
+    first = messages.actual(forwarded[0])
+    batch = [
+        first,
+        messages.actual(forwarded[1]),
+        messages.actual(skipped),
+        messages.message(Topic.ACTUALS_CREATED, str(invoice_id), b'{"not": "an event"}'),
+        messages.actual(forwarded[2]),
+        first,  # redelivered within the same fetch
+        messages.actual(forwarded[3]),
+        messages.actual(forwarded[4]),
+    ]
+
+    outcomes = await processor.process_batch(batch)
+
+    assert kinds(outcomes) == [
+        "applied",
+        "applied",
+        "applied",
+        "dead_letter",
+        "applied",
+        "duplicate",
+        "applied",
+        "applied",
+    ]
+    letter = outcomes[3].dead_letter
+    assert letter is not None and letter.offset == batch[3].offset
+    forwarded_ids = [str(a.actual_id) for a in forwarded]
+    stored = await records(processor.pool)
+    # Forwarded records are inserted in event order; filtered ones in a statement of their own.
+    pending = [r for r in stored if r["status"] == "pending"]
+    assert [r["record_key"] for r in pending] == forwarded_ids
+    assert [(r["record_key"], r["reason"]) for r in stored if r["status"] != "pending"] == [
+        (str(skipped.actual_id), "skip sync")
+    ]
+    assert all(r["attempts"] == 1 and r["message_key"] == str(invoice_id) for r in pending)
+    sent = await outbox_rows(processor.pool)
+    assert [m["payload"]["msdyn_actualid"] for m in sent] == forwarded_ids
+    assert [m["causation_id"] for m in sent] == [str(r["record_id"]) for r in pending]
+    staging = topic_name(Topic.FO_ACTUALS_STAGING, settings.topic_prefix)
+    assert all(m["topic"] == staging and m["key"] == str(invoice_id) for m in sent)
+    assert all(m["source"] == ACTUALS_MAP_NAME for m in sent)
+    stats = (processor.stats.applied, processor.stats.duplicates, processor.stats.dead_lettered)
+    assert stats == (6, 1, 1)
+
+    again = await processor.process_batch(batch)
+
+    assert kinds(again) == ["duplicate"] * 3 + ["dead_letter"] + ["duplicate"] * 4
+    assert await records(processor.pool) == stored
+    assert await outbox_rows(processor.pool) == sent
+
+
+async def test_poison_event_in_a_batch_is_parked_and_the_others_forwarded_once_in_order(
+    settings: Settings, processor: BridgeProcessor
+) -> None:
+    """Proves that when the bulk path fails for a batch because of one event the database
+    cannot store (a NUL character, refused in jsonb), the batch is applied one by one: that
+    event is parked with the database's reason and leaves no record, the other events are
+    forwarded once each with their outbox rows in event order (nothing of the failed bulk
+    attempt survives), and a redelivery of the batch changes nothing."""
+    messages = Messages(settings)
+    invoice_id = uuid4()
+    good = [actual_created(invoice_id=invoice_id) for _ in range(3)]
+    poison = actual_created(invoice_id=invoice_id, resource="Ada\x00Lovelace")
+    batch = [
+        messages.actual(good[0]),
+        messages.actual(poison),
+        messages.actual(good[1]),
+        messages.actual(good[2]),
+    ]
+
+    assert kinds(await processor.process_batch(batch)) == [
+        "applied",
+        "parked",
+        "applied",
+        "applied",
+    ]
+
+    good_ids = [str(a.actual_id) for a in good]
+    stored = await records(processor.pool)
+    assert [r["record_key"] for r in stored] == good_ids
+    sent = await outbox_rows(processor.pool)
+    assert [m["payload"]["msdyn_actualid"] for m in sent] == good_ids
+    assert [m["causation_id"] for m in sent] == [str(r["record_id"]) for r in stored]
+    async with processor.pool.acquire() as conn:
+        [row] = await conn.fetch("SELECT event_id, reason, value FROM dwsim_parked_event")
+    assert bytes(row["value"]) == batch[1].value
+    assert row["reason"].startswith("UntranslatableCharacterError"), row["reason"]
+
+    assert kinds(await processor.process_batch(batch)) == ["duplicate"] * 4
+    assert await records(processor.pool) == stored
+    assert await outbox_rows(processor.pool) == sent
+
+
+def receipt_for(
+    record: dict[str, Any], outcome: ReceiptOutcome, reason: str | None = None
+) -> SyncReceipt:
+    return SyncReceipt(
+        map_name=ACTUALS_MAP_NAME,
+        record_key=record["record_key"],
+        source_event_id=record["record_id"],
+        outcome=outcome,
+        reason=reason,
+        target="finance",
+    )
+
+
+async def test_batch_of_receipts_settles_each_record_once(
+    settings: Settings, processor: BridgeProcessor
+) -> None:
+    """Proves that one batch of receipts (bulk `on_receipts`) settles the records it answers,
+    in receipt order: applied ones become synced, a rejected one fails into the error queue
+    with the target's reason, a record rejected and then applied within the same batch ends
+    synced with its error resolved, and a receipt for an unknown record changes nothing; and
+    that the same batch again is all duplicates and changes nothing."""
+    messages = Messages(settings)
+    invoice_id = uuid4()
+    actuals = [actual_created(invoice_id=invoice_id) for _ in range(4)]
+    assert (
+        kinds(await processor.process_batch([messages.actual(a) for a in actuals]))
+        == ["applied"] * 4
+    )
+    r1, r2, r3, r4 = await records(processor.pool)
+    unknown = {"record_key": "nobody", "record_id": uuid4()}
+    batch = [
+        messages.receipt(receipt_for(r1, ReceiptOutcome.APPLIED)),
+        messages.receipt(receipt_for(r2, ReceiptOutcome.REJECTED, "period closed")),
+        messages.receipt(receipt_for(r3, ReceiptOutcome.REJECTED, "rate missing")),
+        messages.receipt(receipt_for(unknown, ReceiptOutcome.APPLIED)),
+        messages.receipt(receipt_for(r3, ReceiptOutcome.APPLIED)),  # the re-send applied
+    ]
+
+    assert kinds(await processor.process_batch(batch)) == ["applied"] * 5
+
+    after = {r["record_id"]: r for r in await records(processor.pool)}
+    assert after[r1["record_id"]]["status"] == "synced"
+    assert after[r2["record_id"]]["status"] == "failed"
+    assert after[r2["record_id"]]["reason"] == "finance refused: period closed"
+    assert after[r3["record_id"]]["status"] == "synced"
+    assert after[r4["record_id"]]["status"] == "pending"
+    errors = await _errors(processor.pool)
+    assert errors == [
+        (r2["record_id"], "target_refused", "finance refused: period closed", "open"),
+        (r3["record_id"], "target_refused", "finance refused: rate missing", "resolved"),
+    ]
+    outbox_before = await outbox_rows(processor.pool)
+
+    assert kinds(await processor.process_batch(batch)) == ["duplicate"] * 5
+    assert {r["record_id"]: r for r in await records(processor.pool)} == after
+    assert await _errors(processor.pool) == errors
+    assert await outbox_rows(processor.pool) == outbox_before
+
+
+async def _errors(pool: asyncpg.Pool) -> list[tuple[UUID, str, str, str]]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT record_id, error_type, reason, status FROM bridge_error ORDER BY id"
+        )
+    return [(r["record_id"], r["error_type"], r["reason"], r["status"]) for r in rows]
