@@ -359,8 +359,6 @@ async def entry_exists(conn: DbConnection, entry_id: UUID) -> bool:
 
 
 _ACTUAL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(MsdynActual))
-_ACTUAL_COLUMNS = ", ".join(_ACTUAL_FIELDS)
-_ACTUAL_PLACEHOLDERS = ", ".join(f"${n}" for n in range(1, len(_ACTUAL_FIELDS) + 1))
 # Columns an actual may change after creation (domain.md: "An actual is never edited ...").
 _ACTUAL_MUTABLE = (
     "billing_status",
@@ -401,9 +399,12 @@ async def insert_actuals(conn: DbConnection, actuals: Sequence[MsdynActual]) -> 
     """Create new actuals, in order (a reversal after what it reverses)."""
     if not actuals:
         return
-    await conn.executemany(
-        f"INSERT INTO msdyn_actual ({_ACTUAL_COLUMNS}) VALUES ({_ACTUAL_PLACEHOLDERS})",
-        [tuple(_db_value(getattr(a, name)) for name in _ACTUAL_FIELDS) for a in actuals],
+    # COPY: a 10,000-line confirmation creates 20,000 actuals, and COPY takes them in one
+    # stream, in order, inside the caller's transaction (row by row inserts took seconds).
+    await conn.copy_records_to_table(
+        "msdyn_actual",
+        records=[tuple(_db_value(getattr(a, name)) for name in _ACTUAL_FIELDS) for a in actuals],
+        columns=list(_ACTUAL_FIELDS),
     )
 
 
