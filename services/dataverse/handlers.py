@@ -18,6 +18,7 @@ reason; an unexpected error parks the event (see `services.common.inbox`).
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from schemas.envelope import Envelope
 from schemas.mapped_events import ActualAccountingRecord
@@ -25,7 +26,7 @@ from schemas.topics import Topic, topic_name
 from schemas.vocabulary import AdjustmentStatus, MilestoneInvoiceStatus, TransactionType
 from services.common import receipts
 from services.common.db import DbConnection
-from services.common.inbox import Handler, Subscription
+from services.common.inbox import ApplyMany, Delivery, Handler, Subscription
 from services.common.logging import get_logger
 from services.common.settings import Settings
 from services.dataverse import domain
@@ -37,10 +38,10 @@ TARGET = "dataverse"
 
 
 def accounting_handler(settings: Settings) -> Handler:
-    """The handler of `dv-actuals-accounting` for these settings."""
+    """The handler of `dv-actuals-accounting` for these settings (one event)."""
 
     async def handle(conn: DbConnection, event: Envelope[Any]) -> None:
-        await apply_accounting_detail(conn, settings, event)
+        await apply_accounting_details(conn, settings, [event])
 
     return handle
 
@@ -49,47 +50,61 @@ async def apply_accounting_detail(
     conn: DbConnection, settings: Settings, event: Envelope[Any]
 ) -> None:
     """Apply one accounting record inside the inbox transaction; see the module docstring."""
-    record: ActualAccountingRecord = event.payload
-    actual_id = record.msdyn_actualid
+    await apply_accounting_details(conn, settings, [event])
+
+
+async def apply_accounting_details(
+    conn: DbConnection, settings: Settings, events: list[Envelope[Any]]
+) -> None:
+    """Apply accounting records in delivery order, inside the inbox transaction: one read of
+    the actuals, one update, one receipts statement for the batch (see the module docstring).
+    """
+    records: list[ActualAccountingRecord] = [e.payload for e in events]
     # NOWAIT: a consumer batch that waited here while holding the rows it stamped before could
     # deadlock with a confirmation locking the same actuals in id order (seen with a 10,000-line
     # invoice). Failing at once rolls the batch back; the consumer retries it after a backoff.
-    actual = await repo.find_actual(conn, actual_id, for_update=True, nowait=True)
-    if actual is None:
-        reason = f"unknown actual {actual_id}: Dataverse holds no such msdyn_actual"
-        await repo.record_refusal(
-            conn,
-            event_id=event.event_id,
-            source_event_id=event.causation_id,
-            actual_id=actual_id,
-            reason=reason,
-            record=record.model_dump(mode="json"),
+    held = await repo.actuals_by_ids(
+        conn, [r.msdyn_actualid for r in records], for_update=True, nowait=True
+    )
+    stamped: dict[UUID, domain.MsdynActual] = {}
+    answers: list[tuple[Envelope[Any], str, str | None]] = []
+    per_invoice: dict[str | None, int] = {}
+    for event, record in zip(events, records, strict=True):
+        actual_id = record.msdyn_actualid
+        actual = stamped.get(actual_id) or held.get(actual_id)
+        if actual is None:
+            reason = f"unknown actual {actual_id}: Dataverse holds no such msdyn_actual"
+            await repo.record_refusal(
+                conn,
+                event_id=event.event_id,
+                source_event_id=event.causation_id,
+                actual_id=actual_id,
+                reason=reason,
+                record=record.model_dump(mode="json"),
+            )
+            answers.append((event, str(actual_id), reason))
+            log.warning("accounting_update_refused", actual_id=str(actual_id), reason=reason)
+            continue
+        stamped[actual_id] = domain.record_finance_posting(
+            actual,
+            domain.AccountingDetail(
+                voucher=record.msdyn_externalreference,
+                voucher_date=record.msdyn_externalreferencedate,
+                exchange_rate=record.msdyn_exchangerate,
+                accounting_currency_amount=record.msdyn_amountaccountingcurrency,
+                tax_amount=record.msdyn_salestaxamount,
+            ),
         )
-        await receipts.answer(conn, settings, event, str(actual_id), TARGET, reason=reason)
-        log.warning("accounting_update_refused", actual_id=str(actual_id), reason=reason)
-        return
-
-    stamped = domain.record_finance_posting(
-        actual,
-        domain.AccountingDetail(
-            voucher=record.msdyn_externalreference,
-            voucher_date=record.msdyn_externalreferencedate,
-            exchange_rate=record.msdyn_exchangerate,
-            accounting_currency_amount=record.msdyn_amountaccountingcurrency,
-            tax_amount=record.msdyn_salestaxamount,
-        ),
-    )
-    await repo.update_actuals(conn, [stamped])
-    await repo.mark_accounting_updated(conn, actual_id)
-    await _milestone_posted(conn, stamped)
-    await receipts.answer(conn, settings, event, str(actual_id), TARGET)
-    log.info(
-        "accounting_detail_stamped",
-        actual_id=str(actual_id),
-        invoice_id=str(actual.invoice_id) if actual.invoice_id else None,
-        voucher=record.msdyn_externalreference,
-        billing_status=stamped.billing_status,
-    )
+        await _milestone_posted(conn, stamped[actual_id])
+        answers.append((event, str(actual_id), None))
+        invoice_id = str(actual.invoice_id) if actual.invoice_id else None
+        per_invoice[invoice_id] = per_invoice.get(invoice_id, 0) + 1
+    await repo.update_actuals(conn, list(stamped.values()))
+    await repo.mark_accounting_updated(conn, list(stamped))
+    await receipts.answer_many(conn, settings, answers, TARGET)
+    # One line per invoice (or per batch of unbilled actuals), not one per actual: thousands.
+    for invoice_id, count in per_invoice.items():
+        log.info("accounting_details_stamped", invoice_id=invoice_id, actuals=count)
 
 
 async def _milestone_posted(conn: DbConnection, actual: domain.MsdynActual) -> None:
@@ -118,5 +133,13 @@ def subscriptions(settings: Settings) -> list[Subscription]:
             topic_name(Topic.DV_ACTUALS_ACCOUNTING, settings.topic_prefix),
             ActualAccountingRecord,
             accounting_handler(settings),
+            batch_handler=_batch(settings),
         )
     ]
+
+
+def _batch(settings: Settings) -> ApplyMany:
+    async def apply(conn: DbConnection, deliveries: list[Delivery]) -> None:
+        await apply_accounting_details(conn, settings, [d.event for d in deliveries])
+
+    return apply

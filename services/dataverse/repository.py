@@ -420,10 +420,11 @@ async def update_actuals(conn: DbConnection, actuals: Iterable[MsdynActual]) -> 
     )
 
 
-async def mark_accounting_updated(conn: DbConnection, actual_id: UUID) -> None:
-    """Remember when Finance's accounting detail last reached this actual."""
+async def mark_accounting_updated(conn: DbConnection, actual_ids: Sequence[UUID]) -> None:
+    """Remember when Finance's accounting detail last reached these actuals."""
     await conn.execute(
-        "UPDATE msdyn_actual SET accounting_updated_at = now() WHERE actual_id = $1", actual_id
+        "UPDATE msdyn_actual SET accounting_updated_at = now() WHERE actual_id = ANY($1::uuid[])",
+        list(actual_ids),
     )
 
 
@@ -450,12 +451,17 @@ async def find_actual(
 
 
 async def actuals_by_ids(
-    conn: DbConnection, actual_ids: Iterable[UUID], *, for_update: bool = False
+    conn: DbConnection,
+    actual_ids: Iterable[UUID],
+    *,
+    for_update: bool = False,
+    nowait: bool = False,
 ) -> dict[UUID, MsdynActual]:
-    """The actuals with these ids (missing ones are absent), locked in id order."""
+    """The actuals with these ids (missing ones are absent), locked in id order
+    (`nowait`: fail at once if one is locked)."""
     rows = await conn.fetch(
         "SELECT * FROM msdyn_actual WHERE actual_id = ANY($1::uuid[]) ORDER BY actual_id"
-        + _lock(for_update),
+        + _lock(for_update, nowait),
         sorted(set(actual_ids)),
     )
     return {r["actual_id"]: actual_from_row(r) for r in rows}
