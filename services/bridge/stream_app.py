@@ -314,6 +314,7 @@ def _agent_for(runtime: BridgeRuntime) -> Any:
                 await waiting.put(event)
 
         reader = asyncio.create_task(read())
+        getter: asyncio.Future[Any] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(waiting.get())
@@ -330,5 +331,7 @@ def _agent_for(runtime: BridgeRuntime) -> Any:
                     await manual.ack(event)
         finally:
             reader.cancel()
+            if getter is not None:
+                getter.cancel()
 
     return agent
