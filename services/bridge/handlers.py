@@ -471,15 +471,8 @@ class BridgeProcessor:
                 continue
             reason = f"{receipt.target} refused: {receipt.reason or 'no reason given'}"
             record["status"] = SyncStatus.FAILED.value
-            await repo.set_record_status(conn, record["record_id"], SyncStatus.FAILED, reason)
-            await self._record_error(
-                conn,
-                record["map_name"],
-                record["record_id"],
-                ErrorType.TARGET_REFUSED,
-                reason,
-                invoice_id=record["invoice_id"],
-                catch_up=record["sent_in_catch_up"],
+            await self._fail_record(
+                conn, record, ErrorType.TARGET_REFUSED, reason, catch_up=record["sent_in_catch_up"]
             )
         if not synced:
             return
@@ -521,6 +514,27 @@ class BridgeProcessor:
 
     # ----------------------------------------------------------------------------------------
     # Errors and alerts
+
+    async def _fail_record(
+        self,
+        conn: DbConnection,
+        record: dict[str, Any],
+        error_type: ErrorType,
+        reason: str,
+        *,
+        catch_up: bool = False,
+    ) -> None:
+        """A stored record fails: its status and reason, and an entry in the error queue."""
+        await repo.set_record_status(conn, record["record_id"], SyncStatus.FAILED, reason)
+        await self._record_error(
+            conn,
+            record["map_name"],
+            record["record_id"],
+            error_type,
+            reason,
+            invoice_id=record["invoice_id"],
+            catch_up=catch_up,
+        )
 
     async def _record_error(
         self,
@@ -775,15 +789,7 @@ class BridgeProcessor:
             return {**base, "status": SyncStatus.FILTERED.value}
         if failure is not None or mapped is None:
             reason = str(failure)
-            await repo.set_record_status(conn, record["record_id"], SyncStatus.FAILED, reason)
-            await self._record_error(
-                conn,
-                record["map_name"],
-                record["record_id"],
-                ErrorType.MAPPING,
-                reason,
-                invoice_id=record["invoice_id"],
-            )
+            await self._fail_record(conn, record, ErrorType.MAPPING, reason)
             return {**base, "status": SyncStatus.FAILED.value, "reason": reason}
         record["payload"] = mapped.payload
         what = arrival(map_row.state)

@@ -41,7 +41,7 @@ def accounting_handler(settings: Settings) -> Handler:
     """The handler of `dv-actuals-accounting` for these settings (one event)."""
 
     async def handle(conn: DbConnection, event: Envelope[Any]) -> None:
-        await apply_accounting_details(conn, settings, [event])
+        await apply_accounting_detail(conn, settings, event)
 
     return handle
 

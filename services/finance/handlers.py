@@ -87,13 +87,11 @@ def staging_values(record: StagingActualRecord) -> dict[str, Any]:
     }
 
 
-async def refusal_of_actual(conn: DbConnection, record: StagingActualRecord) -> str | None:
-    """Why Finance refuses the actual (domain rule 6 and staging validation), or None."""
-    return refusal_with(record, await repository.load_setups(conn, [record.msdyn_legalentity]))
-
-
-def refusal_with(record: StagingActualRecord, setups: Mapping[str, LegalEntitySetup]) -> str | None:
-    """`refusal_of_actual` against setups already loaded."""
+def refusal_of_actual(
+    record: StagingActualRecord, setups: Mapping[str, LegalEntitySetup]
+) -> str | None:
+    """Why Finance refuses the actual (domain rule 6 and staging validation), or None; the
+    setups are those of the batch, loaded once."""
     actual_id = str(record.msdyn_actualid)
     billing_type = BILLING_TYPES.get(record.msdyn_billingtype or "")
     if billing_type is None:
@@ -137,7 +135,7 @@ async def apply_staging_actuals(
     """
     records: list[StagingActualRecord] = [e.payload for e in events]
     setups = await repository.load_setups(conn, {r.msdyn_legalentity for r in records})
-    reasons = [refusal_with(r, setups) for r in records]
+    reasons = [refusal_of_actual(r, setups) for r in records]
     rows = [
         staging_values(r) | {"status": "invalid" if why else "valid", "reason": why}
         for r, why in zip(records, reasons, strict=True)
