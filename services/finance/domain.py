@@ -712,6 +712,21 @@ def _plan_journals(
     return journals
 
 
+def billed_still_arriving(staged: int, header: ProposalHeader) -> str | None:
+    """Why an open proposal waits before its rows are even read, or None to plan it.
+
+    While fewer billed-sales rows are staged than the header expects, no plan can give it lines
+    (all or none), and the count decides its reason ("waiting for N of M …"), as it would in
+    `plan_import_from_staging`. The import then counts the rows instead of reading them: an
+    invoice of 10,000 lines otherwise had every arrived row read and checked at every run
+    while the rest were still on their way. Problems of single rows (a missing exchange rate,
+    say) are reported once every row is there.
+    """
+    if staged < header.expected_billed_lines:
+        return _count_reason(staged, header.expected_billed_lines)
+    return None
+
+
 def _count_reason(staged: int, expected: int) -> str:
     if expected == 0 and staged == 0:
         return "proposal expects no billed sales actuals"

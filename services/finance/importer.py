@@ -28,6 +28,7 @@ from services.finance.domain import (
     PeriodUnit,
     ProposalStatus,
     StagingRow,
+    billed_still_arriving,
     plan_import_from_staging,
 )
 
@@ -146,6 +147,11 @@ async def _import_proposal(
     if record["status"] != ProposalStatus.OPEN:
         return  # another run gave it its lines while this one waited for the lock
     header = repository.proposal_header_from_record(record)
+    arriving = billed_still_arriving(await repository.count_billed_rows(conn, proposal_id), header)
+    if arriving is not None:
+        _wait(record, arriving, summary)
+        await repository.set_waiting_reason(conn, proposal_id, arriving)
+        return
     billed = [
         repository.staging_row_from_record(r)
         for r in await repository.lock_billed_rows(conn, proposal_id)
@@ -176,12 +182,17 @@ async def _import_proposal(
         log.info("proposal_lines_imported", invoice_id=proposal_id, lines=len(lines))
     else:
         reason = plan.waiting.get(proposal_id, "import from staging has not made its lines")
-        if reason != record["waiting_reason"]:
-            log.info("proposal_waiting", invoice_id=proposal_id, reason=reason)
+        _wait(record, reason, summary)
         await repository.set_waiting_reason(conn, proposal_id, reason)
-        summary.waiting[proposal_id] = reason
     await repository.set_import_reasons(conn, reasons)
     summary.rows_not_imported.update(reasons)
+
+
+def _wait(record: asyncpg.Record, reason: str, summary: ImportSummary) -> None:
+    """A proposal keeps waiting: logged when its reason changes, reported in the summary."""
+    if reason != record["waiting_reason"]:
+        log.info("proposal_waiting", invoice_id=str(record["proposal_id"]), reason=reason)
+    summary.waiting[str(record["proposal_id"])] = reason
 
 
 async def _explain_orphan_billed_rows(conn: DbConnection, summary: ImportSummary) -> None:

@@ -383,6 +383,16 @@ async def legal_entities_with_pending_journal_rows(conn: DbConnection) -> list[s
     return [r["legal_entity"] for r in rows]
 
 
+async def count_billed_rows(conn: DbConnection, invoice_id: str) -> int:
+    """Valid billed-sales rows of one invoice in staging, imported or not."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM actuals_staging WHERE invoice_id = $1 AND status = 'valid' "
+        "AND transaction_type = 'billed_sales'",
+        invoice_id,
+    )
+    return count
+
+
 async def lock_billed_rows(conn: DbConnection, invoice_id: str) -> list[asyncpg.Record]:
     """Lock the valid billed-sales rows of one invoice (see `lock_pending_journal_rows`)."""
     return await conn.fetch(
