@@ -1,11 +1,12 @@
-"""`sync-receipts`: a target's answer for one mapped record, and the DLQ record format."""
+"""`sync-receipts`: a target's answers to the mapped records it applied or refused, and the DLQ
+record format."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ReceiptOutcome(StrEnum):
@@ -32,6 +33,22 @@ class SyncReceipt(BaseModel):
     outcome: ReceiptOutcome
     reason: str | None = None
     target: str
+    # The mapped event (delivery) this answers: a re-send of the record is another event.
+    answers_event_id: UUID
+
+
+class SyncReceipts(BaseModel):
+    """What one message on `sync-receipts` carries: the answers of one target transaction to
+    the mapped records of one invoice (or of one record without an invoice), in order.
+
+    A target applies a fetched batch of records in one transaction; it answers them in as few
+    messages, not one message per record: a 10,000-line invoice was 10,000 receipts, a third
+    of everything the bridge read for it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    receipts: list[SyncReceipt] = Field(min_length=1)
 
 
 class DeadLetter(BaseModel):

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from schemas.dataverse_events import ActualCreated, InvoiceConfirmed
 from schemas.finance_events import InvoicePosted, JournalPosted, ProposalHeaderChanged
 from schemas.mapped_events import ActualAccountingRecord, ProposalHeaderRecord, StagingActualRecord
-from schemas.receipts import SyncReceipt
+from schemas.receipts import SyncReceipts
 from schemas.topics import Topic
 
 TOPIC_PAYLOADS: Final[dict[Topic, type[BaseModel]]] = {
@@ -21,5 +21,5 @@ TOPIC_PAYLOADS: Final[dict[Topic, type[BaseModel]]] = {
     Topic.FO_INVOICE_PROPOSALS: ProposalHeaderRecord,
     Topic.FO_ACTUALS_STAGING: StagingActualRecord,
     Topic.DV_ACTUALS_ACCOUNTING: ActualAccountingRecord,
-    Topic.SYNC_RECEIPTS: SyncReceipt,
+    Topic.SYNC_RECEIPTS: SyncReceipts,
 }

@@ -444,7 +444,7 @@ class BridgeProcessor:
         a pending record into the error queue. A rejection answering an older send of a
         record that has since been applied (or failed already) changes nothing.
         """
-        receipts: list[SyncReceipt] = [e.payload for e in events]
+        receipts: list[SyncReceipt] = [r for e in events for r in e.payload.receipts]
         ids = list({r.source_event_id for r in receipts})
         found = await repo.records_by_id(conn, ids)
         for map_name in sorted({row["map_name"] for row in found.values()}):

@@ -325,17 +325,18 @@ def mapped(record: StagingActualRecord, record_id: UUID | None = None) -> Envelo
 
 
 async def receipts_in_outbox(pool: asyncpg.Pool, settings: Settings) -> list[dict[str, Any]]:
-    """The receipts Finance wrote, in outbox (= publishing) order, with their message key."""
+    """The receipts Finance wrote, in outbox (= publishing) order, each with the key and
+    number of the message that carries it."""
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT topic, key, value FROM dwsim_outbox ORDER BY id")
     topic = topic_name(Topic.SYNC_RECEIPTS, settings.topic_prefix)
     assert all(r["topic"] == topic for r in rows)
     receipts = []
-    for r in rows:
+    for number, r in enumerate(rows):
         envelope = Envelope[Any].model_validate_json(bytes(r["value"]))
-        receipts.append(
-            {"key": r["key"], "causation_id": envelope.causation_id, **envelope.payload}
-        )
+        assert envelope.correlation_id == r["key"] or envelope.correlation_id is None
+        for answer in envelope.payload["receipts"]:
+            receipts.append({"key": r["key"], "message": number, **answer})
     return receipts
 
 
@@ -385,10 +386,11 @@ async def test_staging_batch_with_a_resent_actual_and_an_unknown_legal_entity(
         (str(first.msdyn_actualid), "applied", None),
         (unknown_id, "rejected", reason),
     ]
-    # Each receipt answers its own delivery: the bridge's record id, and the event as cause.
+    # Each receipt answers its own delivery: the bridge's record id, and the event it answers.
     assert [r["source_event_id"] for r in receipts] == [str(e.causation_id) for e in events]
-    assert [r["causation_id"] for r in receipts] == [e.event_id for e in events]
-    assert [r["key"] for r in receipts] == [r["record_key"] for r in receipts]
+    assert [r["answers_event_id"] for r in receipts] == [str(e.event_id) for e in events]
+    # Keyed by invoice (else project), so that a record's answers stay on one partition.
+    assert [r["key"] for r in receipts] == [e.correlation_id for e in events]
     assert all(r["map_name"] == ACTUALS_MAP and r["target"] == "finance" for r in receipts)
 
     # A later batch re-sending all of them: answered again, nothing staged anew.

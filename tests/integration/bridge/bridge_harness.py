@@ -35,7 +35,7 @@ from infra.processes import free_port
 from schemas.dataverse_events import ActualCreated, InvoiceConfirmed
 from schemas.envelope import Envelope
 from schemas.finance_events import ActualAccounting, InvoicePosted
-from schemas.receipts import ReceiptOutcome, SyncReceipt
+from schemas.receipts import ReceiptOutcome, SyncReceipt, SyncReceipts
 from schemas.topics import Topic, topic_name
 from schemas.vocabulary import BillingType, TransactionClass, TransactionType
 from services.common.settings import PROJECT_ROOT, Settings
@@ -422,10 +422,16 @@ class FakeTarget:
             outcome=ReceiptOutcome.APPLIED if reason is None else ReceiptOutcome.REJECTED,
             reason=reason,
             target="finance" if "fo-" in message.topic else "dataverse",
+            answers_event_id=UUID(value["event_id"]),
         )
         await producer.send(
             topic_name(Topic.SYNC_RECEIPTS, self.settings.topic_prefix),
-            envelope("sync.receipt", receipt.target, receipt, value.get("correlation_id")),
+            envelope(
+                "sync.receipts",
+                receipt.target,
+                SyncReceipts(receipts=[receipt]),
+                value.get("correlation_id"),
+            ),
             key=(message.key or "").encode(),
         )
 

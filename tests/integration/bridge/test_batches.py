@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from schemas.dataverse_events import ActualCreated
-from schemas.receipts import ReceiptOutcome, SyncReceipt
+from schemas.receipts import ReceiptOutcome, SyncReceipt, SyncReceipts
 from schemas.topics import Topic, topic_name
 from schemas.vocabulary import TransactionType
 from services.bridge.handlers import BridgeProcessor, Incoming, seed
@@ -65,12 +65,14 @@ class Messages:
         value = envelope("actual.created", "dataverse", actual, correlation)
         return self.message(Topic.ACTUALS_CREATED, str(actual.invoice_id), value)
 
-    def receipt(self, receipt: SyncReceipt) -> Incoming:
-        return self.message(Topic.SYNC_RECEIPTS, receipt.record_key, _bytes(receipt))
+    def receipts(self, *receipts: SyncReceipt) -> Incoming:
+        """One `sync-receipts` message carrying these answers (a target transaction's)."""
+        payload = SyncReceipts(receipts=list(receipts))
+        return self.message(Topic.SYNC_RECEIPTS, receipts[0].record_key, _bytes(payload))
 
 
 def _bytes(payload: BaseModel) -> bytes:
-    return envelope("sync.receipt", "finance", payload, None)
+    return envelope("sync.receipts", "finance", payload, None)
 
 
 def kinds(outcomes: list[Any]) -> list[str]:
@@ -215,17 +217,19 @@ def receipt_for(
         outcome=outcome,
         reason=reason,
         target="finance",
+        answers_event_id=uuid4(),
     )
 
 
 async def test_batch_of_receipts_settles_each_record_once(
     settings: Settings, processor: BridgeProcessor
 ) -> None:
-    """Proves that one batch of receipts (bulk `on_receipts`) settles the records it answers,
-    in receipt order: applied ones become synced, a rejected one fails into the error queue
-    with the target's reason, a record rejected and then applied within the same batch ends
-    synced with its error resolved, and a receipt for an unknown record changes nothing; and
-    that the same batch again is all duplicates and changes nothing."""
+    """Proves that one batch of receipt messages (bulk `on_receipts`), one of them carrying
+    several answers, settles the records they answer, in receipt order: applied ones become
+    synced, a rejected one fails into the error queue with the target's reason, a record
+    rejected and then applied within the same batch ends synced with its error resolved, and
+    a receipt for an unknown record changes nothing; and that the same batch again is all
+    duplicates and changes nothing."""
     messages = Messages(settings)
     invoice_id = uuid4()
     actuals = [actual_created(invoice_id=invoice_id) for _ in range(4)]
@@ -236,14 +240,16 @@ async def test_batch_of_receipts_settles_each_record_once(
     r1, r2, r3, r4 = await records(processor.pool)
     unknown = {"record_key": "nobody", "record_id": uuid4()}
     batch = [
-        messages.receipt(receipt_for(r1, ReceiptOutcome.APPLIED)),
-        messages.receipt(receipt_for(r2, ReceiptOutcome.REJECTED, "period closed")),
-        messages.receipt(receipt_for(r3, ReceiptOutcome.REJECTED, "rate missing")),
-        messages.receipt(receipt_for(unknown, ReceiptOutcome.APPLIED)),
-        messages.receipt(receipt_for(r3, ReceiptOutcome.APPLIED)),  # the re-send applied
+        messages.receipts(
+            receipt_for(r1, ReceiptOutcome.APPLIED),
+            receipt_for(r2, ReceiptOutcome.REJECTED, "period closed"),
+            receipt_for(r3, ReceiptOutcome.REJECTED, "rate missing"),
+        ),
+        messages.receipts(receipt_for(unknown, ReceiptOutcome.APPLIED)),
+        messages.receipts(receipt_for(r3, ReceiptOutcome.APPLIED)),  # the re-send applied
     ]
 
-    assert kinds(await processor.process_batch(batch)) == ["applied"] * 5
+    assert kinds(await processor.process_batch(batch)) == ["applied"] * 3
 
     after = {r["record_id"]: r for r in await records(processor.pool)}
     assert after[r1["record_id"]]["status"] == "synced"
@@ -258,7 +264,7 @@ async def test_batch_of_receipts_settles_each_record_once(
     ]
     outbox_before = await outbox_rows(processor.pool)
 
-    assert kinds(await processor.process_batch(batch)) == ["duplicate"] * 5
+    assert kinds(await processor.process_batch(batch)) == ["duplicate"] * 3
     assert {r["record_id"]: r for r in await records(processor.pool)} == after
     assert await _errors(processor.pool) == errors
     assert await outbox_rows(processor.pool) == outbox_before

@@ -153,16 +153,19 @@ class Finance:
         return await self.publish(Topic.FO_ACTUALS_STAGING, key, actual)
 
     async def receipts(self) -> list[dict[str, Any]]:
-        """Receipts read so far (payloads)."""
+        """Receipts read so far: the answers of every message, in order."""
         await self.reader.poll()
-        return [m.value["payload"] for m in self.reader.on(Topic.SYNC_RECEIPTS, self.settings)]
+        return self._answers(self.reader)
+
+    def _answers(self, reader: Any) -> list[dict[str, Any]]:
+        return [
+            answer
+            for m in reader.on(Topic.SYNC_RECEIPTS, self.settings)
+            for answer in m.value["payload"]["receipts"]
+        ]
 
     async def wait_receipts(self, n: int, deadline_s: float = 30) -> list[dict[str, Any]]:
-        await self.reader.wait(
-            lambda r: len(r.on(Topic.SYNC_RECEIPTS, self.settings)) >= n,
-            f"{n} receipts",
-            deadline_s,
-        )
+        await self.reader.wait(lambda r: len(self._answers(r)) >= n, f"{n} receipts", deadline_s)
         return await self.receipts()
 
     async def get(self, path: str, **params: Any) -> Any:
