@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel, ValidationError
 
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, envelope_of
 from schemas.receipts import DeadLetter
 from schemas.topics import dlq_name
 from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
@@ -80,8 +80,7 @@ class ConsumerStats:
 
 def parse_event(value: bytes | None, model: type[BaseModel]) -> Envelope[Any]:
     """Validate raw bytes into an envelope with a typed payload; raises ValidationError."""
-    typed: Envelope[Any] = Envelope[model].model_validate_json(value or b"")  # type: ignore[valid-type]
-    return typed
+    return envelope_of(model).model_validate_json(value or b"")
 
 
 def describe_validation_error(exc: ValidationError) -> str:

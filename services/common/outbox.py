@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -23,6 +23,8 @@ NOTIFY_CHANNEL = "dwsim_outbox"
 # One relay per database publishes at a time (session lock), so two processes of the same
 # service cannot interleave their batches and reorder a key's events.
 _RELAY_LEADER_LOCK = 7_261_003
+# Subscripted once: pydantic looks a parametrised generic up on every subscript.
+_ANY_ENVELOPE: Final = Envelope[Any]
 
 
 async def add(
@@ -82,7 +84,7 @@ def envelope(
     causation_id: Any = None,
 ) -> Envelope[Any]:
     """Wrap a payload in a new envelope."""
-    return Envelope[Any](
+    return _ANY_ENVELOPE(
         event_type=event_type,
         source=source,
         payload=payload,
