@@ -222,11 +222,15 @@ async def pipeline_throughput(work: Workload, invoices: int, lines: int) -> dict
     for iid in drafts:
         await work.s.dataverse.post(f"/invoices/{iid}/confirm")
     total = invoices * lines
-    staged_s = await wait_until(lambda: work.staged("billed_sales"), billed_before + total, 600)
+    await wait_until(lambda: work.staged("billed_sales"), billed_before + total, 600)
+    # From the first confirmation on: the confirmations are part of the pipeline (they make
+    # the billed actuals). `wait_until`'s own seconds start after the last one, which once
+    # made 20,000 actuals look staged in under two seconds.
+    staged_s = time.monotonic() - started
 
     # Lines come from Finance's periodic import from staging (every `import_interval_s`), as
     # they do for a user; the bench does not run imports of its own on top.
-    lines_s = await wait_until(lambda: _lines_imported(work, drafts), invoices, 600, poll_s=0.2)
+    await wait_until(lambda: _lines_imported(work, drafts), invoices, 600, poll_s=0.2)
     elapsed_lines = time.monotonic() - started
     for iid in drafts:
         await work.s.finance.post(f"/proposals/{iid}/post", token=work.s.clerk_token)
@@ -245,7 +249,7 @@ async def pipeline_throughput(work: Workload, invoices: int, lines: int) -> dict
     return {
         "billed_actuals": total,
         "billed_actuals_per_s_to_staging": total / staged_s,
-        "proposals_per_s_to_lines": invoices / max(lines_s, elapsed_lines),
+        "proposals_per_s_to_lines": invoices / elapsed_lines,
         "accounting_back_s_after_posting": time.monotonic() - posted,
     }
 
