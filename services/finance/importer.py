@@ -149,8 +149,7 @@ async def _import_proposal(
     header = repository.proposal_header_from_record(record)
     arriving = billed_still_arriving(await repository.count_billed_rows(conn, proposal_id), header)
     if arriving is not None:
-        _wait(record, arriving, summary)
-        await repository.set_waiting_reason(conn, proposal_id, arriving)
+        await _wait(conn, record, arriving, summary)
         return
     billed = [
         repository.staging_row_from_record(r)
@@ -182,17 +181,20 @@ async def _import_proposal(
         log.info("proposal_lines_imported", invoice_id=proposal_id, lines=len(lines))
     else:
         reason = plan.waiting.get(proposal_id, "import from staging has not made its lines")
-        _wait(record, reason, summary)
-        await repository.set_waiting_reason(conn, proposal_id, reason)
+        await _wait(conn, record, reason, summary)
     await repository.set_import_reasons(conn, reasons)
     summary.rows_not_imported.update(reasons)
 
 
-def _wait(record: asyncpg.Record, reason: str, summary: ImportSummary) -> None:
-    """A proposal keeps waiting: logged when its reason changes, reported in the summary."""
+async def _wait(
+    conn: DbConnection, record: asyncpg.Record, reason: str, summary: ImportSummary
+) -> None:
+    """A proposal keeps waiting: its reason stored (logged when it changes) and reported."""
+    proposal_id = str(record["proposal_id"])
     if reason != record["waiting_reason"]:
-        log.info("proposal_waiting", invoice_id=str(record["proposal_id"]), reason=reason)
-    summary.waiting[str(record["proposal_id"])] = reason
+        log.info("proposal_waiting", invoice_id=proposal_id, reason=reason)
+    await repository.set_waiting_reason(conn, proposal_id, reason)
+    summary.waiting[proposal_id] = reason
 
 
 async def _explain_orphan_billed_rows(conn: DbConnection, summary: ImportSummary) -> None:

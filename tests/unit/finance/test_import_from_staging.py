@@ -19,6 +19,7 @@ from services.finance.domain import (
     ProposalHeader,
     ProposalStatus,
     StagingRow,
+    billed_still_arriving,
     fiscal_year,
     plan_import_from_staging,
     with_lines_imported,
@@ -244,6 +245,19 @@ def test_fewer_billed_lines_than_expected_makes_none_and_waits() -> None:
     assert plan.proposal_lines == {}
     assert plan.waiting == {"INV-1": "waiting for 2 of 3 billed sales actuals"}
     assert plan.imported_actual_ids == frozenset()
+
+
+@pytest.mark.parametrize("staged", [0, 1, 2])
+def test_counting_billed_rows_still_arriving_gives_the_plans_reason(staged: int) -> None:
+    """The import's shortcut (count, do not read) waits with what the full plan would say."""
+    rows = [_milestone(f"B{n}") for n in range(staged)]
+    plan = plan_import_from_staging(rows, [_header(3)], SETUPS)
+    assert billed_still_arriving(staged, _header(3)) == plan.waiting["INV-1"]
+
+
+@pytest.mark.parametrize("staged", [3, 4])
+def test_complete_or_surplus_billed_rows_are_planned_not_counted(staged: int) -> None:
+    assert billed_still_arriving(staged, _header(3)) is None
 
 
 def test_header_without_any_staged_line_waits_for_all() -> None:
