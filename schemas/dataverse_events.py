@@ -51,7 +51,7 @@ class InvoiceConfirmed(BaseModel):
 
 
 class ActualCreated(BaseModel):
-    """`actuals-created`: one new `msdyn_actual`, skip-sync ones included."""
+    """One new `msdyn_actual`, skip-sync ones included (an element of `ActualsCreated`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -79,3 +79,17 @@ class ActualCreated(BaseModel):
     unbilled_actual_id: UUID | None = None
     reverses_actual_id: UUID | None = None
     skip_sync: bool = False
+
+
+class ActualsCreated(BaseModel):
+    """`actuals-created`: new actuals of one Dataverse transaction, in creation order, that
+    share a message key (their invoice, else their project).
+
+    One message per run of a transaction's actuals, not one per actual, as dual-write carries
+    a transaction's rows in one batch: a 10,000-line invoice was 20,000 messages, and the
+    bridge's stream spent more on reading them than on mapping them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    actuals: list[ActualCreated] = Field(min_length=1)

@@ -6,7 +6,7 @@ from typing import Final
 
 from pydantic import BaseModel
 
-from schemas.dataverse_events import ActualCreated, InvoiceConfirmed
+from schemas.dataverse_events import ActualsCreated, InvoiceConfirmed
 from schemas.finance_events import InvoicePosted, JournalPosted, ProposalHeaderChanged
 from schemas.mapped_events import ActualAccountingRecord, ProposalHeaderRecord, StagingActualRecord
 from schemas.receipts import SyncReceipts
@@ -14,7 +14,7 @@ from schemas.topics import Topic
 
 TOPIC_PAYLOADS: Final[dict[Topic, type[BaseModel]]] = {
     Topic.INVOICE_CONFIRMED: InvoiceConfirmed,
-    Topic.ACTUALS_CREATED: ActualCreated,
+    Topic.ACTUALS_CREATED: ActualsCreated,
     Topic.INVOICE_POSTED: InvoicePosted,
     Topic.JOURNAL_POSTED: JournalPosted,
     Topic.PROPOSAL_HEADER_CHANGED: ProposalHeaderChanged,

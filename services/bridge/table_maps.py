@@ -86,6 +86,8 @@ ACTUALS_TO_STAGING_LEG: Final = MapLeg(
     direction=Direction.DATAVERSE_TO_FINANCE,
     source_topics=("actuals-created",),
     target_topic="fo-actuals-staging",
+    # One message carries a run of a transaction's actuals; each becomes its own record.
+    explode=Explode("actuals"),
     filter=(FieldNotTrue("skip_sync", reason="skip sync"),),
     field_mappings=(
         FieldMapping("actual_id", "msdyn_actualid"),

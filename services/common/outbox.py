@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Final
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Final, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -25,6 +26,8 @@ NOTIFY_CHANNEL = "dwsim_outbox"
 _RELAY_LEADER_LOCK = 7_261_003
 # Subscripted once: pydantic looks a parametrised generic up on every subscript.
 _ANY_ENVELOPE: Final = Envelope[Any]
+
+T = TypeVar("T")
 
 
 async def add(
@@ -74,6 +77,26 @@ async def add_many(conn: DbConnection, rows: list[tuple[str, str | None, Envelop
         [e.model_dump_json().encode() for _, _, e in rows],
         NOTIFY_CHANNEL,
     )
+
+
+def consecutive_runs(
+    items: Iterable[T], group_of: Callable[[T], Hashable], limit: int
+) -> list[list[T]]:
+    """Split `items` into runs of consecutive items of one group, at most `limit` each.
+
+    What a message that carries several records is made of: each run becomes one message
+    keyed by its group, so the messages keep the items' order and every item of one key
+    travels on one partition, in order.
+    """
+    runs: list[list[T]] = []
+    last: Hashable = None
+    for item in items:
+        group = group_of(item)
+        if not runs or group != last or len(runs[-1]) >= limit:
+            runs.append([])
+            last = group
+        runs[-1].append(item)
+    return runs
 
 
 def envelope(

@@ -43,28 +43,26 @@ async def answer_many(
     on one partition, in order.
     """
     topic = topic_name(Topic.SYNC_RECEIPTS, settings.topic_prefix)
-    runs: list[tuple[str, str | None, list[SyncReceipt]]] = []
-    for event, key, reason in answers:
-        group = event.correlation_id or key
-        if not runs or runs[-1][0] != group or len(runs[-1][2]) >= MAX_ANSWERS_PER_MESSAGE:
-            runs.append((group, event.correlation_id, []))
-        runs[-1][2].append(_receipt(event, key, target, reason))
-    await outbox.add_many(
-        conn,
-        [
+    runs = outbox.consecutive_runs(
+        answers, lambda a: a[0].correlation_id or a[1], MAX_ANSWERS_PER_MESSAGE
+    )
+    rows: list[tuple[str, str | None, Envelope[Any]]] = []
+    for run in runs:
+        first_event, first_key, _ = run[0]
+        receipts = [_receipt(event, key, target, reason) for event, key, reason in run]
+        rows.append(
             (
                 topic,
-                group,
+                first_event.correlation_id or first_key,
                 outbox.envelope(
                     "sync.receipts",
                     target,
                     SyncReceipts(receipts=receipts),
-                    correlation_id=correlation_id,
+                    correlation_id=first_event.correlation_id,
                 ),
             )
-            for group, correlation_id, receipts in runs
-        ],
-    )
+        )
+    await outbox.add_many(conn, rows)
 
 
 def _receipt(event: Envelope[Any], record_key: str, target: str, reason: str | None) -> SyncReceipt:

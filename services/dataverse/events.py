@@ -1,18 +1,20 @@
 """The events Dataverse publishes, written to the outbox in the transaction of the change.
 
 * `actuals-created`: every new actual, skip-sync ones included (filtering is the bridge's job).
-  Key: the actual's invoice id when it has one, else its project id, so that the actuals of one
-  invoice stay in order on one partition. Correlation id: the invoice id where there is one.
+  A transaction's consecutive actuals of one key travel in one message (up to
+  `MAX_ACTUALS_PER_MESSAGE`). Key: the actual's invoice id when it has one, else its project
+  id, so that the actuals of one invoice stay in order on one partition. Correlation id: the
+  invoice id where there is one.
 * `invoice-confirmed`: a confirmed proforma's header. Key and correlation id: the invoice id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
-from schemas.dataverse_events import ActualCreated, InvoiceConfirmed
+from schemas.dataverse_events import ActualCreated, ActualsCreated, InvoiceConfirmed
 from schemas.envelope import Envelope
 from schemas.topics import Topic, topic_name
 from services.common import outbox
@@ -21,8 +23,11 @@ from services.common.settings import Settings
 from services.dataverse.domain import MsdynActual, ProformaInvoice
 
 SOURCE = "dataverse"
-ACTUAL_CREATED = "actual.created"
+ACTUAL_CREATED = "actuals.created"
 INVOICE_CONFIRMED = "invoice.confirmed"
+# Actuals per message at most: about 600 bytes each, so a message stays far below the
+# broker's default size limit (1 MiB).
+MAX_ACTUALS_PER_MESSAGE: Final = 500
 
 
 def actual_created(actual: MsdynActual) -> ActualCreated:
@@ -67,27 +72,33 @@ async def add_actuals_created(
     *,
     invoice_id: UUID | None = None,
 ) -> None:
-    """Queue `actuals-created` for each new actual, in creation order.
+    """Queue `actuals-created` for the new actuals, in creation order.
 
     `invoice_id` is the invoice whose confirmation created them; it is the correlation id of
     all of them (also of an actual put back into the backlog, which carries no invoice id).
     """
     topic = topic_name(Topic.ACTUALS_CREATED, settings.topic_prefix)
-    rows: list[tuple[str, str | None, Envelope[Any]]] = []
-    for actual in actuals:
+
+    def correlation(actual: MsdynActual) -> str | None:
         correlation = invoice_id or actual.invoice_id
-        rows.append(
-            (
-                topic,
-                actual_key(actual),
-                outbox.envelope(
-                    ACTUAL_CREATED,
-                    SOURCE,
-                    actual_created(actual),
-                    correlation_id=str(correlation) if correlation else None,
-                ),
-            )
+        return str(correlation) if correlation else None
+
+    runs = outbox.consecutive_runs(
+        actuals, lambda a: (actual_key(a), correlation(a)), MAX_ACTUALS_PER_MESSAGE
+    )
+    rows: list[tuple[str, str | None, Envelope[Any]]] = [
+        (
+            topic,
+            actual_key(run[0]),
+            outbox.envelope(
+                ACTUAL_CREATED,
+                SOURCE,
+                ActualsCreated(actuals=[actual_created(a) for a in run]),
+                correlation_id=correlation(run[0]),
+            ),
         )
+        for run in runs
+    ]
     await outbox.add_many(conn, rows)
 
 

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from services.common.kafka import make_consumer, make_producer
 from services.common.settings import Settings
 
-# About the size of an `actuals-created` envelope.
+# About the size of one actual's event on `fo-actuals-staging` (one message per actual).
 EVENT_BYTES = 900
 
 

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel
 
 from infra.processes import free_port
-from schemas.dataverse_events import ActualCreated, InvoiceConfirmed
+from schemas.dataverse_events import ActualCreated, ActualsCreated, InvoiceConfirmed
 from schemas.envelope import Envelope
 from schemas.finance_events import ActualAccounting, InvoicePosted
 from schemas.receipts import ReceiptOutcome, SyncReceipt, SyncReceipts
@@ -254,9 +254,15 @@ class Publisher:
         await self.producer.stop()
 
     async def send(
-        self, topic: Topic, key: str | None, payload: BaseModel, event_type: str, source: str
+        self,
+        topic: Topic,
+        key: str | None,
+        payload: BaseModel,
+        event_type: str,
+        source: str,
+        correlation: Any = None,
     ) -> None:
-        correlation = getattr(payload, "invoice_id", None)
+        correlation = correlation or getattr(payload, "invoice_id", None)
         await self.producer.send(
             topic_name(topic, self.settings.topic_prefix),
             envelope(
@@ -281,9 +287,18 @@ class Publisher:
             "dataverse",
         )
 
-    async def actual(self, actual: ActualCreated) -> None:
-        key = str(actual.invoice_id or actual.project_id)
-        await self.send(Topic.ACTUALS_CREATED, key, actual, "actual.created", "dataverse")
+    async def actual(self, *actuals: ActualCreated) -> None:
+        """One `actuals-created` message carrying these actuals, keyed by the first one's
+        invoice (else project), as Dataverse sends a transaction's run of one key."""
+        first = actuals[0]
+        await self.send(
+            Topic.ACTUALS_CREATED,
+            str(first.invoice_id or first.project_id),
+            ActualsCreated(actuals=list(actuals)),
+            "actuals.created",
+            "dataverse",
+            correlation=first.invoice_id,
+        )
 
     async def flush(self) -> None:
         await self.producer.flush()

@@ -140,3 +140,15 @@ async def read_topic(settings: Settings, topic: str, at_least: int) -> list[Mess
     finally:
         await consumer.stop()
     return messages
+
+
+async def read_actuals(settings: Settings, topic: str) -> tuple[list[Message], list[Message]]:
+    """Every message on `actuals-created` (call after the outbox drained), and every actual
+    they carry: one Message per actual, with the key and envelope of the message it came in."""
+    messages = await read_topic(settings, topic, 1)
+    actuals = [
+        Message(key=m.key, value={**m.value, "payload": actual})
+        for m in messages
+        for actual in m.payload["actuals"]
+    ]
+    return messages, actuals

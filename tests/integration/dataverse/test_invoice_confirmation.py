@@ -15,7 +15,11 @@ from tests.integration.dataverse.project_setup import (
     draft_invoice,
     ok,
 )
-from tests.integration.dataverse.service_under_test import DataverseUnderTest, read_topic
+from tests.integration.dataverse.service_under_test import (
+    DataverseUnderTest,
+    read_actuals,
+    read_topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +65,15 @@ async def test_confirmation_publishes_the_header_and_every_new_actual(
     assert header.payload["customer_name"] == "Fabrikam"
     assert header.payload["billing_method"] == "time_and_material"
 
-    # Approval: cost + unbilled (keyed by project); confirmation: 7 new actuals (keyed by invoice).
-    actuals = await read_topic(dataverse.settings, dataverse.topic(Topic.ACTUALS_CREATED), 9)
+    # Approval: cost + unbilled (keyed by project); confirmation: 7 new actuals (keyed by
+    # invoice). Each transaction's actuals of one key travel in one message, in order.
+    messages, actuals = await read_actuals(
+        dataverse.settings, dataverse.topic(Topic.ACTUALS_CREATED)
+    )
+    assert Counter((m.key, len(m.payload["actuals"])) for m in messages) == {
+        (setup.project_id, 2): 1,
+        (invoice_id, 7): 1,
+    }
     assert len(actuals) == 9
     by_key = Counter(m.key for m in actuals)
     assert by_key == {setup.project_id: 2, invoice_id: 7}
@@ -124,7 +135,7 @@ async def test_concurrent_double_confirm_confirms_once_and_publishes_once(
     headers = await read_topic(dataverse.settings, dataverse.topic(Topic.INVOICE_CONFIRMED), 1)
     assert [m.key for m in headers] == [invoice_id]
     # Approval 2, confirmation (unchanged quantity) 2: reversal with skip sync + billed sales.
-    actuals = await read_topic(dataverse.settings, dataverse.topic(Topic.ACTUALS_CREATED), 4)
+    _, actuals = await read_actuals(dataverse.settings, dataverse.topic(Topic.ACTUALS_CREATED))
     assert len(actuals) == 4
 
 
@@ -161,7 +172,7 @@ async def test_corrective_invoice_publishes_a_negative_header_and_its_actuals(
     assert Decimal(credit["total_amount"]) == Decimal("-400.00")
     # 2 approval + 2 confirmation + 5 correction (billed reversal, unbilled 6 h + reversal,
     # billed 6 h, 2 h back in the backlog).
-    actuals = await read_topic(dataverse.settings, dataverse.topic(Topic.ACTUALS_CREATED), 9)
+    _, actuals = await read_actuals(dataverse.settings, dataverse.topic(Topic.ACTUALS_CREATED))
     assert len(actuals) == 9
     backlog = [
         m
