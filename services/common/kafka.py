@@ -15,6 +15,7 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=settings.producer_enable_idempotence,
         linger_ms=2,
+        max_batch_size=settings.producer_max_batch_bytes,
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
     )
