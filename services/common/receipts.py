@@ -43,25 +43,24 @@ async def answer_many(
     on one partition, in order.
     """
     topic = topic_name(Topic.SYNC_RECEIPTS, settings.topic_prefix)
-    runs = outbox.consecutive_runs(
-        answers, lambda a: a[0].correlation_id or a[1], MAX_ANSWERS_PER_MESSAGE
-    )
-    rows: list[tuple[str, str | None, Envelope[Any]]] = []
-    for run in runs:
-        first_event, first_key, _ = run[0]
-        receipts = [_receipt(event, key, target, reason) for event, key, reason in run]
-        rows.append(
-            (
-                topic,
-                first_event.correlation_id or first_key,
-                outbox.envelope(
-                    "sync.receipts",
-                    target,
-                    SyncReceipts(receipts=receipts),
-                    correlation_id=first_event.correlation_id,
-                ),
-            )
+
+    def group(answer: tuple[Envelope[Any], str, str | None]) -> str:
+        event, key, _ = answer
+        return event.correlation_id or key
+
+    rows: list[tuple[str, str | None, Envelope[Any]]] = [
+        (
+            topic,
+            group(run[0]),
+            outbox.envelope(
+                "sync.receipts",
+                target,
+                SyncReceipts(receipts=[_receipt(e, k, target, r) for e, k, r in run]),
+                correlation_id=run[0][0].correlation_id,
+            ),
         )
+        for run in outbox.consecutive_runs(answers, group, MAX_ANSWERS_PER_MESSAGE)
+    ]
     await outbox.add_many(conn, rows)
 
 

@@ -67,8 +67,8 @@ class Settings(BaseSettings):
         default=False, description="The default broker has no idempotent producer."
     )
     # aiokafka keeps one produce request in flight per partition, and one invoice's events
-    # share a partition: with its 16 KiB default a request carried ~18 events and one
-    # invoice's staging rows crossed at ~1,000 a second, a round trip each 18.
+    # share a partition: with its 16 KiB default a request carried ~18 events, one broker
+    # round trip per 18, and one invoice's staging rows crossed at ~1,000 a second.
     producer_max_batch_bytes: int = Field(
         default=512 * 1024, ge=16 * 1024, description="Bytes per partition per produce request."
     )

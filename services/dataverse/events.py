@@ -23,7 +23,7 @@ from services.common.settings import Settings
 from services.dataverse.domain import MsdynActual, ProformaInvoice
 
 SOURCE = "dataverse"
-ACTUAL_CREATED = "actuals.created"
+ACTUALS_CREATED = "actuals.created"
 INVOICE_CONFIRMED = "invoice.confirmed"
 # Actuals per message at most: about 600 bytes each, so a message stays far below the
 # broker's default size limit (1 MiB).
@@ -91,7 +91,7 @@ async def add_actuals_created(
             topic,
             actual_key(run[0]),
             outbox.envelope(
-                ACTUAL_CREATED,
+                ACTUALS_CREATED,
                 SOURCE,
                 ActualsCreated(actuals=[actual_created(a) for a in run]),
                 correlation_id=correlation(run[0]),
