@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from schemas.envelope import Envelope
-from services.common.db import DbConnection
+from services.common.db import DbConnection, session_connection
 from services.common.kafka import make_producer
 from services.common.logging import get_logger
 from services.common.settings import Settings
@@ -148,18 +148,14 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until stopped."""
-        async with self._pool.acquire() as leader:
+        # The leader lock and LISTEN end with the session: the connection is closed after.
+        async with session_connection(self._pool) as leader:
             # Holding the leader lock for the relay's life; a second relay waits here.
             while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LEADER_LOCK):
                 if await self._sleep(1.0):
                     return
             await leader.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            try:
-                await self._relay_loop()
-            finally:
-                with contextlib.suppress(Exception):
-                    await leader.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-                    await leader.execute("SELECT pg_advisory_unlock($1)", _RELAY_LEADER_LOCK)
+            await self._relay_loop()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

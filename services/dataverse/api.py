@@ -725,10 +725,10 @@ def _invoice_router() -> APIRouter:
     async def edit_detail(
         invoice_id: UUID, detail_id: UUID, body: DetailPatch, conn: Conn
     ) -> InvoiceOut:
-        await commands.edit_detail(
+        saved = await commands.edit_detail(
             conn, invoice_id, detail_id, quantity=body.quantity, billing_type=body.billing_type
         )
-        return await _invoice(conn, invoice_id)
+        return invoice_out(saved)
 
     @router.delete(
         "/invoices/{invoice_id}/details/{detail_id}",
@@ -736,8 +736,7 @@ def _invoice_router() -> APIRouter:
         summary="Delete a draft detail; its actual or milestone goes back to the backlog",
     )
     async def delete_detail(invoice_id: UUID, detail_id: UUID, conn: Conn) -> InvoiceOut:
-        await commands.delete_detail(conn, invoice_id, detail_id)
-        return await _invoice(conn, invoice_id)
+        return invoice_out(await commands.delete_detail(conn, invoice_id, detail_id))
 
     @router.post(
         "/invoices/{invoice_id}/review",
@@ -745,8 +744,7 @@ def _invoice_router() -> APIRouter:
         summary="Submit a draft for review",
     )
     async def review(invoice_id: UUID, conn: Conn) -> InvoiceOut:
-        await commands.submit_for_review(conn, invoice_id)
-        return await _invoice(conn, invoice_id)
+        return invoice_out(await commands.submit_for_review(conn, invoice_id))
 
     @router.post(
         "/invoices/{invoice_id}/return-to-draft",
@@ -754,8 +752,7 @@ def _invoice_router() -> APIRouter:
         summary="Take an invoice in review back to draft",
     )
     async def to_draft(invoice_id: UUID, conn: Conn) -> InvoiceOut:
-        await commands.return_to_draft(conn, invoice_id)
-        return await _invoice(conn, invoice_id)
+        return invoice_out(await commands.return_to_draft(conn, invoice_id))
 
     @router.put(
         "/invoices/{invoice_id}/tax",
@@ -763,8 +760,7 @@ def _invoice_router() -> APIRouter:
         summary="Set the invoice's sales tax",
     )
     async def set_tax(invoice_id: UUID, body: TaxIn, conn: Conn) -> InvoiceOut:
-        await commands.set_tax(conn, invoice_id, body.tax_amount)
-        return await _invoice(conn, invoice_id)
+        return invoice_out(await commands.set_tax(conn, invoice_id, body.tax_amount))
 
     @router.post(
         "/invoices/{invoice_id}/confirm",
@@ -772,8 +768,7 @@ def _invoice_router() -> APIRouter:
         summary="Confirm: billing actuals, header and actuals sent to Finance; final",
     )
     async def confirm(invoice_id: UUID, request: Request, conn: Conn) -> InvoiceOut:
-        await commands.confirm_invoice(conn, _settings(request), invoice_id)
-        return await _invoice(conn, invoice_id)
+        return invoice_out(await commands.confirm_invoice(conn, _settings(request), invoice_id))
 
     @router.post(
         "/invoices/{invoice_id}/correct",

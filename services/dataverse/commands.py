@@ -23,6 +23,7 @@ from schemas.vocabulary import (
     MilestoneInvoiceStatus,
     TransactionClass,
 )
+from services.common import outbox
 from services.common.db import DbConnection
 from services.common.logging import get_logger
 from services.common.settings import Settings
@@ -323,15 +324,15 @@ async def edit_detail(
     *,
     quantity: Decimal | None,
     billing_type: BillingType | None,
-) -> None:
-    """Change a draft detail's quantity and/or billing type."""
+) -> repo.StoredInvoice:
+    """Change a draft detail's quantity and/or billing type; returns the invoice as stored."""
     async with conn.transaction():
         stored = await repo.get_invoice(conn, invoice_id, for_update=True)
         _require_detail(stored.invoice, detail_id)
         invoice = domain.edit_detail(
             stored.invoice, detail_id, quantity=quantity, billing_type=billing_type
         )
-        await repo.save_invoice(conn, invoice)
+        saved = await repo.save_invoice(conn, invoice, before=stored.invoice)
     log.info(
         "invoice_detail_edited",
         invoice_id=str(invoice_id),
@@ -339,19 +340,23 @@ async def edit_detail(
         quantity=str(quantity) if quantity is not None else None,
         billing_type=billing_type,
     )
+    return saved
 
 
-async def delete_detail(conn: DbConnection, invoice_id: UUID, detail_id: UUID) -> None:
-    """Delete a draft detail; what it held goes back to the backlog."""
+async def delete_detail(
+    conn: DbConnection, invoice_id: UUID, detail_id: UUID
+) -> repo.StoredInvoice:
+    """Delete a draft detail; what it held goes back to the backlog. Returns the invoice."""
     async with conn.transaction():
         stored = await repo.get_invoice(conn, invoice_id, for_update=True)
         _require_detail(stored.invoice, detail_id)
         actuals, milestones = await _held_records(conn, [stored.invoice.detail(detail_id)])
         change = domain.delete_detail(stored.invoice, detail_id, actuals, milestones)
-        await repo.save_invoice(conn, change.invoice)
+        saved = await repo.save_invoice(conn, change.invoice, before=stored.invoice)
         await repo.update_actuals(conn, change.updated_actuals)
         await repo.update_milestones(conn, change.updated_milestones)
     log.info("invoice_detail_deleted", invoice_id=str(invoice_id), detail_id=str(detail_id))
+    return saved
 
 
 async def delete_invoice(conn: DbConnection, invoice_id: UUID) -> None:
@@ -366,34 +371,44 @@ async def delete_invoice(conn: DbConnection, invoice_id: UUID) -> None:
     log.info("invoice_deleted", invoice_id=str(invoice_id))
 
 
-async def submit_for_review(conn: DbConnection, invoice_id: UUID) -> None:
-    """Draft → in review."""
+async def submit_for_review(conn: DbConnection, invoice_id: UUID) -> repo.StoredInvoice:
+    """Draft → in review; returns the invoice as stored."""
     async with conn.transaction():
         stored = await repo.get_invoice(conn, invoice_id, for_update=True)
-        await repo.save_invoice(conn, domain.submit_for_review(stored.invoice))
+        saved = await repo.save_invoice(
+            conn, domain.submit_for_review(stored.invoice), before=stored.invoice
+        )
     log.info("invoice_submitted_for_review", invoice_id=str(invoice_id))
+    return saved
 
 
-async def return_to_draft(conn: DbConnection, invoice_id: UUID) -> None:
-    """In review → draft."""
+async def return_to_draft(conn: DbConnection, invoice_id: UUID) -> repo.StoredInvoice:
+    """In review → draft; returns the invoice as stored."""
     async with conn.transaction():
         stored = await repo.get_invoice(conn, invoice_id, for_update=True)
-        await repo.save_invoice(conn, domain.return_to_draft(stored.invoice))
+        saved = await repo.save_invoice(
+            conn, domain.return_to_draft(stored.invoice), before=stored.invoice
+        )
     log.info("invoice_returned_to_draft", invoice_id=str(invoice_id))
+    return saved
 
 
-async def set_tax(conn: DbConnection, invoice_id: UUID, tax_amount: Decimal) -> None:
-    """Set the header's tax amount."""
+async def set_tax(conn: DbConnection, invoice_id: UUID, tax_amount: Decimal) -> repo.StoredInvoice:
+    """Set the header's tax amount; returns the invoice as stored."""
     async with conn.transaction():
         stored = await repo.get_invoice(conn, invoice_id, for_update=True)
-        await repo.save_invoice(conn, domain.set_tax(stored.invoice, tax_amount))
+        saved = await repo.save_invoice(
+            conn, domain.set_tax(stored.invoice, tax_amount), before=stored.invoice
+        )
     log.info("invoice_tax_set", invoice_id=str(invoice_id), tax_amount=str(tax_amount))
+    return saved
 
 
 async def confirm_invoice(
     conn: DbConnection, settings: Settings, invoice_id: UUID
-) -> domain.ConfirmResult:
-    """Confirm an invoice: billing actuals, the header and every new actual to the outbox.
+) -> repo.StoredInvoice:
+    """Confirm an invoice: billing actuals, the header and every new actual to the outbox;
+    returns the confirmed invoice as stored.
 
     The invoice row lock serialises confirmations: of two racing requests the second waits,
     then finds the invoice confirmed and is refused (`InvoiceConfirmedError`), so an invoice
@@ -408,28 +423,31 @@ async def confirm_invoice(
         await repo.update_actuals(conn, result.updated_actuals)
         await repo.insert_actuals(conn, result.new_actuals)
         await repo.update_milestones(conn, result.updated_milestones)
-        await repo.save_invoice(
-            conn, result.invoice, expected_billed_lines=result.expected_billed_sales_count
-        )
-        contract = await repo.get_contract(conn, stored.invoice.contract_id)
-        customer = await repo.get_account(conn, stored.invoice.customer_id)
-        methods = {
-            line.billing_method
-            for line in await repo.contract_lines_of(conn, stored.invoice.contract_id)
-            if line.contract_line_id in {il.contract_line_id for il in result.invoice.lines}
-        }
-        await events.add_invoice_confirmed(
+        confirmed = await repo.save_invoice(
             conn,
+            result.invoice,
+            before=stored.invoice,
+            expected_billed_lines=result.expected_billed_sales_count,
+        )
+        terms = await repo.contract_terms(
+            conn, stored.invoice.contract_id, stored.invoice.customer_id
+        )
+        methods = {terms.billing_methods[line.contract_line_id] for line in result.invoice.lines}
+        header = events.invoice_confirmed_row(
             settings,
             result.invoice,
             invoice_number=stored.invoice_number,
             expected_billed_lines=result.expected_billed_sales_count,
-            customer_name=customer["name"],
+            customer_name=terms.customer_name,
             # One billing method when every line has the same, else none (a mixed invoice).
             billing_method=methods.pop() if len(methods) == 1 else None,
-            payment_terms=contract.payment_terms,
+            payment_terms=terms.payment_terms,
         )
-        await events.add_actuals_created(conn, settings, result.new_actuals, invoice_id=invoice_id)
+        # The header first: a proposal exists in Finance before its billed lines arrive.
+        actual_rows = events.actuals_created_rows(
+            settings, result.new_actuals, invoice_id=invoice_id
+        )
+        await outbox.add_many(conn, [header, *actual_rows])
     log.info(
         "invoice_confirmed",
         invoice_id=str(invoice_id),
@@ -438,7 +456,7 @@ async def confirm_invoice(
         new_actuals=len(result.new_actuals),
         expected_billed_lines=result.expected_billed_sales_count,
     )
-    return result
+    return confirmed
 
 
 async def correct_invoice(conn: DbConnection, invoice_id: UUID, invoice_date: date) -> UUID:

@@ -65,14 +65,16 @@ def actual_key(actual: MsdynActual) -> str:
     return str(actual.invoice_id if actual.invoice_id is not None else actual.project_id)
 
 
-async def add_actuals_created(
-    conn: DbConnection,
+OutboxRow = tuple[str, str | None, Envelope[Any]]
+
+
+def actuals_created_rows(
     settings: Settings,
     actuals: Sequence[MsdynActual],
     *,
     invoice_id: UUID | None = None,
-) -> None:
-    """Queue `actuals-created` for the new actuals, in creation order.
+) -> list[OutboxRow]:
+    """The `actuals-created` outbox rows of the new actuals, in creation order.
 
     `invoice_id` is the invoice whose confirmation created them; it is the correlation id of
     all of them (also of an actual put back into the backlog, which carries no invoice id).
@@ -86,7 +88,7 @@ async def add_actuals_created(
     runs = outbox.consecutive_runs(
         actuals, lambda a: (actual_key(a), correlation(a)), MAX_ACTUALS_PER_MESSAGE
     )
-    rows: list[tuple[str, str | None, Envelope[Any]]] = [
+    return [
         (
             topic,
             actual_key(run[0]),
@@ -99,11 +101,21 @@ async def add_actuals_created(
         )
         for run in runs
     ]
-    await outbox.add_many(conn, rows)
 
 
-async def add_invoice_confirmed(
+async def add_actuals_created(
     conn: DbConnection,
+    settings: Settings,
+    actuals: Sequence[MsdynActual],
+    *,
+    invoice_id: UUID | None = None,
+) -> None:
+    """Queue `actuals-created` for the new actuals, in creation order (see
+    `actuals_created_rows`)."""
+    await outbox.add_many(conn, actuals_created_rows(settings, actuals, invoice_id=invoice_id))
+
+
+def invoice_confirmed_row(
     settings: Settings,
     invoice: ProformaInvoice,
     *,
@@ -112,8 +124,8 @@ async def add_invoice_confirmed(
     customer_name: str | None,
     billing_method: Any,
     payment_terms: str | None,
-) -> None:
-    """Queue the confirmed header for Finance's proposal."""
+) -> OutboxRow:
+    """The outbox row of the confirmed header, for Finance's proposal."""
     payload = InvoiceConfirmed(
         invoice_id=invoice.invoice_id,
         invoice_number=invoice_number,
@@ -131,8 +143,7 @@ async def add_invoice_confirmed(
         is_corrective=invoice.is_corrective,
         corrects_invoice_id=invoice.corrects_invoice_id,
     )
-    await outbox.add(
-        conn,
+    return (
         topic_name(Topic.INVOICE_CONFIRMED, settings.topic_prefix),
         str(invoice.invoice_id),
         outbox.envelope(INVOICE_CONFIRMED, SOURCE, payload, correlation_id=str(invoice.invoice_id)),

@@ -236,6 +236,40 @@ async def contract_lines_of(conn: DbConnection, contract_id: UUID) -> list[Contr
     return [_contract_line(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class ContractTerms:
+    """What a confirmed header carries besides the invoice itself."""
+
+    payment_terms: str | None
+    customer_name: str
+    billing_methods: dict[UUID, BillingMethod]  # per contract line
+
+
+async def contract_terms(conn: DbConnection, contract_id: UUID, customer_id: UUID) -> ContractTerms:
+    """The contract's payment terms, the customer's name and each contract line's billing
+    method, in one statement; `NotFound` when the contract or the customer is missing."""
+    row = await conn.fetchrow(
+        "SELECT c.payment_terms, a.name AS customer_name, "
+        "array_remove(array_agg(l.contract_line_id), NULL) AS line_ids, "
+        "array_remove(array_agg(l.billing_method), NULL) AS billing_methods "
+        "FROM project_contract c JOIN account a ON a.account_id = $2 "
+        "LEFT JOIN contract_line l ON l.contract_id = c.contract_id "
+        "WHERE c.contract_id = $1 GROUP BY c.contract_id, a.account_id",
+        contract_id,
+        customer_id,
+    )
+    if row is None:
+        raise NotFound(f"no contract {contract_id} of customer {customer_id}")
+    return ContractTerms(
+        payment_terms=row["payment_terms"],
+        customer_name=row["customer_name"],
+        billing_methods={
+            line_id: BillingMethod(method)
+            for line_id, method in zip(row["line_ids"], row["billing_methods"], strict=True)
+        },
+    )
+
+
 async def get_contract_line(conn: DbConnection, contract_line_id: UUID) -> ContractLine:
     """One contract line; `NotFound` when there is none."""
     row = await conn.fetchrow(
@@ -292,10 +326,13 @@ async def milestones_by_ids(
     conn: DbConnection, milestone_ids: Iterable[UUID], *, for_update: bool = False
 ) -> dict[UUID, Milestone]:
     """The milestones with these ids (missing ones are simply absent), locked in id order."""
+    wanted = sorted(set(milestone_ids))
+    if not wanted:
+        return {}
     rows = await conn.fetch(
         "SELECT * FROM milestone WHERE milestone_id = ANY($1::uuid[]) ORDER BY milestone_id"
         + _lock(for_update),
-        sorted(set(milestone_ids)),
+        wanted,
     )
     return {r["milestone_id"]: _milestone(r) for r in rows}
 
@@ -319,10 +356,11 @@ async def milestones_of_contract(
 
 async def update_milestones(conn: DbConnection, milestones: Iterable[Milestone]) -> None:
     """Write the invoice status of changed milestones (the only field that changes)."""
-    await conn.executemany(
-        "UPDATE milestone SET invoice_status = $2 WHERE milestone_id = $1",
-        [(m.milestone_id, m.invoice_status.value) for m in milestones],
-    )
+    rows = [(m.milestone_id, m.invoice_status.value) for m in milestones]
+    if rows:
+        await conn.executemany(
+            "UPDATE milestone SET invoice_status = $2 WHERE milestone_id = $1", rows
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,15 +398,25 @@ async def entry_exists(conn: DbConnection, entry_id: UUID) -> bool:
 
 _ACTUAL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(MsdynActual))
 # Columns an actual may change after creation (domain.md: "An actual is never edited ...").
-_ACTUAL_MUTABLE = (
-    "billing_status",
-    "adjustment_status",
-    "ready_to_invoice",
-    "voucher",
-    "voucher_date",
-    "exchange_rate",
-    "accounting_currency_amount",
-    "tax_amount",
+_ACTUAL_MUTABLE: dict[str, str] = {
+    "billing_status": "text",
+    "adjustment_status": "text",
+    "ready_to_invoice": "boolean",
+    "voucher": "text",
+    "voucher_date": "date",
+    "exchange_rate": "numeric",
+    "accounting_currency_amount": "numeric",
+    "tax_amount": "numeric",
+}
+# Column name → SQL type: the unnest arrays of `update_actuals` are typed from it.
+_UPDATE_ACTUALS = (
+    "UPDATE msdyn_actual a SET "
+    + ", ".join(f"{name} = u.{name}" for name in _ACTUAL_MUTABLE)
+    + " FROM unnest($1::uuid[], "
+    + ", ".join(f"${n}::{sql}[]" for n, sql in enumerate(_ACTUAL_MUTABLE.values(), start=2))
+    + ") AS u(actual_id, "
+    + ", ".join(_ACTUAL_MUTABLE)
+    + ") WHERE a.actual_id = u.actual_id"
 )
 _ENUM_FIELDS: dict[str, type[Any]] = {
     "transaction_type": TransactionType,
@@ -409,14 +457,18 @@ async def insert_actuals(conn: DbConnection, actuals: Sequence[MsdynActual]) -> 
 
 
 async def update_actuals(conn: DbConnection, actuals: Iterable[MsdynActual]) -> None:
-    """Write the mutable fields of changed actuals; everything else of an actual is final."""
-    sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(_ACTUAL_MUTABLE, start=2))
-    await conn.executemany(
-        f"UPDATE msdyn_actual SET {sets} WHERE actual_id = $1",
-        [
-            (a.actual_id, *(_db_value(getattr(a, name)) for name in _ACTUAL_MUTABLE))
-            for a in actuals
-        ],
+    """Write the mutable fields of changed actuals; everything else of an actual is final.
+
+    One statement for all of them (a confirmation settles one actual per line): the last
+    version of an actual listed twice wins, as it would row by row.
+    """
+    latest = {a.actual_id: a for a in actuals}
+    if not latest:
+        return
+    await conn.execute(
+        _UPDATE_ACTUALS,
+        list(latest),
+        *([_db_value(getattr(a, name)) for a in latest.values()] for name in _ACTUAL_MUTABLE),
     )
 
 
@@ -624,19 +676,26 @@ async def _insert_lines(conn: DbConnection, invoice: ProformaInvoice) -> None:
 
 
 async def save_invoice(
-    conn: DbConnection, invoice: ProformaInvoice, *, expected_billed_lines: int | None = None
-) -> None:
-    """Write a changed invoice: header fields, and its lines and details rewritten whole.
+    conn: DbConnection,
+    invoice: ProformaInvoice,
+    *,
+    before: ProformaInvoice,
+    expected_billed_lines: int | None = None,
+) -> StoredInvoice:
+    """Write a changed invoice and return it as stored: header fields, and its lines and
+    details when they differ from `before` (the invoice as read under the caller's lock).
 
-    Rewriting the lines is simpler than diffing them and safe: the caller holds the invoice
-    row locked, and only drafts change lines (a confirmed invoice is final).
+    Changed lines are rewritten whole: simpler than diffing them and safe, since the caller
+    holds the invoice row locked. A status change, a tax change or a confirmation leaves the
+    lines as they are (a confirmation used to rewrite every detail of the invoice).
     """
     confirmed = invoice.status is InvoiceStatus.CONFIRMED
-    await conn.execute(
+    row = await conn.fetchrow(
         "UPDATE proforma_invoice SET status = $2, tax_amount = $3, invoice_date = $4, "
         "expected_billed_lines = COALESCE($5, expected_billed_lines), "
         "confirmed_at = CASE WHEN $6 AND confirmed_at IS NULL THEN now() ELSE confirmed_at END "
-        "WHERE invoice_id = $1",
+        "WHERE invoice_id = $1 "
+        "RETURNING invoice_number, expected_billed_lines, created_at, confirmed_at",
         invoice.invoice_id,
         invoice.status.value,
         invoice.tax_amount,
@@ -644,8 +703,12 @@ async def save_invoice(
         expected_billed_lines,
         confirmed,
     )
-    await conn.execute("DELETE FROM invoice_line WHERE invoice_id = $1", invoice.invoice_id)
-    await _insert_lines(conn, invoice)
+    if row is None:
+        raise NotFound(f"no invoice {invoice.invoice_id}")
+    if invoice.lines != before.lines:
+        await conn.execute("DELETE FROM invoice_line WHERE invoice_id = $1", invoice.invoice_id)
+        await _insert_lines(conn, invoice)
+    return _stored(invoice, row)
 
 
 async def delete_invoice_row(conn: DbConnection, invoice_id: UUID) -> None:
@@ -669,27 +732,33 @@ def _detail(row: asyncpg.Record) -> InvoiceLineDetail:
     )
 
 
+def _stored(invoice: ProformaInvoice, row: asyncpg.Record) -> StoredInvoice:
+    return StoredInvoice(
+        invoice=invoice,
+        invoice_number=row["invoice_number"],
+        expected_billed_lines=row["expected_billed_lines"],
+        created_at=row["created_at"],
+        confirmed_at=row["confirmed_at"],
+    )
+
+
 async def _stored_invoice(conn: DbConnection, row: asyncpg.Record) -> StoredInvoice:
-    line_rows = await conn.fetch(
-        "SELECT line_id, contract_line_id FROM invoice_line WHERE invoice_id = $1 "
-        "ORDER BY line_number",
+    # Lines and their details in one statement (a line without details has one row of
+    # nulls): one round trip fewer on every read of an invoice.
+    rows = await conn.fetch(
+        "SELECT l.line_id AS invoice_line_id, l.contract_line_id AS line_contract_line_id, d.* "
+        "FROM invoice_line l LEFT JOIN invoice_line_detail d ON d.line_id = l.line_id "
+        "WHERE l.invoice_id = $1 ORDER BY l.line_number, d.detail_number",
         row["invoice_id"],
     )
-    detail_rows = await conn.fetch(
-        "SELECT d.* FROM invoice_line_detail d JOIN invoice_line l ON l.line_id = d.line_id "
-        "WHERE l.invoice_id = $1 ORDER BY d.detail_number",
-        row["invoice_id"],
-    )
-    by_line: dict[UUID, list[InvoiceLineDetail]] = {}
-    for d in detail_rows:
-        by_line.setdefault(d["line_id"], []).append(_detail(d))
+    by_line: dict[UUID, tuple[UUID, list[InvoiceLineDetail]]] = {}
+    for r in rows:
+        _, details = by_line.setdefault(r["invoice_line_id"], (r["line_contract_line_id"], []))
+        if r["detail_id"] is not None:
+            details.append(_detail(r))
     lines = tuple(
-        InvoiceLine(
-            line_id=lr["line_id"],
-            contract_line_id=lr["contract_line_id"],
-            details=tuple(by_line.get(lr["line_id"], [])),
-        )
-        for lr in line_rows
+        InvoiceLine(line_id=line_id, contract_line_id=contract_line_id, details=tuple(details))
+        for line_id, (contract_line_id, details) in by_line.items()
     )
     invoice = ProformaInvoice(
         invoice_id=row["invoice_id"],
@@ -704,13 +773,7 @@ async def _stored_invoice(conn: DbConnection, row: asyncpg.Record) -> StoredInvo
         is_corrective=row["is_corrective"],
         corrects_invoice_id=row["corrects_invoice_id"],
     )
-    return StoredInvoice(
-        invoice=invoice,
-        invoice_number=row["invoice_number"],
-        expected_billed_lines=row["expected_billed_lines"],
-        created_at=row["created_at"],
-        confirmed_at=row["confirmed_at"],
-    )
+    return _stored(invoice, row)
 
 
 async def get_invoice(

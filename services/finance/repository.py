@@ -148,43 +148,33 @@ async def load_setups(
 ) -> dict[str, LegalEntitySetup]:
     """The domain's setup of the named legal entities (all when None); unknown ids are absent."""
     ids = None if legal_entity_ids is None else sorted(set(legal_entity_ids))
+    # One statement, each entity with its mapping, rates and periods as arrays of rows: the
+    # setup is read by every consumed batch and every import, and was four round trips.
     entities = await conn.fetch(
-        "SELECT * FROM legal_entity WHERE $1::text[] IS NULL OR legal_entity_id = ANY($1)", ids
+        "SELECT e.legal_entity_id, e.accounting_currency, e.move_to_next_open_period, "
+        "ARRAY(SELECT (m.billing_type, m.line_property) FROM line_property_mapping m "
+        "WHERE m.legal_entity_id = e.legal_entity_id) AS line_properties, "
+        "ARRAY(SELECT (r.from_currency, r.to_currency, r.valid_from, r.rate) "
+        "FROM exchange_rate r WHERE r.legal_entity_id = e.legal_entity_id) AS exchange_rates, "
+        "ARRAY(SELECT (p.year, p.month, p.closed) FROM fiscal_period p "
+        "WHERE p.legal_entity_id = e.legal_entity_id ORDER BY p.year, p.month) AS fiscal_periods "
+        "FROM legal_entity e WHERE $1::text[] IS NULL OR e.legal_entity_id = ANY($1)",
+        ids,
     )
-    if not entities:
-        return {}
-    found = [e["legal_entity_id"] for e in entities]
-    mappings = await conn.fetch(
-        "SELECT * FROM line_property_mapping WHERE legal_entity_id = ANY($1)", found
-    )
-    rates = await conn.fetch("SELECT * FROM exchange_rate WHERE legal_entity_id = ANY($1)", found)
-    periods = await conn.fetch(
-        "SELECT * FROM fiscal_period WHERE legal_entity_id = ANY($1) ORDER BY year, month", found
-    )
-    setups: dict[str, LegalEntitySetup] = {}
-    for e in entities:
-        le = e["legal_entity_id"]
-        setups[le] = LegalEntitySetup(
-            legal_entity_id=le,
+    return {
+        e["legal_entity_id"]: LegalEntitySetup(
+            legal_entity_id=e["legal_entity_id"],
             accounting_currency=e["accounting_currency"],
             line_properties={
-                BillingType(m["billing_type"]): m["line_property"]
-                for m in mappings
-                if m["legal_entity_id"] == le
+                BillingType(billing_type): line_property
+                for billing_type, line_property in e["line_properties"]
             },
-            exchange_rates=tuple(
-                ExchangeRate(r["from_currency"], r["to_currency"], r["valid_from"], r["rate"])
-                for r in rates
-                if r["legal_entity_id"] == le
-            ),
-            fiscal_periods=tuple(
-                FiscalPeriod(p["year"], p["month"], p["closed"])
-                for p in periods
-                if p["legal_entity_id"] == le
-            ),
+            exchange_rates=tuple(ExchangeRate(*rate) for rate in e["exchange_rates"]),
+            fiscal_periods=tuple(FiscalPeriod(*period) for period in e["fiscal_periods"]),
             move_to_next_open_period=e["move_to_next_open_period"],
         )
-    return setups
+        for e in entities
+    }
 
 
 def setup_to_dict(setup: LegalEntitySetup) -> dict[str, Any]:

@@ -344,22 +344,33 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
         results["raw_broker"] = asdict(broker)
         results["raw_database_commits_per_s"] = await measure_database(settings)
         results["memory_mb_start"] = service_memory_mb(settings)
+        # Resident memory after each phase: a leak grows with the work done, a warmed-up
+        # plateau does not, and the scaled run does ten times the work of the first.
+        by_phase = {"start": results["memory_mb_start"]}
+        results["memory_mb_by_phase"] = by_phase
         work = Workload(services)
         await work.setup()
         console.print(f"pipeline: {sizes.invoices} invoices × {sizes.lines} lines…")
         one = await pipeline_throughput(work, sizes.invoices, sizes.lines)
         results["pipeline"] = one
+        by_phase["pipeline"] = service_memory_mb(settings)
         console.print(f"latency at {sizes.offered_per_s:.0f} invoices/s…")
         results["latency"] = await latency_at_offered_load(
             work, sizes.latency_invoices, sizes.offered_per_s
         )
+        by_phase["latency"] = service_memory_mb(settings)
         console.print(f"one invoice of {sizes.large_lines} lines…")
         results["large_invoice"] = await large_invoice(work, sizes.large_lines)
+        by_phase["large_invoice"] = service_memory_mb(settings)
         scaled = sizes.invoices * sizes.scale_factor
         console.print(f"scaling: {scaled} invoices × {sizes.lines} lines…")
         many = await pipeline_throughput(work, scaled, sizes.lines)
         results["pipeline_scaled"] = many
-        results["memory_mb_end"] = service_memory_mb(settings)
+        results["memory_mb_end"] = by_phase["pipeline_scaled"] = service_memory_mb(settings)
+        results["memory_growth_mb_during_scaled_run"] = {
+            name: mb - by_phase["large_invoice"][name]
+            for name, mb in results["memory_mb_end"].items()
+        }
         results["ratios"] = {
             "pipeline_actuals_per_s_over_raw_broker_msgs_per_s": (
                 one["billed_actuals_per_s_to_staging"] / broker.produce_consume_msgs_per_s
@@ -391,6 +402,13 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
     for section, values in results.items():
         items = values.items() if isinstance(values, dict) else [("", values)]
         for key, value in items:
-            shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
-            table.add_row(section, key, shown)
+            table.add_row(section, key, _shown(value))
     console.print(table)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, dict):  # per service, e.g. memory after a phase
+        return ", ".join(f"{name} {_shown(v)}" for name, v in value.items())
+    return str(value)

@@ -42,5 +42,11 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
     assert figures["raw_database_commits_per_s"] > 0
     assert len(figures["ratios"]) == 3
     assert all(value > 0 for value in figures["ratios"].values())
-    for moment in ("memory_mb_start", "memory_mb_end"):
-        assert sorted(figures[moment]) == ["bridge", "dataverse", "finance"]
+    services = ["bridge", "dataverse", "finance"]
+    for moment in ("memory_mb_start", "memory_mb_end", "memory_growth_mb_during_scaled_run"):
+        assert sorted(figures[moment]) == services
+    phases = ["start", "pipeline", "latency", "large_invoice", "pipeline_scaled"]
+    assert list(figures["memory_mb_by_phase"]) == phases
+    for phase in phases:
+        assert sorted(figures["memory_mb_by_phase"][phase]) == services
+        assert all(mb > 0 for mb in figures["memory_mb_by_phase"][phase].values())
