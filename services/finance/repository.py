@@ -7,7 +7,7 @@ the unit of work (a handler's inbox transaction, one import unit, one posting).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -498,17 +498,20 @@ async def count_staging(
     imported: bool | None = None,
     status: str | None = None,
     transaction_type: str | None = None,
-) -> int:
-    """How many staged rows match the same filters as `list_staging`."""
-    count: int = await conn.fetchval(
-        f"SELECT count(*) FROM actuals_staging WHERE {_STAGING_FILTER}",
+) -> tuple[int, datetime | None]:
+    """How many staged rows match the same filters as `list_staging`, and when the latest
+    of them was received (None when there is none)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS count, max(received_at) AS last_received_at "
+        f"FROM actuals_staging WHERE {_STAGING_FILTER}",
         legal_entity,
         invoice_id,
         imported,
         status,
         transaction_type,
     )
-    return count
+    assert row is not None  # an aggregate always answers one row
+    return row["count"], row["last_received_at"]
 
 
 _STAGING_FILTER = (

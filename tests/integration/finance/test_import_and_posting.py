@@ -128,8 +128,12 @@ async def test_time_and_material_invoice_from_staging_to_posted_invoice(finance:
     assert Decimal(detail["accounting_currency_amount"]) == Decimal("1600.00")
     assert Decimal(detail["tax_amount"]) == Decimal("160.00")
     assert len(await finance.get("/staging", transaction_type="cost")) == 1
-    assert await finance.get("/staging/count", transaction_type="cost") == {"count": 1}
-    assert await finance.get("/staging/count", transaction_type="billed_sales") == {"count": 1}
+    for transaction_type in ("cost", "billed_sales"):
+        counted = await finance.get("/staging/count", transaction_type=transaction_type)
+        assert counted["count"] == 1
+        assert counted["last_received_at"] is not None
+    nothing = await finance.get("/staging/count", legal_entity="NONE")
+    assert nothing == {"count": 0, "last_received_at": None}
     (row,) = await finance.get("/staging", invoice_id=str(invoice_id))
     assert row["voucher"] == invoice["voucher"]
     assert row["imported"] is True
