@@ -171,8 +171,10 @@ class EntryIn(_In):
     cost_rate: NonNegative | None = None
     bill_rate: NonNegative | None = None
     document_date: date
-    resource: str | None = None
-    role: str | None = None
+    # Bounded like Dataverse's name columns; it also bounds an `actuals-created` message,
+    # which carries up to 500 actuals and must stay under the producer's request size.
+    resource: Name | None = None
+    role: Name | None = None
 
 
 class ActualOut(BaseModel):

@@ -6,6 +6,7 @@ It asserts presence and positivity, never a speed: speed lives in `make bench`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ FIGURES = {
         "billed_actuals_per_s_to_staging",
         "proposals_per_s_to_lines",
         "accounting_back_s_after_posting",
+        "cpu_ms_per_billed_actual",
     ],
     "latency": [
         "confirm_to_header_p50_ms",
@@ -43,6 +45,19 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
     assert len(figures["ratios"]) == 3
     assert all(value > 0 for value in figures["ratios"].values())
     services = ["bridge", "dataverse", "finance"]
+    # The local broker and PostgreSQL are measured too; ones configured elsewhere are not.
+    local = [
+        name
+        for name, elsewhere in (
+            ("broker", "DWSIM_KAFKA_BOOTSTRAP"),
+            ("postgres", "DWSIM_DATABASE_URL"),
+        )
+        if not os.environ.get(elsewhere)
+    ]
+    cpu = figures["pipeline"]["cpu_s_confirm_to_staging"]
+    assert sorted(cpu) == sorted([*services, *local])
+    # CPU time is counted in ticks of 10 ms: a quick run may leave one process at zero.
+    assert all(seconds >= 0 for seconds in cpu.values())
     for moment in ("memory_mb_start", "memory_mb_end", "memory_growth_mb_during_scaled_run"):
         assert sorted(figures[moment]) == services
     phases = ["start", "pipeline", "latency", "large_invoice", "pipeline_scaled"]

@@ -149,6 +149,14 @@ async def test_invalid_bodies_are_422_naming_the_field_and_write_nothing(
         422,
         "transaction_class",
     )
+    # Longer than a Dataverse name: 500 such actuals would not fit one message.
+    body = await refused_without_writing(
+        dataverse,
+        lambda: client.post("/entries/approve", json={**entry, "quantity": 8, "role": "r" * 201}),
+        422,
+        "role",
+    )
+    assert body["detail"][0]["loc"] == ["body", "role"]
     await refused_without_writing(
         dataverse,
         lambda: client.post(

@@ -1,0 +1,63 @@
+"""What the stack's processes use: resident memory and CPU seconds, read from the OS.
+
+The benchmark reports them beside its speeds: on a small machine the pipeline is bound by the
+CPU its processes share, and where those seconds go says what to make cheaper next.
+"""
+
+from __future__ import annotations
+
+import psutil
+
+from infra import broker, postgres
+from services.common.settings import SERVICES, Settings
+from services.simulator.processes import service_status
+
+
+def service_memory_mb(settings: Settings) -> dict[str, float]:
+    """Resident memory of each running service."""
+    memory = {}
+    for name in SERVICES:
+        status = service_status(settings, name)
+        if status.pid:
+            memory[name] = psutil.Process(status.pid).memory_info().rss / 2**20
+    return memory
+
+
+def stack_cpu_s(settings: Settings) -> dict[str, float]:
+    """CPU seconds used so far by each service, the local broker and the local PostgreSQL.
+
+    PostgreSQL is all its processes: the live ones, and through the postmaster's reaped
+    children, the backends that have exited. A broker or database configured elsewhere
+    (`DWSIM_KAFKA_BOOTSTRAP`, `DWSIM_DATABASE_URL`) is not on this machine and is left out.
+    """
+    pids = {name: service_status(settings, name).pid for name in SERVICES}
+    pids["broker"] = broker.status(settings).pid
+    pids["postgres"] = postgres.status(settings).pid
+    used: dict[str, float] = {}
+    for name, pid in pids.items():
+        if pid is None:
+            continue
+        try:
+            used[name] = _cpu_s(psutil.Process(pid), with_children=name == "postgres")
+        except psutil.Error:
+            continue  # stopped between the status read and now
+    return used
+
+
+def _cpu_s(process: psutil.Process, *, with_children: bool) -> float:
+    times = process.cpu_times()
+    total: float = times.user + times.system
+    if with_children:
+        total += times.children_user + times.children_system
+        for child in process.children(recursive=True):
+            try:
+                child_times = child.cpu_times()
+            except psutil.Error:
+                continue  # exited meanwhile: now counted in the parent's reaped children
+            total += child_times.user + child_times.system
+    return total
+
+
+def cpu_used_since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per process between two readings of `stack_cpu_s`."""
+    return {name: after[name] - before[name] for name in after if name in before}
