@@ -83,7 +83,20 @@ async def test_two_workers_split_partitions_and_a_rebalance_duplicates_no_effect
                 first.signal(signal.SIGTERM)  # rebalance mid-stream
     assert first.wait_exit(10) == 0
     await wait_for(lambda: _at_least(settings, total), 60, what=f"{total} records")
-    assert len(await second.assigned()) == 36
+
+    # The first worker may drain its partitions before it leaves, so every record can be in
+    # while the group is still rebalancing: wait for the takeover (it once read 18 of 36
+    # here), then prove it with records on every partition.
+    async def taken_over() -> bool:
+        return len(await second.assigned()) == 36
+
+    await wait_for(taken_over, 30, what="the second worker to hold all 36 partitions")
+    after = 60
+    async with Publisher(settings) as dataverse:
+        for _ in range(after):
+            await dataverse.actual(actual_created(invoice_id=invoice_confirmed().invoice_id))
+    total += after
+    await wait_for(lambda: _at_least(settings, total), 60, what=f"{total} records")
     await _effects_once(settings, total)
     async with TopicReader(settings, Topic.FO_ACTUALS_STAGING) as finance:
         staged = await finance.until(lambda ms: len(ms) >= total, what=f"{total} staging rows")
