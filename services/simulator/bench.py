@@ -342,6 +342,17 @@ async def large_invoice(work: Workload, lines: int) -> dict[str, float]:
     return {"lines": lines, "confirm_to_all_lines_s": time.monotonic() - started}
 
 
+async def idle_cpu_cores(settings: Settings, seconds: float = 3.0) -> dict[str, float]:
+    """The share of a core each process of the stack uses with nothing to do: polling that
+    every figure under load pays too (consumers fetch every `fetch_max_wait_ms`, since the
+    local broker does not answer a waiting fetch early; relays poll their outbox)."""
+    before = stack_cpu_s(settings)
+    await asyncio.sleep(seconds)
+    return {
+        name: used / seconds for name, used in cpu_used_since(before, stack_cpu_s(settings)).items()
+    }
+
+
 async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> dict[str, Any]:
     """Every measurement, in order, with the ratios."""
     services = Services(settings)
@@ -361,6 +372,7 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
         results["memory_mb_by_phase"] = by_phase
         work = Workload(services)
         await work.setup()
+        results["idle_cpu_cores"] = await idle_cpu_cores(settings)
         console.print(f"pipeline: {sizes.invoices} invoices × {sizes.lines} lines…")
         one = await pipeline_throughput(work, settings, sizes.invoices, sizes.lines)
         results["pipeline"] = one
