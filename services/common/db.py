@@ -47,11 +47,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """What a connection goes through on its way back to the pool, after asyncpg has rolled
     back any open transaction: nothing more.
 
-    asyncpg's default runs `RESET ALL; UNLISTEN *; CLOSE ALL; pg_advisory_unlock_all()`, one
-    more round trip on every request and every consumed batch, and on this kind of machine a
-    round trip is the largest cost a request has. The services leave no session state on a
-    pooled connection: no SET, no cursor outside a transaction; what takes an advisory lock or
-    listens (the outbox relay's leader, the migrations) uses `session_connection`.
+    asyncpg's default runs `RESET ALL; UNLISTEN *; CLOSE ALL; pg_advisory_unlock_all()`: one
+    more round trip, waking the server process once more, on every request and every consumed
+    batch. The services leave no session state on a pooled connection: no SET, no cursor
+    outside a transaction; what takes an advisory lock or listens (the outbox relay's leader,
+    the migrations) uses `session_connection`.
     """
 
 

@@ -443,7 +443,7 @@ async def confirm_invoice(
             billing_method=methods.pop() if len(methods) == 1 else None,
             payment_terms=terms.payment_terms,
         )
-        # The header first: a proposal exists in Finance before its billed lines arrive.
+        # One outbox statement: the header first, then the actuals in creation order.
         actual_rows = events.actuals_created_rows(
             settings, result.new_actuals, invoice_id=invoice_id
         )
