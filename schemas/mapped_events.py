@@ -1,16 +1,17 @@
 """Records the bridge writes, named as the target entity names them (see bridge table maps).
 
 `fo-invoice-proposals` carries Finance's project invoice proposal header (data-entity names);
-`fo-actuals-staging` a row of Finance's actuals staging table and `dv-actuals-accounting` the
-accounting detail for a Dataverse actual (both `msdyn_` names). Option-set values arrive as the
-labels the table map's value maps produce (e.g. "BilledSales").
+`fo-actuals-staging` rows of Finance's actuals staging table and `dv-actuals-accounting` the
+accounting detail for Dataverse actuals (both `msdyn_` names), a run of records per message,
+each with the bridge's record id. Option-set values arrive as the labels the table map's value
+maps produce (e.g. "BilledSales").
 """
 
 from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,8 @@ TransactionTypeOption = Literal["Cost", "UnbilledSales", "BilledSales"]
 TransactionClassOption = Literal["Time", "Expense", "Material", "Milestone", "Fee"]
 BillingTypeOption = Literal["Chargeable", "NonChargeable", "Complimentary"]
 BillingMethodOption = Literal["TimeAndMaterial", "FixedPrice"]
+
+R = TypeVar("R", bound=BaseModel)
 
 
 class ProposalHeaderRecord(BaseModel):
@@ -80,3 +83,40 @@ class ActualAccountingRecord(BaseModel):
     msdyn_exchangerate: Decimal
     msdyn_amountaccountingcurrency: Decimal
     msdyn_salestaxamount: Decimal | None = None
+
+
+class BridgeRecord(BaseModel, Generic[R]):
+    """One mapped record in a message that carries several, with the bridge's record id.
+
+    The target answers each record on `sync-receipts` by `record_id` (the receipt's
+    `source_event_id`); every re-send of the record carries the same id.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    record_id: UUID
+    record: R
+
+
+class StagingActualRecords(BaseModel):
+    """`fo-actuals-staging`: a run of mapped actuals that share a message key (their invoice,
+    else their project), in order.
+
+    One message per run of the records one bridge transaction forwards, as dual-write writes a
+    batch of rows to the staging table, not one message per actual: the per-message costs
+    (envelope, outbox row, publish, inbox row, parse) were paid twice per invoice line.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    records: list[BridgeRecord[StagingActualRecord]] = Field(min_length=1)
+
+
+class ActualAccountingRecords(BaseModel):
+    """`dv-actuals-accounting`: a run of accounting details that share a message key (the
+    posted invoice, else the journal's actual), in order; one message per run, as for staging.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    records: list[BridgeRecord[ActualAccountingRecord]] = Field(min_length=1)

@@ -19,9 +19,10 @@ class ReceiptOutcome(StrEnum):
 class SyncReceipt(BaseModel):
     """Answer of Finance or Dataverse to one mapped record the bridge sent.
 
-    `source_event_id` is the bridge's record id: the mapped event's `causation_id` (the bridge
-    sets it; every re-send of the record carries the same one), and `map_name` the mapped
-    event's `source`. A target answers every delivery it applies or refuses, re-sends included,
+    `source_event_id` is the bridge's record id: the item's `record_id` in a message that
+    carries several records, else the mapped event's `causation_id` (the bridge sets both;
+    every re-send of the record carries the same id), and `map_name` the mapped event's
+    `source`. A target answers every delivery it applies or refuses, re-sends included,
     so a receipt lost with a broker restart is answered again at the next re-send.
     """
 

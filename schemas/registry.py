@@ -8,7 +8,13 @@ from pydantic import BaseModel
 
 from schemas.dataverse_events import ActualsCreated, InvoiceConfirmed
 from schemas.finance_events import InvoicePosted, JournalPosted, ProposalHeaderChanged
-from schemas.mapped_events import ActualAccountingRecord, ProposalHeaderRecord, StagingActualRecord
+from schemas.mapped_events import (
+    ActualAccountingRecord,
+    ActualAccountingRecords,
+    ProposalHeaderRecord,
+    StagingActualRecord,
+    StagingActualRecords,
+)
 from schemas.receipts import SyncReceipts
 from schemas.topics import Topic
 
@@ -19,7 +25,20 @@ TOPIC_PAYLOADS: Final[dict[Topic, type[BaseModel]]] = {
     Topic.JOURNAL_POSTED: JournalPosted,
     Topic.PROPOSAL_HEADER_CHANGED: ProposalHeaderChanged,
     Topic.FO_INVOICE_PROPOSALS: ProposalHeaderRecord,
-    Topic.FO_ACTUALS_STAGING: StagingActualRecord,
-    Topic.DV_ACTUALS_ACCOUNTING: ActualAccountingRecord,
+    Topic.FO_ACTUALS_STAGING: StagingActualRecords,
+    Topic.DV_ACTUALS_ACCOUNTING: ActualAccountingRecords,
     Topic.SYNC_RECEIPTS: SyncReceipts,
 }
+
+# What one record the bridge maps for each target topic is. The topics of RECORD_RUN_TOPICS
+# carry runs of them (`BridgeRecord` items, each with its record id); the others one record
+# per message, whose record id is the envelope's causation id.
+MAPPED_RECORD_MODELS: Final[dict[Topic, type[BaseModel]]] = {
+    Topic.FO_INVOICE_PROPOSALS: ProposalHeaderRecord,
+    Topic.FO_ACTUALS_STAGING: StagingActualRecord,
+    Topic.DV_ACTUALS_ACCOUNTING: ActualAccountingRecord,
+}
+RECORD_RUN_TOPICS: Final = frozenset({Topic.FO_ACTUALS_STAGING, Topic.DV_ACTUALS_ACCOUNTING})
+# Records per message at most on those topics: about 900 bytes each, so a message stays far
+# below the broker's default size limit (1 MiB).
+MAX_RECORDS_PER_MESSAGE: Final = 500

@@ -31,7 +31,12 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.envelope import Envelope
 from schemas.receipts import DeadLetter, ReceiptOutcome, SyncReceipt
-from schemas.registry import TOPIC_PAYLOADS
+from schemas.registry import (
+    MAPPED_RECORD_MODELS,
+    MAX_RECORDS_PER_MESSAGE,
+    RECORD_RUN_TOPICS,
+    TOPIC_PAYLOADS,
+)
 from schemas.topics import Topic, topic_name
 from services.bridge import repository as repo
 from services.bridge.domain import NOT_SYNCED_MAP_STOPPED as HELD_REASON
@@ -104,9 +109,12 @@ EVENT_TYPES: Final[dict[str, str]] = {
 }
 
 # Target topics whose message key is the incoming message's key rather than the record key:
-# staging rows keep `actuals-created`'s key (invoice id, else project id), so every actual of
-# one invoice stays on one partition, in order.
-KEEPS_SOURCE_KEY: Final = frozenset({Topic.FO_ACTUALS_STAGING.value})
+# staging rows keep `actuals-created`'s key (invoice id, else project id) and accounting
+# details that of the posting (the invoice, else the journal's actual), so the records of one
+# invoice stay on one partition, in order, and can share messages.
+KEEPS_SOURCE_KEY: Final = frozenset(
+    {Topic.FO_ACTUALS_STAGING.value, Topic.DV_ACTUALS_ACCOUNTING.value}
+)
 
 # Record ids are uuid5 in this namespace of (source event id, leg, record key): the same
 # source event always gives the same record, whatever worker maps it and however often.
@@ -358,7 +366,7 @@ class BridgeProcessor:
             return
         inserted = await repo.insert_records(conn, records, sent=True)
         await outbox.add_many(
-            conn, [self._outgoing(_as_row(r)) for r in records if r.record_id in inserted]
+            conn, self._outgoing([_as_row(r) for r in records if r.record_id in inserted])
         )
 
     async def _settle(self, conn: DbConnection, state: MapState, record: repo.NewRecord) -> None:
@@ -382,7 +390,7 @@ class BridgeProcessor:
         what = arrival(state)
         if what is Arrival.FORWARD:
             if await repo.insert_record(conn, record):
-                await self.send(conn, _as_row(record), in_catch_up=False)
+                await self.send_many(conn, [_as_row(record)], in_catch_up=False)
         elif what is Arrival.QUEUE:
             size = len(json.dumps(record.payload))
             figures = await repo.queue_figures(conn, record.map_name)
@@ -407,31 +415,63 @@ class BridgeProcessor:
             held = _replace(record, status=SyncStatus.NOT_SYNCED, reason=HELD_REASON)
             await repo.insert_record(conn, held)
 
-    async def send(self, conn: DbConnection, row: dict[str, Any], *, in_catch_up: bool) -> None:
-        """Put the record's mapped payload in the outbox, as a new event; it becomes pending."""
-        attempts = await repo.mark_sent(conn, row["record_id"], in_catch_up=in_catch_up)
-        topic, key, envelope = self._outgoing(row)
-        await outbox.add(conn, topic, key, envelope)
-        log.debug(
-            "record_sent",
-            map=row["map_name"],
-            key=row["record_key"],
-            attempts=attempts,
-            invoice_id=row["invoice_id"],
-        )
+    async def send_many(
+        self, conn: DbConnection, rows: list[dict[str, Any]], *, in_catch_up: bool | None
+    ) -> None:
+        """Put stored records' mapped payloads in the outbox, as new events, in order; they
+        become pending. `in_catch_up=None` keeps each record's own flag (a re-send)."""
+        for row in rows:
+            flag = row["sent_in_catch_up"] if in_catch_up is None else in_catch_up
+            attempts = await repo.mark_sent(conn, row["record_id"], in_catch_up=flag)
+            log.debug(
+                "record_sent",
+                map=row["map_name"],
+                key=row["record_key"],
+                attempts=attempts,
+                invoice_id=row["invoice_id"],
+            )
+        await outbox.add_many(conn, self._outgoing(rows))
 
-    def _outgoing(self, row: dict[str, Any]) -> tuple[str, str | None, Envelope[Any]]:
-        """The outbox row (topic, key, event) that carries a record's payload to its target."""
-        target = Topic(row["target_topic"])
-        payload = TOPIC_PAYLOADS[target].model_validate(row["payload"])
-        envelope = outbox.envelope(
-            EVENT_TYPES[target],
-            row["map_name"],
-            payload,
-            correlation_id=row["correlation_id"],
-            causation_id=row["record_id"],
-        )
-        return topic_name(target, self.settings.topic_prefix), row["message_key"], envelope
+    def _outgoing(self, rows: list[dict[str, Any]]) -> list[tuple[str, str | None, Envelope[Any]]]:
+        """The outbox rows (topic, key, event) that carry records' payloads to their targets.
+
+        On a topic that carries runs (`RECORD_RUN_TOPICS`), consecutive records of one map,
+        message key and invoice share a message, up to `MAX_RECORDS_PER_MESSAGE`, each with
+        its record id; any other record travels alone, its record id the causation id. The
+        messages keep the records' order, and one record's sends always share its key.
+        """
+
+        def group(row: dict[str, Any]) -> Any:
+            if row["target_topic"] in RECORD_RUN_TOPICS:
+                return (
+                    row["target_topic"],
+                    row["map_name"],
+                    row["message_key"],
+                    row["correlation_id"],
+                )
+            return row["record_id"]
+
+        outgoing: list[tuple[str, str | None, Envelope[Any]]] = []
+        for run in outbox.consecutive_runs(rows, group, MAX_RECORDS_PER_MESSAGE):
+            first = run[0]
+            target = Topic(first["target_topic"])
+            if target in RECORD_RUN_TOPICS:
+                items = [{"record_id": r["record_id"], "record": r["payload"]} for r in run]
+                payload = TOPIC_PAYLOADS[target].model_validate({"records": items})
+                causation_id = None
+            else:
+                payload = TOPIC_PAYLOADS[target].model_validate(first["payload"])
+                causation_id = first["record_id"]
+            envelope = outbox.envelope(
+                EVENT_TYPES[target],
+                first["map_name"],
+                payload,
+                correlation_id=first["correlation_id"],
+                causation_id=causation_id,
+            )
+            topic = topic_name(target, self.settings.topic_prefix)
+            outgoing.append((topic, first["message_key"], envelope))
+        return outgoing
 
     # ----------------------------------------------------------------------------------------
     # Receipts
@@ -643,8 +683,7 @@ class BridgeProcessor:
                 # before anything queued): the target is presumably back, and as re-sends their
                 # time-outs no longer count as new errors that would pause the map at once.
                 unanswered = await repo.overdue_pending(conn, row.name, timedelta(0), 100_000)
-                for record in unanswered:
-                    await self.send(conn, record, in_catch_up=True)
+                await self.send_many(conn, unanswered, in_catch_up=True)
                 if unanswered:
                     await repo.add_activity(
                         conn,
@@ -676,8 +715,7 @@ class BridgeProcessor:
             if row.state not in (MapState.RESUMING, MapState.INITIALIZING):
                 return False
             head = await repo.queue_head(conn, map_name, batch)
-            for record in head:
-                await self.send(conn, record, in_catch_up=True)
+            await self.send_many(conn, head, in_catch_up=True)
             if head:
                 await repo.dequeue(conn, [r["queue_seq"] for r in head])
             if len(head) == batch:
@@ -719,7 +757,6 @@ class BridgeProcessor:
                 # record counts: after a resume, the re-sends of records already in error must
                 # not pause the map again before the target had a chance to answer.
                 if record["attempts"] > 1:
-                    await self.send(conn, record, in_catch_up=record["sent_in_catch_up"])
                     continue
                 await self._record_error(
                     conn,
@@ -731,7 +768,7 @@ class BridgeProcessor:
                     "re-sent",
                     invoice_id=record["invoice_id"],
                 )
-                await self.send(conn, record, in_catch_up=record["sent_in_catch_up"])
+            await self.send_many(conn, overdue, in_catch_up=None)
             if overdue:
                 await repo.add_activity(
                     conn,
@@ -797,7 +834,7 @@ class BridgeProcessor:
             await repo.set_record_status(
                 conn, record["record_id"], SyncStatus.PENDING, payload=mapped.payload
             )
-            await self.send(conn, record, in_catch_up=False)
+            await self.send_many(conn, [record], in_catch_up=False)
             return {**base, "status": SyncStatus.PENDING.value}
         if what is Arrival.QUEUE:
             await repo.set_record_status(
@@ -837,7 +874,7 @@ def map_record(
         return None, exc
     if isinstance(result, Filtered):
         return None, result
-    model: type[BaseModel] = TOPIC_PAYLOADS[Topic(leg.target_topic)]
+    model: type[BaseModel] = MAPPED_RECORD_MODELS[Topic(leg.target_topic)]
     try:
         model.model_validate(result.payload)
     except ValidationError as exc:

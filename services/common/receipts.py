@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
+from uuid import UUID
 
 from schemas.envelope import Envelope
 from schemas.receipts import ReceiptOutcome, SyncReceipt, SyncReceipts
@@ -16,6 +18,20 @@ from services.common.settings import Settings
 MAX_ANSWERS_PER_MESSAGE: Final = 500
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A target's answer about one mapped record.
+
+    `event` is the delivery that carried it, `record_id` the bridge's record id (an item's own
+    id where a message carries several records), `reason` why it was refused (None: applied).
+    """
+
+    event: Envelope[Any]
+    record_id: UUID
+    record_key: str
+    reason: str | None = None
+
+
 async def answer(
     conn: DbConnection,
     settings: Settings,
@@ -24,17 +40,19 @@ async def answer(
     target: str,
     reason: str | None = None,
 ) -> None:
-    """Add the receipt for a mapped record: applied when `reason` is None, else rejected."""
-    await answer_many(conn, settings, [(event, record_key, reason)], target)
+    """Add the receipt for the one mapped record an event carries (its causation id is the
+    record id): applied when `reason` is None, else rejected."""
+    record_id = event.causation_id or event.event_id
+    await answer_many(conn, settings, [Answer(event, record_id, record_key, reason)], target)
 
 
 async def answer_many(
     conn: DbConnection,
     settings: Settings,
-    answers: list[tuple[Envelope[Any], str, str | None]],
+    answers: list[Answer],
     target: str,
 ) -> None:
-    """Add the receipts (event, record key, refusal reason or None) of one transaction.
+    """Add the receipts of one transaction.
 
     Consecutive answers about one invoice (the mapped event's correlation id; a record
     without one stands alone, by its record key) share a message keyed by it, up to
@@ -44,9 +62,8 @@ async def answer_many(
     """
     topic = topic_name(Topic.SYNC_RECEIPTS, settings.topic_prefix)
 
-    def group(answer: tuple[Envelope[Any], str, str | None]) -> str:
-        event, key, _ = answer
-        return event.correlation_id or key
+    def group(answer: Answer) -> str:
+        return answer.event.correlation_id or answer.record_key
 
     rows: list[tuple[str, str | None, Envelope[Any]]] = [
         (
@@ -55,8 +72,8 @@ async def answer_many(
             outbox.envelope(
                 "sync.receipts",
                 target,
-                SyncReceipts(receipts=[_receipt(e, k, target, r) for e, k, r in run]),
-                correlation_id=run[0][0].correlation_id,
+                SyncReceipts(receipts=[_receipt(a, target) for a in run]),
+                correlation_id=run[0].event.correlation_id,
             ),
         )
         for run in outbox.consecutive_runs(answers, group, MAX_ANSWERS_PER_MESSAGE)
@@ -64,13 +81,13 @@ async def answer_many(
     await outbox.add_many(conn, rows)
 
 
-def _receipt(event: Envelope[Any], record_key: str, target: str, reason: str | None) -> SyncReceipt:
+def _receipt(answer: Answer, target: str) -> SyncReceipt:
     return SyncReceipt(
-        map_name=event.source,
-        record_key=record_key,
-        source_event_id=event.causation_id or event.event_id,
-        outcome=ReceiptOutcome.APPLIED if reason is None else ReceiptOutcome.REJECTED,
-        reason=reason,
+        map_name=answer.event.source,
+        record_key=answer.record_key,
+        source_event_id=answer.record_id,
+        outcome=ReceiptOutcome.APPLIED if answer.reason is None else ReceiptOutcome.REJECTED,
+        reason=answer.reason,
         target=target,
-        answers_event_id=event.event_id,
+        answers_event_id=answer.event.event_id,
     )

@@ -1,7 +1,8 @@
 """Consumer of `dv-actuals-accounting`: Finance's accounting detail written back on actuals.
 
 The bridge maps the voucher, its date, the exchange rate, the amount in accounting currency and
-the sales tax of each posted actual (domain.md, step 10). Applying one:
+the sales tax of each posted actual (domain.md, step 10); a message carries a run of them, each
+with the bridge's record id. Applying one:
 
 * stamps the actual (`domain.record_finance_posting`); a billed-sales actual becomes *customer
   invoice posted*;
@@ -21,7 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from schemas.envelope import Envelope
-from schemas.mapped_events import ActualAccountingRecord
+from schemas.mapped_events import ActualAccountingRecord, ActualAccountingRecords, BridgeRecord
 from schemas.topics import Topic, topic_name
 from schemas.vocabulary import AdjustmentStatus, MilestoneInvoiceStatus, TransactionType
 from services.common import receipts
@@ -59,7 +60,10 @@ async def apply_accounting_details(
     """Apply accounting records in delivery order, inside the inbox transaction: one read of
     the actuals, one update, one receipts statement for the batch (see the module docstring).
     """
-    records: list[ActualAccountingRecord] = [e.payload for e in events]
+    carried: list[tuple[Envelope[Any], BridgeRecord[ActualAccountingRecord]]] = [
+        (e, item) for e in events for item in e.payload.records
+    ]
+    records = [item.record for _, item in carried]
     # NOWAIT: a consumer batch that waited here while holding the rows it stamped before could
     # deadlock with a confirmation locking the same actuals in id order (seen with a 10,000-line
     # invoice). Failing at once rolls the batch back; the consumer retries it after a backoff.
@@ -67,9 +71,9 @@ async def apply_accounting_details(
         conn, [r.msdyn_actualid for r in records], for_update=True, nowait=True
     )
     stamped: dict[UUID, domain.MsdynActual] = {}
-    answers: list[tuple[Envelope[Any], str, str | None]] = []
+    answers: list[receipts.Answer] = []
     per_invoice: dict[str | None, int] = {}
-    for event, record in zip(events, records, strict=True):
+    for (event, item), record in zip(carried, records, strict=True):
         actual_id = record.msdyn_actualid
         actual = stamped.get(actual_id) or held.get(actual_id)
         if actual is None:
@@ -77,12 +81,12 @@ async def apply_accounting_details(
             await repo.record_refusal(
                 conn,
                 event_id=event.event_id,
-                source_event_id=event.causation_id,
+                source_event_id=item.record_id,
                 actual_id=actual_id,
                 reason=reason,
                 record=record.model_dump(mode="json"),
             )
-            answers.append((event, str(actual_id), reason))
+            answers.append(receipts.Answer(event, item.record_id, str(actual_id), reason))
             log.warning("accounting_update_refused", actual_id=str(actual_id), reason=reason)
             continue
         stamped[actual_id] = domain.record_finance_posting(
@@ -96,7 +100,7 @@ async def apply_accounting_details(
             ),
         )
         await _milestone_posted(conn, stamped[actual_id])
-        answers.append((event, str(actual_id), None))
+        answers.append(receipts.Answer(event, item.record_id, str(actual_id)))
         invoice_id = str(actual.invoice_id) if actual.invoice_id else None
         per_invoice[invoice_id] = per_invoice.get(invoice_id, 0) + 1
     await repo.update_actuals(conn, list(stamped.values()))
@@ -131,7 +135,7 @@ def subscriptions(settings: Settings) -> list[Subscription]:
     return [
         Subscription(
             topic_name(Topic.DV_ACTUALS_ACCOUNTING, settings.topic_prefix),
-            ActualAccountingRecord,
+            ActualAccountingRecords,
             accounting_handler(settings),
             batch_handler=_batch(settings),
         )

@@ -4,7 +4,7 @@ Both run inside the inbox transaction, so the effect, the event id and the recei
 together. Each is idempotent by business key as well as by event id: the bridge re-sends a
 record with a new event id when its receipt is late, so the header is upserted by ProposalId
 and a staged actual is inserted ON CONFLICT (actual id) DO NOTHING. Every delivery, re-sends
-included, is answered on `sync-receipts`, applied or rejected with the reason.
+included, is answered on `sync-receipts`, record by record, applied or rejected with the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas.envelope import Envelope
-from schemas.mapped_events import ProposalHeaderRecord, StagingActualRecord
+from schemas.mapped_events import (
+    BridgeRecord,
+    ProposalHeaderRecord,
+    StagingActualRecord,
+    StagingActualRecords,
+)
 from schemas.topics import Topic, topic_name
 from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, TransactionType
 from services.common import receipts
@@ -120,20 +125,25 @@ def refusal_of_actual(
 async def apply_staging_actual(
     conn: DbConnection, settings: Settings, event: Envelope[Any]
 ) -> None:
-    """Stage one mapped actual (or keep it refused with its reason) and answer the bridge."""
+    """Stage one message's mapped actuals (or keep them refused with their reasons) and
+    answer the bridge."""
     await apply_staging_actuals(conn, settings, [event])
 
 
 async def apply_staging_actuals(
     conn: DbConnection, settings: Settings, events: list[Envelope[Any]]
 ) -> None:
-    """Stage mapped actuals (or keep them refused with their reasons) and answer the bridge,
-    in delivery order: one setup read, one insert and one receipt statement for the batch.
+    """Stage the mapped actuals of these messages (or keep them refused with their reasons)
+    and answer the bridge, each record by its record id, in delivery order: one setup read,
+    one insert and one receipt statement for the batch.
 
     A re-sent actual that is already staged and valid changes nothing; one that was refused is
     validated again, so fixing the setup and retrying in the bridge lets it in.
     """
-    records: list[StagingActualRecord] = [e.payload for e in events]
+    carried: list[tuple[Envelope[Any], BridgeRecord[StagingActualRecord]]] = [
+        (e, item) for e in events for item in e.payload.records
+    ]
+    records = [item.record for _, item in carried]
     setups = await repository.load_setups(conn, {r.msdyn_legalentity for r in records})
     reasons = [refusal_of_actual(r, setups) for r in records]
     rows = [
@@ -141,9 +151,9 @@ async def apply_staging_actuals(
         for r, why in zip(records, reasons, strict=True)
     ]
     inserted = await repository.insert_staging_rows(conn, rows)
-    answers: list[tuple[Envelope[Any], str, str | None]] = []
+    answers: list[receipts.Answer] = []
     outcomes: dict[tuple[str | None, str], int] = {}
-    for event, record, values in zip(events, records, rows, strict=True):
+    for (event, item), record, values in zip(carried, records, rows, strict=True):
         actual_id = str(record.msdyn_actualid)
         reason = values["reason"]
         if actual_id in inserted:
@@ -156,7 +166,7 @@ async def apply_staging_actuals(
             stored = await repository.staging_status(conn, actual_id)
             reason = stored["reason"] if stored is not None else reason
             outcome = "duplicate"
-        answers.append((event, actual_id, reason))
+        answers.append(receipts.Answer(event, item.record_id, actual_id, reason))
         invoice_id = str(record.msdyn_invoice) if record.msdyn_invoice else None
         if reason is not None:
             log.info(
@@ -245,7 +255,7 @@ def subscriptions(settings: Settings) -> list[Subscription]:
         ),
         Subscription(
             topic_name(Topic.FO_ACTUALS_STAGING, settings.topic_prefix),
-            StagingActualRecord,
+            StagingActualRecords,
             bound(apply_staging_actual),
             batch_handler=stage_batch,
         ),

@@ -29,7 +29,7 @@ from services.common.settings import Settings
 from services.finance import repository as finance_repository
 from services.finance.handlers import apply_staging_actuals, subscriptions
 from tests.integration.delivery_fixtures import Ping, effects, open_service_pool, record_effect
-from tests.integration.finance.conftest import ACTUALS_MAP, actual_record
+from tests.integration.finance.conftest import ACTUALS_MAP, actual_record, staging_event
 from tests.waiting import holds, wait_for
 
 pytestmark = pytest.mark.integration
@@ -314,14 +314,20 @@ async def finance_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 def mapped(record: StagingActualRecord, record_id: UUID | None = None) -> Envelope[Any]:
-    """A mapped actual as the bridge sends it; a re-send repeats the record id (causation)."""
-    return Envelope[Any](
-        event_type="staging.actual",
-        source=ACTUALS_MAP,
-        payload=record,
-        correlation_id=str(record.msdyn_invoice or record.msdyn_project),
-        causation_id=record_id or uuid4(),
-    )
+    """A mapped actual as the bridge sends it, a run of one; a re-send repeats the record id."""
+    return staging_event([(record, record_id or uuid4())])
+
+
+def record_id_of(event: Envelope[Any]) -> UUID:
+    """The bridge record id of a run of one."""
+    [item] = event.payload.records
+    return UUID(str(item.record_id))
+
+
+def record_of(event: Envelope[Any]) -> StagingActualRecord:
+    [item] = event.payload.records
+    record: StagingActualRecord = item.record
+    return record
 
 
 async def receipts_in_outbox(pool: asyncpg.Pool, settings: Settings) -> list[dict[str, Any]]:
@@ -359,7 +365,7 @@ async def test_staging_batch_with_a_resent_actual_and_an_unknown_legal_entity(
     events = [
         sent_first,
         mapped(second),
-        mapped(first, record_id=sent_first.causation_id),  # the re-send, in the same batch
+        mapped(first, record_id=record_id_of(sent_first)),  # the re-send, in the same batch
         mapped(unknown),
     ]
     async with finance_pool.acquire() as conn, conn.transaction():
@@ -387,7 +393,7 @@ async def test_staging_batch_with_a_resent_actual_and_an_unknown_legal_entity(
         (unknown_id, "rejected", reason),
     ]
     # Each receipt answers its own delivery: the bridge's record id, and the event it answers.
-    assert [r["source_event_id"] for r in receipts] == [str(e.causation_id) for e in events]
+    assert [r["source_event_id"] for r in receipts] == [str(record_id_of(e)) for e in events]
     assert [r["answers_event_id"] for r in receipts] == [str(e.event_id) for e in events]
     # Keyed by invoice (else project), so that a record's answers stay on one partition.
     assert [r["key"] for r in receipts] == [e.correlation_id for e in events]
@@ -396,7 +402,7 @@ async def test_staging_batch_with_a_resent_actual_and_an_unknown_legal_entity(
     # A later batch re-sending all of them: answered again, nothing staged anew.
     async with finance_pool.acquire() as conn:
         before = await conn.fetch("SELECT * FROM actuals_staging ORDER BY actual_id")
-    resent = [mapped(e.payload, record_id=e.causation_id) for e in (events[1], events[0])]
+    resent = [mapped(record_of(e), record_id=record_id_of(e)) for e in (events[1], events[0])]
     async with finance_pool.acquire() as conn, conn.transaction():
         await apply_staging_actuals(conn, settings, resent)
     async with finance_pool.acquire() as conn:
@@ -409,6 +415,45 @@ async def test_staging_batch_with_a_resent_actual_and_an_unknown_legal_entity(
     ]
 
 
+async def test_a_message_carrying_a_run_of_actuals_answers_each_by_its_record_id(
+    settings: Settings, finance_pool: asyncpg.Pool
+) -> None:
+    """Proves that one `fo-actuals-staging` message carrying a run of three actuals of one
+    invoice (one of them refused) stages each, and answers each by its own bridge record id
+    in the run's order, all in one receipts message keyed by the invoice that answers that
+    one event."""
+    invoice_id = uuid4()
+    run = [
+        (actual_record("BilledSales", msdyn_invoice=invoice_id), uuid4()),
+        (
+            actual_record("UnbilledSales", msdyn_invoice=invoice_id, msdyn_legalentity="DEMF"),
+            uuid4(),
+        ),
+        (actual_record("BilledSales", msdyn_invoice=invoice_id), uuid4()),
+    ]
+    event = staging_event(run)
+    async with finance_pool.acquire() as conn, conn.transaction():
+        await apply_staging_actuals(conn, settings, [event])
+
+    async with finance_pool.acquire() as conn:
+        statuses = {
+            r["actual_id"]: r["status"]
+            for r in await conn.fetch("SELECT actual_id, status FROM actuals_staging")
+        }
+    assert statuses == {
+        run[0][0].msdyn_actualid: "valid",
+        run[1][0].msdyn_actualid: "invalid",
+        run[2][0].msdyn_actualid: "valid",
+    }
+    receipts = await receipts_in_outbox(finance_pool, settings)
+    assert [(r["source_event_id"], r["record_key"], r["outcome"]) for r in receipts] == [
+        (str(rid), str(record.msdyn_actualid), outcome)
+        for (record, rid), outcome in zip(run, ["applied", "rejected", "applied"], strict=True)
+    ]
+    assert {r["answers_event_id"] for r in receipts} == {str(event.event_id)}
+    assert {(r["key"], r["message"]) for r in receipts} == {(str(invoice_id), 0)}
+
+
 async def test_staging_batch_with_a_refused_actual_twice_rejects_both_and_keeps_one_row(
     settings: Settings, finance_pool: asyncpg.Pool
 ) -> None:
@@ -419,7 +464,7 @@ async def test_staging_batch_with_a_refused_actual_twice_rejects_both_and_keeps_
     good = actual_record("Cost")
     reason = f"unknown legal entity DEMF on actual {unknown.msdyn_actualid}"
     sent = mapped(unknown)
-    events = [sent, mapped(good), mapped(unknown, record_id=sent.causation_id)]
+    events = [sent, mapped(good), mapped(unknown, record_id=record_id_of(sent))]
     async with finance_pool.acquire() as conn, conn.transaction():
         await apply_staging_actuals(conn, settings, events)
     async with finance_pool.acquire() as conn:
@@ -459,7 +504,7 @@ async def test_staging_batch_through_the_inbox_consumer_path(
         outcomes = await apply_batch_once(conn, batch, one, staging.batch_handler)
     assert outcomes == ["applied", "applied", "duplicate", "applied", "applied"]
     receipts = await receipts_in_outbox(finance_pool, settings)
-    assert [r["record_key"] for r in receipts] == [str(e.payload.msdyn_actualid) for e in events]
+    assert [r["record_key"] for r in receipts] == [str(record_of(e).msdyn_actualid) for e in events]
     assert {r["outcome"] for r in receipts} == {"applied"}
     async with finance_pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM actuals_staging") == 4

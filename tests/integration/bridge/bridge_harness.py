@@ -310,11 +310,33 @@ class Publisher:
 
 @dataclass
 class Received:
+    """One message as a reader sees it; on a topic that carries runs of mapped records, one
+    record of a message (see `per_record`)."""
+
     topic: str
     partition: int
     offset: int
     key: str | None
     value: dict[str, Any]
+
+
+def per_record(envelope: dict[str, Any]) -> list[dict[str, Any]]:
+    """An envelope as its target reads each record it carries: a message carrying a run
+    (`payload.records`) gives one view per record, with the record as `payload`, its record
+    id as `causation_id` and the run's size as `run_size`; any other envelope is one view."""
+    payload = envelope.get("payload")
+    if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
+        return [envelope]
+    runs = payload["records"]
+    return [
+        {
+            **envelope,
+            "payload": item["record"],
+            "causation_id": item["record_id"],
+            "run_size": len(runs),
+        }
+        for item in runs
+    ]
 
 
 class TopicReader:
@@ -350,15 +372,10 @@ class TopicReader:
         assert self.consumer is not None
         batch = await self.consumer.getmany(timeout_ms=50)
         new = [
-            Received(
-                m.topic,
-                m.partition,
-                m.offset,
-                m.key.decode() if m.key else None,
-                json.loads(m.value),
-            )
+            Received(m.topic, m.partition, m.offset, m.key.decode() if m.key else None, view)
             for ms in batch.values()
             for m in ms
+            for view in per_record(json.loads(m.value))
         ]
         self.messages.extend(new)
         return new

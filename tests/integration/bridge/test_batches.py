@@ -25,7 +25,7 @@ from services.bridge.handlers import BridgeProcessor, Incoming, seed
 from services.bridge.table_maps import ACTUALS_MAP_NAME
 from services.common.db import create_pool, migrate_service
 from services.common.settings import Settings
-from tests.integration.bridge.bridge_harness import actual_created, envelope
+from tests.integration.bridge.bridge_harness import actual_created, envelope, per_record
 
 pytestmark = pytest.mark.integration
 
@@ -106,10 +106,11 @@ async def test_batch_of_actuals_is_forwarded_once_in_order_and_a_repeat_is_all_d
     skip-sync actual, a message that does not validate, a redelivered event and a message
     carrying two actuals among them)
     gets one outcome per message in order, inserts each record once (forwarded ones pending
-    with one attempt, the skip-sync one filtered), writes one outbox row per forwarded record
-    in the order of the events, on the staging topic with the source message's key and the
-    record id as causation; and that processing the same batch again yields only duplicates
-    (and the same dead letter) without a new record or outbox row."""
+    with one attempt, the skip-sync one filtered), writes the forwarded records (one invoice,
+    one key) as a run in ONE outbox row, in the order of the events, on the staging topic with
+    the source message's key and each record's id beside it; and that processing the same
+    batch again yields only duplicates (and the same dead letter) without a new record or
+    outbox row."""
     messages = Messages(settings)
     invoice_id = uuid4()
     forwarded = [actual_created(invoice_id=invoice_id) for _ in range(5)]
@@ -152,11 +153,14 @@ async def test_batch_of_actuals_is_forwarded_once_in_order_and_a_repeat_is_all_d
     ]
     assert all(r["attempts"] == 1 and r["message_key"] == str(invoice_id) for r in pending)
     sent = await outbox_rows(processor.pool)
-    assert [m["payload"]["msdyn_actualid"] for m in sent] == forwarded_ids
-    assert [m["causation_id"] for m in sent] == [str(r["record_id"]) for r in pending]
     staging = topic_name(Topic.FO_ACTUALS_STAGING, settings.topic_prefix)
-    assert all(m["topic"] == staging and m["key"] == str(invoice_id) for m in sent)
-    assert all(m["source"] == ACTUALS_MAP_NAME for m in sent)
+    [message] = sent
+    assert message["topic"] == staging and message["key"] == str(invoice_id)
+    assert message["source"] == ACTUALS_MAP_NAME and message["causation_id"] is None
+    assert message["correlation_id"] == str(invoice_id)
+    views = per_record(message)
+    assert [v["payload"]["msdyn_actualid"] for v in views] == forwarded_ids
+    assert [v["causation_id"] for v in views] == [str(r["record_id"]) for r in pending]
     stats = (processor.stats.applied, processor.stats.duplicates, processor.stats.dead_lettered)
     assert stats == (5, 1, 1)
 
@@ -196,9 +200,12 @@ async def test_poison_event_in_a_batch_is_parked_and_the_others_forwarded_once_i
     good_ids = [str(a.actual_id) for a in good]
     stored = await records(processor.pool)
     assert [r["record_key"] for r in stored] == good_ids
+    # One by one after the failed bulk attempt: a message per event, each a run of one.
     sent = await outbox_rows(processor.pool)
-    assert [m["payload"]["msdyn_actualid"] for m in sent] == good_ids
-    assert [m["causation_id"] for m in sent] == [str(r["record_id"]) for r in stored]
+    views = [v for m in sent for v in per_record(m)]
+    assert [v["payload"]["msdyn_actualid"] for v in views] == good_ids
+    assert [v["causation_id"] for v in views] == [str(r["record_id"]) for r in stored]
+    assert len(sent) == 3 and all(v["run_size"] == 1 for v in views)
     async with processor.pool.acquire() as conn:
         [row] = await conn.fetch("SELECT event_id, reason, value FROM dwsim_parked_event")
     assert bytes(row["value"]) == batch[1].value

@@ -227,8 +227,11 @@ async def test_posting_accounting_detail_goes_back_to_dataverse_one_record_per_a
         )
     async with TopicReader(settings, Topic.DV_ACTUALS_ACCOUNTING) as dataverse:
         received = await dataverse.until(lambda ms: len(ms) >= 2, what="two accounting records")
-    assert sorted(m.key or "" for m in received) == sorted(str(a) for a in actual_ids)
-    by_actual = {m.key: m.value for m in received}
+    # One message for the posted invoice's run, keyed by the invoice as invoice-posted is.
+    assert [(m.key, m.offset, m.value["run_size"]) for m in received] == [
+        (str(invoice_id), received[0].offset, 2)
+    ] * 2
+    by_actual = {m.value["payload"]["msdyn_actualid"]: m.value for m in received}
     first = by_actual[str(actual_ids[0])]
     assert first["source"] == ACTUALS_MAP_NAME
     assert first["event_type"] == "actual.accounting"

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.envelope import Envelope
-from schemas.mapped_events import ActualAccountingRecord
+from schemas.mapped_events import ActualAccountingRecord, ActualAccountingRecords, BridgeRecord
 from schemas.topics import Topic
 from services.common.db import TRANSIENT_DATABASE_ERRORS
 from services.common.kafka import make_producer
@@ -42,20 +42,22 @@ async def bridge_side(dataverse: DataverseUnderTest) -> AsyncIterator[AIOKafkaPr
 
 def accounting_event(
     actual_id: str, invoice_id: str | None, record_id: UUID, voucher: str = "GJ-000123"
-) -> Envelope[ActualAccountingRecord]:
-    """What the bridge sends for one posted actual; re-sends keep `record_id` (causation)."""
-    return Envelope[ActualAccountingRecord](
+) -> Envelope[ActualAccountingRecords]:
+    """What the bridge sends for one posted actual (a run of one); re-sends keep `record_id`."""
+    detail = ActualAccountingRecord(
+        msdyn_actualid=UUID(actual_id),
+        msdyn_externalreference=voucher,
+        msdyn_externalreferencedate=date(2026, 4, 2),
+        msdyn_exchangerate=Decimal("1.1"),
+        msdyn_amountaccountingcurrency=Decimal("1760.00"),
+        msdyn_salestaxamount=Decimal("0"),
+    )
+    return Envelope[ActualAccountingRecords](
         event_type="actual.accounting",
         source=ACTUALS_MAP,
         correlation_id=invoice_id,
-        causation_id=record_id,
-        payload=ActualAccountingRecord(
-            msdyn_actualid=UUID(actual_id),
-            msdyn_externalreference=voucher,
-            msdyn_externalreferencedate=date(2026, 4, 2),
-            msdyn_exchangerate=Decimal("1.1"),
-            msdyn_amountaccountingcurrency=Decimal("1760.00"),
-            msdyn_salestaxamount=Decimal("0"),
+        payload=ActualAccountingRecords(
+            records=[BridgeRecord[ActualAccountingRecord](record_id=record_id, record=detail)]
         ),
     )
 
@@ -63,10 +65,12 @@ def accounting_event(
 async def send(
     producer: AIOKafkaProducer, dataverse: DataverseUnderTest, event: Envelope[Any]
 ) -> None:
+    """Keyed as the bridge keys it: the posted invoice, else the journal's actual."""
+    [item] = event.payload.records
     await producer.send_and_wait(
         dataverse.topic(Topic.DV_ACTUALS_ACCOUNTING),
         event.model_dump_json().encode(),
-        key=str(event.payload.msdyn_actualid).encode(),
+        key=(event.correlation_id or str(item.record.msdyn_actualid)).encode(),
     )
 
 

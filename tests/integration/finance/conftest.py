@@ -1,8 +1,9 @@
 """Finance in-process on the real broker and PostgreSQL: consumer, relay, API over ASGI.
 
 The test plays the bridge: it publishes mapped records on `fo-invoice-proposals` and
-`fo-actuals-staging` (source = map name, causation id = the bridge's record id, which every
-re-send repeats) and reads what Finance publishes back with a plain consumer.
+`fo-actuals-staging` (source = map name; the bridge's record id, which every re-send repeats, is
+the header's causation id and each staged actual's own `record_id`) and reads what Finance
+publishes back with a plain consumer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel
 
 from schemas.envelope import Envelope
-from schemas.mapped_events import ProposalHeaderRecord, StagingActualRecord
+from schemas.mapped_events import (
+    BridgeRecord,
+    ProposalHeaderRecord,
+    StagingActualRecord,
+    StagingActualRecords,
+)
 from schemas.topics import Topic, topic_name
 from services.common.db import create_pool, migrate_service
 from services.common.inbox import InboxConsumer
@@ -40,6 +46,15 @@ from tests.waiting import wait_for
 MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "finance" / "migrations"
 PROPOSAL_MAP = "Project invoice proposal V2 (invoices)"
 ACTUALS_MAP = "Project Operations integration actuals (msdyn_actuals)"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A mapped record as the test, playing the bridge, sent it."""
+
+    envelope: Envelope[Any]
+    record: Any  # the mapped record (header or actual), as the test built it
+    record_id: UUID  # the bridge's record id, which the receipt answers
 
 
 @dataclass
@@ -123,19 +138,23 @@ class Finance:
         payload: BaseModel,
         record_id: UUID | None = None,
         event_id: UUID | None = None,
-    ) -> Envelope[Any]:
-        """Publish a mapped record as the bridge does; returns the envelope sent."""
-        source = PROPOSAL_MAP if topic is Topic.FO_INVOICE_PROPOSALS else ACTUALS_MAP
-        event = Envelope[Any](
-            event_id=event_id or uuid4(),
-            event_type=f"{topic}.mapped",
-            source=source,
-            payload=payload,
-            correlation_id=key,
-            causation_id=record_id or uuid4(),
-        )
+    ) -> Sent:
+        """Publish a mapped record as the bridge does (a staged actual as a run of one)."""
+        record_id = record_id or uuid4()
+        if topic is Topic.FO_INVOICE_PROPOSALS:
+            event = Envelope[Any](
+                event_id=event_id or uuid4(),
+                event_type="proposal.header",
+                source=PROPOSAL_MAP,
+                payload=payload,
+                correlation_id=key,
+                causation_id=record_id,
+            )
+        else:
+            assert isinstance(payload, StagingActualRecord)
+            event = staging_event([(payload, record_id)], key, event_id)
         await self.send(topic, key, event)
-        return event
+        return Sent(event, payload, record_id)
 
     async def send(self, topic: Topic, key: str, event: Envelope[Any]) -> None:
         """Send an envelope as it is (same event id: a redelivery)."""
@@ -145,10 +164,10 @@ class Finance:
             key=key.encode(),
         )
 
-    async def header(self, header: ProposalHeaderRecord) -> Envelope[Any]:
+    async def header(self, header: ProposalHeaderRecord) -> Sent:
         return await self.publish(Topic.FO_INVOICE_PROPOSALS, str(header.ProposalId), header)
 
-    async def actual(self, actual: StagingActualRecord) -> Envelope[Any]:
+    async def actual(self, actual: StagingActualRecord) -> Sent:
         key = str(actual.msdyn_invoice or actual.msdyn_project)
         return await self.publish(Topic.FO_ACTUALS_STAGING, key, actual)
 
@@ -280,6 +299,27 @@ def header_record(invoice_id: UUID, expected: int, **changes: Any) -> ProposalHe
     }
     values.update(changes)
     return ProposalHeaderRecord(**values)
+
+
+def staging_event(
+    records: list[tuple[StagingActualRecord, UUID]],
+    correlation_id: str | None = None,
+    event_id: UUID | None = None,
+) -> Envelope[Any]:
+    """A run of mapped actuals (each with its bridge record id) as the bridge sends it on
+    `fo-actuals-staging`; correlated with the first actual's invoice, else its project."""
+    first = records[0][0]
+    return Envelope[Any](
+        event_id=event_id or uuid4(),
+        event_type="staging.actual",
+        source=ACTUALS_MAP,
+        payload=StagingActualRecords(
+            records=[
+                BridgeRecord[StagingActualRecord](record_id=rid, record=r) for r, rid in records
+            ]
+        ),
+        correlation_id=correlation_id or str(first.msdyn_invoice or first.msdyn_project),
+    )
 
 
 def actual_record(transaction_type: str, **changes: Any) -> StagingActualRecord:

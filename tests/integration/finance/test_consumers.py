@@ -38,8 +38,8 @@ async def test_redelivered_and_resent_records_change_nothing_but_are_answered(
     before = await _snapshot(finance)
 
     # The broker redelivers the same events (same event ids): the inbox skips them.
-    await finance.send(Topic.FO_INVOICE_PROPOSALS, str(invoice_id), header)
-    await finance.send(Topic.FO_ACTUALS_STAGING, str(invoice_id), actual)
+    await finance.send(Topic.FO_INVOICE_PROPOSALS, str(invoice_id), header.envelope)
+    await finance.send(Topic.FO_ACTUALS_STAGING, str(invoice_id), actual.envelope)
     await wait_for(holds(lambda: finance.consumer.stats.duplicates >= 2), what="2 duplicates")
 
     # The bridge re-sends both (receipt late): new event ids, same record ids.
@@ -47,16 +47,14 @@ async def test_redelivered_and_resent_records_change_nothing_but_are_answered(
         (Topic.FO_INVOICE_PROPOSALS, header),
         (Topic.FO_ACTUALS_STAGING, actual),
     ):
-        await finance.publish(
-            topic, str(invoice_id), original.payload, record_id=original.causation_id
-        )
+        await finance.publish(topic, str(invoice_id), original.record, record_id=original.record_id)
     receipts = await finance.wait_receipts(4)
     assert len(receipts) == 4
     assert all(r["outcome"] == "applied" for r in receipts)
     by_record: dict[str, int] = {}
     for r in receipts:
         by_record[r["source_event_id"]] = by_record.get(r["source_event_id"], 0) + 1
-    assert by_record == {str(header.causation_id): 2, str(actual.causation_id): 2}
+    assert by_record == {str(header.record_id): 2, str(actual.record_id): 2}
     assert await _snapshot(finance) == before
     assert await finance.count("actuals_staging") == 1
     assert await finance.count("project_invoice_proposal") == 1
@@ -83,8 +81,8 @@ async def test_refused_records_are_kept_with_their_reason_and_a_fixed_setup_lets
     header = await finance.header(header_record(invoice_id, expected=1, DataAreaId="DEMF"))
     receipts = await finance.wait_receipts(3)
     reasons = {r["record_key"]: (r["outcome"], r["reason"]) for r in receipts}
-    complimentary_id = str(complimentary.payload.msdyn_actualid)
-    unknown_id = str(unknown_entity.payload.msdyn_actualid)
+    complimentary_id = str(complimentary.record.msdyn_actualid)
+    unknown_id = str(unknown_entity.record.msdyn_actualid)
     assert reasons[complimentary_id] == (
         "rejected",
         "no line property mapped for billing type complimentary in legal entity USPM",
@@ -126,7 +124,7 @@ async def test_refused_records_are_kept_with_their_reason_and_a_fixed_setup_lets
         (unknown_entity, Topic.FO_ACTUALS_STAGING),
         (header, Topic.FO_INVOICE_PROPOSALS),
     ):
-        await finance.publish(topic, "k", original.payload, record_id=original.causation_id)
+        await finance.publish(topic, "k", original.record, record_id=original.record_id)
     receipts = await finance.wait_receipts(6)
     outcomes = sorted(r["outcome"] for r in receipts)
     assert outcomes == ["applied"] * 3 + ["rejected"] * 3

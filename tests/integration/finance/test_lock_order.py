@@ -13,20 +13,22 @@ from schemas.envelope import Envelope
 from services.finance.handlers import apply_proposal_header, apply_staging_actual
 from services.finance.posting import post_proposal_invoice
 from tests.integration.finance.conftest import (
-    ACTUALS_MAP,
     PROPOSAL_MAP,
     Finance,
     actual_record,
     header_record,
     milestone_record,
+    staging_event,
 )
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def _mapped(source: str, payload: Any) -> Envelope[Any]:
-    return Envelope[Any](event_type="mapped", source=source, payload=payload, causation_id=uuid4())
+def _header(payload: Any) -> Envelope[Any]:
+    return Envelope[Any](
+        event_type="proposal.header", source=PROPOSAL_MAP, payload=payload, causation_id=uuid4()
+    )
 
 
 async def _waits_for_a_lock(pool: asyncpg.Pool, pid: int) -> bool:
@@ -58,7 +60,7 @@ async def test_posting_while_a_consumer_batch_re_applies_its_header_does_not_dea
         try:
             # The consumer's batch: one event applied and answered...
             await apply_staging_actual(
-                batch, finance.settings, _mapped(ACTUALS_MAP, actual_record("Cost"))
+                batch, finance.settings, staging_event([(actual_record("Cost"), uuid4())])
             )
             # ...while the clerk posts the proposal...
             posting = asyncio.create_task(
@@ -71,7 +73,7 @@ async def test_posting_while_a_consumer_batch_re_applies_its_header_does_not_dea
 
             await wait_for(posting_done_or_waiting, what="posting to finish or wait")
             # ...and the next event of the batch is a re-send of the proposal's header.
-            await apply_proposal_header(batch, finance.settings, _mapped(PROPOSAL_MAP, header))
+            await apply_proposal_header(batch, finance.settings, _header(header))
         finally:
             await transaction.commit()
         invoice_number = await asyncio.wait_for(posting, 30)
