@@ -486,7 +486,7 @@ class BridgeProcessor:
         """
         receipts: list[SyncReceipt] = [r for e in events for r in e.payload.receipts]
         ids = list({r.source_event_id for r in receipts})
-        found = await repo.records_by_id(conn, ids)
+        found = await repo.records_by_id(conn, ids)  # their maps, to lock first
         for map_name in sorted({row["map_name"] for row in found.values()}):
             await repo.lock_map(conn, map_name)
         records = await repo.records_by_id(conn, list(found), lock=True)
@@ -746,6 +746,10 @@ class BridgeProcessor:
     async def redrive(self, map_name: str, overdue_after: timedelta, batch: int) -> int:
         """Re-send the running map's pending records whose receipt is overdue."""
         async with self.pool.acquire() as conn, conn.transaction():
+            # Look before taking the map's lock, which every record arriving for the map
+            # needs: most ticks find nothing overdue, and a later tick sees what this missed.
+            if not await repo.has_overdue(conn, map_name, overdue_after):
+                return 0
             row = await repo.lock_map(conn, map_name)
             if row.state is not MapState.RUNNING:
                 return 0

@@ -61,7 +61,8 @@ DATABASE_RETRY_S = 30.0
 # Exit code of a worker that crashed on purpose (an agent failed).
 EXIT_AGENT_CRASHED = 70
 
-_fetch_max_wait_ms = 20
+# Set from the settings before the worker starts (see build_faust_app).
+_fetch_max_wait_ms = Settings.model_fields["fetch_max_wait_ms"].default
 
 
 def _patch_fetch_max_wait() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from enum import StrEnum
+from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,10 +30,12 @@ def _token_of(settings: Settings, role: Role) -> str:
     return token
 
 
-def require_role(*roles: Role) -> Callable[..., Role]:
+def require_role(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
     """A FastAPI dependency: 401 without a token, 403 with a token of another role."""
 
-    def check(
+    # async although it awaits nothing: FastAPI runs a plain function dependency in a worker
+    # thread, one thread hand-off per request for a string comparison.
+    async def check(
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
     ) -> Role:
