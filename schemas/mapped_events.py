@@ -102,9 +102,9 @@ class StagingActualRecords(BaseModel):
     """`fo-actuals-staging`: a run of mapped actuals that share a message key (their invoice,
     else their project), in order.
 
-    One message per run of the records one bridge transaction forwards, as dual-write writes a
-    batch of rows to the staging table, not one message per actual: the per-message costs
-    (envelope, outbox row, publish, inbox row, parse) were paid twice per invoice line.
+    One message per run of the records one bridge transaction forwards, not one per actual,
+    as dual-write writes a batch of rows to the staging table (and as `actuals-created` and
+    `sync-receipts` carry runs).
     """
 
     model_config = ConfigDict(frozen=True)
