@@ -191,9 +191,11 @@ async def _wait(
 ) -> None:
     """A proposal keeps waiting: its reason stored (logged when it changes) and reported."""
     proposal_id = str(record["proposal_id"])
+    # The record is locked, so its reason is current: most runs find the same reason again
+    # (billed rows still arriving) and have nothing to write.
     if reason != record["waiting_reason"]:
         log.info("proposal_waiting", invoice_id=proposal_id, reason=reason)
-    await repository.set_waiting_reason(conn, proposal_id, reason)
+        await repository.set_waiting_reason(conn, proposal_id, reason)
     summary.waiting[proposal_id] = reason
 
 
