@@ -420,14 +420,16 @@ class BridgeProcessor:
     ) -> None:
         """Put stored records' mapped payloads in the outbox, as new events, in order; they
         become pending. `in_catch_up=None` keeps each record's own flag (a re-send)."""
+        if not rows:
+            return
+        flags = [row["sent_in_catch_up"] if in_catch_up is None else in_catch_up for row in rows]
+        attempts = await repo.mark_sent(conn, [row["record_id"] for row in rows], flags)
         for row in rows:
-            flag = row["sent_in_catch_up"] if in_catch_up is None else in_catch_up
-            attempts = await repo.mark_sent(conn, row["record_id"], in_catch_up=flag)
             log.debug(
                 "record_sent",
                 map=row["map_name"],
                 key=row["record_key"],
-                attempts=attempts,
+                attempts=attempts.get(row["record_id"]),
                 invoice_id=row["invoice_id"],
             )
         await outbox.add_many(conn, self._outgoing(rows))

@@ -285,16 +285,21 @@ async def set_record_status(
     )
 
 
-async def mark_sent(conn: DbConnection, record_id: UUID, *, in_catch_up: bool) -> int:
-    """The record went to the outbox once more: pending, attempts + 1. Returns attempts."""
-    attempts: int = await conn.fetchval(
-        "UPDATE bridge_record SET status = 'pending', reason = NULL, attempts = attempts + 1, "
-        "last_sent_at = now(), updated_at = now(), sent_in_catch_up = $2 "
-        "WHERE record_id = $1 RETURNING attempts",
-        record_id,
+async def mark_sent(
+    conn: DbConnection, record_ids: list[UUID], in_catch_up: list[bool]
+) -> dict[UUID, int]:
+    """The records went to the outbox once more: pending, attempts + 1, each with its
+    catch-up flag, in one statement (a resume re-sends thousands). Returns their attempts."""
+    rows = await conn.fetch(
+        "UPDATE bridge_record r SET status = 'pending', reason = NULL, "
+        "attempts = r.attempts + 1, last_sent_at = now(), updated_at = now(), "
+        "sent_in_catch_up = u.catch_up "
+        "FROM unnest($1::uuid[], $2::boolean[]) AS u(record_id, catch_up) "
+        "WHERE r.record_id = u.record_id RETURNING r.record_id, r.attempts",
+        record_ids,
         in_catch_up,
     )
-    return attempts
+    return {r["record_id"]: r["attempts"] for r in rows}
 
 
 async def list_records(

@@ -321,7 +321,8 @@ def mapped(record: StagingActualRecord, record_id: UUID | None = None) -> Envelo
 def record_id_of(event: Envelope[Any]) -> UUID:
     """The bridge record id of a run of one."""
     [item] = event.payload.records
-    return UUID(str(item.record_id))
+    record_id: UUID = item.record_id
+    return record_id
 
 
 def record_of(event: Envelope[Any]) -> StagingActualRecord:
