@@ -13,6 +13,7 @@ import os
 import faust
 
 from services.bridge.stream_app import BridgeRuntime, build_faust_app
+from services.common.event_loop import new_event_loop
 from services.common.logging import configure_logging
 from services.common.settings import Settings
 
@@ -20,7 +21,7 @@ from services.common.settings import Settings
 def main() -> None:
     settings = Settings()
     configure_logging("bridge", settings.log_level, settings.log_format)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     asyncio.set_event_loop(loop)
     runtime = BridgeRuntime(settings, loop=loop)
     app = build_faust_app(settings, runtime)

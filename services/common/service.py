@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.common.db import create_pool, migrate_service
+from services.common.event_loop import new_event_loop
 from services.common.inbox import InboxConsumer, Subscription
 from services.common.logging import configure_logging, get_logger
 from services.common.outbox import OutboxRelay
@@ -152,4 +153,5 @@ async def _run_all(
 
 def main(definition: ServiceDefinition) -> None:
     """Entry point of `python -m services.<name>`."""
-    raise SystemExit(asyncio.run(serve(definition, Settings())))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        raise SystemExit(runner.run(serve(definition, Settings())))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -428,19 +429,40 @@ _ENUM_FIELDS: dict[str, type[Any]] = {
 }
 
 
+# Member by stored value, per enum field of an actual: a dict lookup where calling the enum
+# class costs a Python-level call (a 20-line confirmation reads and writes 60 actuals).
+_ENUM_MEMBERS: tuple[tuple[str, dict[Any, Enum]], ...] = tuple(
+    (name, {member.value: member for member in enum}) for name, enum in _ENUM_FIELDS.items()
+)
+_ACTUAL_VALUES = attrgetter(*_ACTUAL_FIELDS)
+_ENUM_POSITIONS: tuple[int, ...] = tuple(
+    i for i, name in enumerate(_ACTUAL_FIELDS) if name in _ENUM_FIELDS
+)
+
+
 def _db_value(value: Any) -> Any:
-    # Every enum of an actual is stored by its value (one check: this runs per field per row).
+    # Every enum of an actual is stored by its value.
     return value.value if isinstance(value, Enum) else value
 
 
 def actual_from_row(row: asyncpg.Record | Mapping[str, Any]) -> MsdynActual:
     """An `MsdynActual` from an `msdyn_actual` row."""
-    values: dict[str, Any] = {}
-    for name in _ACTUAL_FIELDS:
-        value = row[name]
-        enum = _ENUM_FIELDS.get(name)
-        values[name] = enum(value) if enum is not None and value is not None else value
+    values = {name: row[name] for name in _ACTUAL_FIELDS}
+    for name, members in _ENUM_MEMBERS:
+        value = values[name]
+        if value is not None:
+            values[name] = members[value]
     return MsdynActual(**values)
+
+
+def _actual_row(actual: MsdynActual) -> list[Any]:
+    # All fields in one C call, then only the enum columns converted: the per-field
+    # conversion was a third of a confirmation's Python time.
+    values = list(_ACTUAL_VALUES(actual))
+    for i in _ENUM_POSITIONS:
+        if values[i] is not None:
+            values[i] = values[i].value
+    return values
 
 
 async def insert_actuals(conn: DbConnection, actuals: Sequence[MsdynActual]) -> None:
@@ -451,7 +473,7 @@ async def insert_actuals(conn: DbConnection, actuals: Sequence[MsdynActual]) -> 
     # stream, in order, inside the caller's transaction (row by row inserts took seconds).
     await conn.copy_records_to_table(
         "msdyn_actual",
-        records=[tuple(_db_value(getattr(a, name)) for name in _ACTUAL_FIELDS) for a in actuals],
+        records=[_actual_row(a) for a in actuals],
         columns=list(_ACTUAL_FIELDS),
     )
 
