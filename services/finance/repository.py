@@ -608,13 +608,16 @@ async def get_proposal(
     return row
 
 
-async def open_proposal_ids(conn: DbConnection) -> list[str]:
-    """Proposals still waiting for their lines."""
-    rows = await conn.fetch(
-        "SELECT proposal_id FROM project_invoice_proposal WHERE status = 'open' "
-        "ORDER BY received_at, proposal_id"
+async def open_proposals_with_billed_counts(conn: DbConnection) -> list[asyncpg.Record]:
+    """Proposals still waiting for their lines, each with `billed_staged`: its valid
+    billed-sales rows in staging (see `count_billed_rows`); unlocked, in arrival order."""
+    return await conn.fetch(
+        "SELECT p.*, c.billed_staged FROM project_invoice_proposal p "
+        "CROSS JOIN LATERAL (SELECT count(*) AS billed_staged FROM actuals_staging s "
+        "WHERE s.invoice_id = p.proposal_id AND s.status = 'valid' "
+        "AND s.transaction_type = 'billed_sales') c "
+        "WHERE p.status = 'open' ORDER BY p.received_at, p.proposal_id"
     )
-    return [str(r["proposal_id"]) for r in rows]
 
 
 def proposal_header_from_record(r: Row) -> ProposalHeader:
@@ -641,6 +644,22 @@ async def set_waiting_reason(conn: DbConnection, proposal_id: str, reason: str |
         proposal_id,
         reason,
     )
+
+
+async def set_open_waiting_reasons(conn: DbConnection, reasons: Mapping[str, str]) -> list[str]:
+    """Record why open proposals have no lines yet, in one statement; a proposal that got its
+    lines meanwhile is left alone. Returns the ids whose reason changed."""
+    if not reasons:
+        return []
+    rows = await conn.fetch(
+        "UPDATE project_invoice_proposal p SET waiting_reason = r.reason, updated_at = now() "
+        "FROM unnest($1::uuid[], $2::text[]) AS r(proposal_id, reason) "
+        "WHERE p.proposal_id = r.proposal_id AND p.status = 'open' "
+        "AND p.waiting_reason IS DISTINCT FROM r.reason RETURNING p.proposal_id",
+        list(reasons),
+        list(reasons.values()),
+    )
+    return [str(r["proposal_id"]) for r in rows]
 
 
 async def insert_proposal_lines(conn: DbConnection, lines: Sequence[ProposalLine]) -> None:

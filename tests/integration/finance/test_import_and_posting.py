@@ -144,6 +144,53 @@ async def test_time_and_material_invoice_from_staging_to_posted_invoice(finance:
     assert await finance.count("customer_invoice") == 1
 
 
+async def test_an_open_proposal_counts_down_its_billed_rows_then_gets_its_lines(
+    finance: Finance,
+) -> None:
+    # The import's one read of every open proposal: the count of staged billed rows is its
+    # waiting reason, written only when it changes; all rows there, the proposal is imported.
+    await finance.setup_legal_entity()
+    invoice_id = uuid4()
+    amounts = ("1000.00", "600.00", "400.00")
+    milestones = [milestone_record(invoice_id, amount) for amount in amounts]
+    await finance.header(header_record(invoice_id, expected=3, ProposalTotal=Decimal("2000.00")))
+    await finance.actual(milestones[0])
+    await finance.wait_receipts(2)
+
+    async def stored() -> tuple[str, Any]:
+        async with finance.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT waiting_reason, updated_at FROM project_invoice_proposal "
+                "WHERE proposal_id = $1",
+                invoice_id,
+            )
+        return row["waiting_reason"], row["updated_at"]
+
+    summary = await _import(finance)
+    assert summary["waiting"] == {str(invoice_id): "waiting for 2 of 3 billed sales actuals"}
+    reason, updated_at = await stored()
+    assert reason == "waiting for 2 of 3 billed sales actuals"
+    await _import(finance)
+    assert await stored() == (reason, updated_at), "an unchanged reason is not written again"
+
+    await finance.actual(milestones[1])
+    await finance.wait_receipts(3)
+    await _import(finance)
+    assert (await stored())[0] == "waiting for 1 of 3 billed sales actuals"
+
+    await finance.actual(milestones[2])
+    await finance.wait_receipts(4)
+    summary = await _import(finance)
+    assert summary["proposals_with_lines"] == [str(invoice_id)]
+    assert summary["waiting"] == {}
+    proposal = await finance.get(f"/proposals/{invoice_id}")
+    assert proposal["status"] == "lines_imported"
+    assert proposal["waiting_reason"] is None
+    assert sorted(Decimal(line["amount"]) for line in proposal["lines"]) == sorted(
+        Decimal(a) for a in amounts
+    )
+
+
 async def test_billed_rows_before_their_header_wait_and_the_periodic_import_takes_them(
     finance: Finance,
 ) -> None:
