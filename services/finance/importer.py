@@ -145,7 +145,8 @@ async def _import_open_proposals(
 
     One read finds which is which: most open proposals of a busy run are still receiving
     rows, and locking, counting and committing each of them, every run, was four round trips
-    a proposal for nothing. A proposal found complete is locked and counted again.
+    a proposal for nothing. A proposal found complete is locked and counted again; the
+    waiting ones are reported as this read found them.
     """
     waiting: dict[str, str] = {}
     for record in await repository.open_proposals_with_billed_counts(conn):
