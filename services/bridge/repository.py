@@ -168,28 +168,7 @@ class NewRecord:
 
 async def insert_record(conn: DbConnection, record: NewRecord) -> bool:
     """Insert a record; False when it exists already (the same source event, seen again)."""
-    inserted = await conn.fetchval(
-        "INSERT INTO bridge_record (record_id, map_name, leg_name, source_topic, "
-        "source_event_id, record_key, message_key, target_topic, invoice_id, correlation_id, "
-        "status, reason, source_record, payload) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
-        "ON CONFLICT (record_id) DO NOTHING RETURNING true",
-        record.record_id,
-        record.map_name,
-        record.leg_name,
-        record.source_topic,
-        record.source_event_id,
-        record.record_key,
-        record.message_key,
-        record.target_topic,
-        record.invoice_id,
-        record.correlation_id,
-        record.status.value,
-        record.reason,
-        record.source_record,
-        record.payload,
-    )
-    return bool(inserted)
+    return bool(await insert_records(conn, [record]))
 
 
 async def insert_records(
@@ -330,11 +309,14 @@ async def list_records(
     return [dict(r) for r in rows]
 
 
+# A map's ($1) pending records with no receipt for an interval ($2): what the re-drive sends.
+_OVERDUE = "map_name = $1 AND status = 'pending' AND last_sent_at < now() - $2::interval"
+
+
 async def has_overdue(conn: DbConnection, map_name: str, overdue_after: timedelta) -> bool:
     """Whether the map has a pending record without a receipt for `overdue_after` (no lock)."""
     found: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT FROM bridge_record WHERE map_name = $1 AND status = 'pending' "
-        "AND last_sent_at < now() - $2::interval)",
+        f"SELECT EXISTS (SELECT FROM bridge_record WHERE {_OVERDUE})",
         map_name,
         overdue_after,
     )
@@ -346,8 +328,7 @@ async def overdue_pending(
 ) -> list[dict[str, Any]]:
     """Pending records of the map with no receipt for `overdue_after`, oldest first, locked."""
     rows = await conn.fetch(
-        "SELECT * FROM bridge_record WHERE map_name = $1 AND status = 'pending' "
-        "AND last_sent_at < now() - $2::interval ORDER BY seq LIMIT $3 "
+        f"SELECT * FROM bridge_record WHERE {_OVERDUE} ORDER BY seq LIMIT $3 "
         "FOR UPDATE SKIP LOCKED",
         map_name,
         overdue_after,

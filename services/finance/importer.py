@@ -219,7 +219,7 @@ async def _wait(
     # (billed rows still arriving) and have nothing to write.
     if reason != record["waiting_reason"]:
         log.info("proposal_waiting", invoice_id=proposal_id, reason=reason)
-        await repository.set_waiting_reason(conn, proposal_id, reason)
+        await repository.set_open_waiting_reasons(conn, {proposal_id: reason})
     summary.waiting[proposal_id] = reason
 
 

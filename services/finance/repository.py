@@ -636,16 +636,6 @@ def proposal_header_from_record(r: Row) -> ProposalHeader:
     )
 
 
-async def set_waiting_reason(conn: DbConnection, proposal_id: str, reason: str | None) -> None:
-    """Record why an open proposal has no lines yet (None: it no longer waits)."""
-    await conn.execute(
-        "UPDATE project_invoice_proposal SET waiting_reason = $2, updated_at = now() "
-        "WHERE proposal_id = $1 AND waiting_reason IS DISTINCT FROM $2",
-        proposal_id,
-        reason,
-    )
-
-
 async def set_open_waiting_reasons(conn: DbConnection, reasons: Mapping[str, str]) -> list[str]:
     """Record why open proposals have no lines yet, in one statement; a proposal that got its
     lines meanwhile is left alone. Returns the ids whose reason changed."""
