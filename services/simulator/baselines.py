@@ -37,6 +37,21 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
 
 
+def slope_per_step(values: list[float]) -> float:
+    """Least-squares change per step of values taken at equal steps (0.0 for fewer than two).
+
+    Fitted over every value, not last minus first: one reading taken just before a garbage
+    collection would otherwise decide the answer.
+    """
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x = (n - 1) / 2
+    mean_y = sum(values) / n
+    spread = sum((x - mean_x) ** 2 for x in range(n))
+    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / spread
+
+
 async def _topic(settings: Settings) -> str:
     name = f"{settings.topic_prefix}bench-raw-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers())

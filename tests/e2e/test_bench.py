@@ -64,8 +64,17 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
     assert sum(figures["idle_cpu_cores"].values()) > 0
     for moment in ("memory_mb_start", "memory_mb_end", "memory_growth_mb_during_scaled_run"):
         assert sorted(figures[moment]) == services
-    phases = ["start", "pipeline", "latency", "large_invoice", "pipeline_scaled"]
+    phases = ["start", "pipeline", "latency", "memory_rounds", "large_invoice", "pipeline_scaled"]
     assert list(figures["memory_mb_by_phase"]) == phases
     for phase in phases:
         assert sorted(figures["memory_mb_by_phase"][phase]) == services
         assert all(mb > 0 for mb in figures["memory_mb_by_phase"][phase].values())
+    rounds = figures["memory_rounds"]
+    assert rounds["rounds"] == 3
+    assert sorted(rounds["memory_mb_per_round"]) == services
+    for name in services:
+        readings = rounds["memory_mb_after_each_round"][name]
+        assert len(readings) == 3
+        assert all(mb > 0 for mb in readings)
+    assert len(rounds["billed_actuals_per_s_each_round"]) == 3
+    assert all(speed > 0 for speed in rounds["billed_actuals_per_s_each_round"])
