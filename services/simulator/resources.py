@@ -58,6 +58,53 @@ def _cpu_s(process: psutil.Process, *, with_children: bool) -> float:
     return total
 
 
+# The processes PostgreSQL runs for itself, by the start of their title: what is not a backend.
+_SERVER_PROCESSES = (
+    "autovacuum",
+    "background writer",
+    "checkpointer",
+    "io worker",
+    "logical replication",
+    "walsummarizer",
+    "walwriter",
+)
+
+
+def postgres_cpu_s_by_database(settings: Settings) -> dict[str, float]:
+    """CPU seconds of the local PostgreSQL, split by what the processes worked for.
+
+    A backend's title (`postgres: <user> <database> <client> <activity>`) names its
+    database, so each service's statements are counted under its own database; the server's
+    own processes (WAL writer, checkpointer, autovacuum, ...) are `server`, and backends that
+    have exited since the server started, which can no longer be told apart, are `exited`.
+    Empty when the PostgreSQL is not a local one.
+    """
+    pid = postgres.status(settings).pid
+    if pid is None:
+        return {}
+    try:
+        server = psutil.Process(pid)
+        own = server.cpu_times()
+        used = {
+            "server": own.user + own.system,
+            "exited": own.children_user + own.children_system,
+        }
+        children = server.children(recursive=True)
+    except psutil.Error:
+        return {}
+    for child in children:
+        try:
+            title = " ".join(child.cmdline()).removeprefix("postgres: ")
+            times = child.cpu_times()
+        except psutil.Error:
+            continue  # exited meanwhile: counted under `exited` on the next reading
+        words = title.split()
+        who = "server" if title.startswith(_SERVER_PROCESSES) or len(words) < 2 else words[1]
+        used[who] = used.get(who, 0.0) + times.user + times.system
+    return used
+
+
 def cpu_used_since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU seconds per process between two readings of `stack_cpu_s`."""
-    return {name: after[name] - before[name] for name in after if name in before}
+    """CPU seconds per process (or database) between two readings of `stack_cpu_s` (or
+    `postgres_cpu_s_by_database`); one first seen in the second reading counts from zero."""
+    return {name: after[name] - before.get(name, 0.0) for name in after}

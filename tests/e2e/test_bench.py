@@ -58,6 +58,15 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
     assert sorted(cpu) == sorted([*services, *local])
     # CPU time is counted in ticks of 10 ms: a quick run may leave one process at zero.
     assert all(seconds >= 0 for seconds in cpu.values())
+    by_database = figures["pipeline"]["postgres_cpu_s_by_database"]
+    if "postgres" in local:
+        # Each service's pooled connections live through the run: its database is named.
+        assert set(services) <= set(by_database)
+        # The same processes as the PostgreSQL total, split: they add up to it (two readings
+        # a few milliseconds apart, counted in 10 ms ticks).
+        assert sum(by_database.values()) == pytest.approx(cpu["postgres"], abs=0.2, rel=0.1)
+    else:
+        assert by_database == {}
     assert sorted(figures["idle_cpu_cores"]) == sorted([*services, *local])
     assert all(cores >= 0 for cores in figures["idle_cpu_cores"].values())
     # Idle is never free: consumers poll the broker every fetch_max_wait_ms.
@@ -70,11 +79,11 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
         assert sorted(figures["memory_mb_by_phase"][phase]) == services
         assert all(mb > 0 for mb in figures["memory_mb_by_phase"][phase].values())
     rounds = figures["memory_rounds"]
-    assert rounds["rounds"] == 3
-    assert sorted(rounds["memory_mb_per_round"]) == services
+    assert rounds["rounds"] == 4
+    assert sorted(rounds["memory_mb_per_round_in_second_half"]) == services
     for name in services:
         readings = rounds["memory_mb_after_each_round"][name]
-        assert len(readings) == 3
+        assert len(readings) == 4
         assert all(mb > 0 for mb in readings)
-    assert len(rounds["billed_actuals_per_s_each_round"]) == 3
+    assert len(rounds["billed_actuals_per_s_each_round"]) == 4
     assert all(speed > 0 for speed in rounds["billed_actuals_per_s_each_round"])
