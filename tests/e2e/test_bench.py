@@ -22,6 +22,7 @@ FIGURES = {
         "proposals_per_s_to_lines",
         "accounting_back_s_after_posting",
         "cpu_ms_per_billed_actual",
+        "bench_client_cpu_s",
     ],
     "latency": [
         "confirm_to_header_p50_ms",
