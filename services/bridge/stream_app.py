@@ -10,7 +10,7 @@ Guards against faust's known hazards (DESIGN.md, "The bridge"):
   (`os._exit`), before any offset commit: faust would otherwise restart the actor or leave the
   worker running without it; the restarted worker re-reads from the last committed offset;
 - no faust Tables: every durable fact lives in the bridge's PostgreSQL database;
-- the consumer group's session timeout and heartbeat come from settings (~4 s / 1 s locally);
+- the consumer group's session timeout and heartbeat come from settings (3 s / 1 s locally);
 - faust's web server is disabled and still binds a port: it gets a free one of its own.
 """
 

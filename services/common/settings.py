@@ -51,8 +51,12 @@ class Settings(BaseSettings):
     postgres_port: int = Field(default=0, ge=0, description="Local PostgreSQL port; 0 = free one.")
 
     # The default broker holds each JoinGroup for half the session timeout, so short values
-    # keep joins ~2 s locally; a real cluster wants the usual longer ones.
-    consumer_session_timeout_ms: int = Field(default=4000, ge=1000)
+    # keep joins short locally; a real cluster wants the usual longer ones. A worker restarted
+    # after a SIGKILL joins ~2 s after it starts, plus the hold: if its predecessor's session
+    # has not expired by then, it joins behind the dead leader and waits out that session and a
+    # second join. At 4 s that was the usual case (9.9-10.0 s to processing again, against the
+    # bridge's 10 s promise); at 3 s the predecessor is gone first (3.8-3.9 s, every round).
+    consumer_session_timeout_ms: int = Field(default=3000, ge=1000)
     consumer_heartbeat_interval_ms: int = Field(default=1000, ge=100)
     # The default broker does not answer a waiting fetch early: aiokafka's 500 ms default
     # puts ~240 ms on every hop, and 0 hangs on it. Every consumer asks again after each empty

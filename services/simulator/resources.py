@@ -75,9 +75,10 @@ def postgres_cpu_s_by_database(settings: Settings) -> dict[str, float]:
 
     A backend's title (`postgres: <user> <database> <client> <activity>`) names its
     database, so each service's statements are counted under its own database; the server's
-    own processes (WAL writer, checkpointer, autovacuum, ...) are `server`, and backends that
-    have exited since the server started, which can no longer be told apart, are `exited`.
-    Empty when the PostgreSQL is not a local one.
+    own processes (WAL writer, checkpointer, autovacuum, ...) are `server`, and processes that
+    have exited since the server started, which can no longer be told apart, are `exited`:
+    mostly autovacuum workers, which the server starts for one table at a time, and closed
+    connections. Empty when the PostgreSQL is not a local one.
     """
     pid = postgres.status(settings).pid
     if pid is None:

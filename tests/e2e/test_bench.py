@@ -88,3 +88,6 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
         assert all(mb > 0 for mb in readings)
     assert len(rounds["billed_actuals_per_s_each_round"]) == 4
     assert all(speed > 0 for speed in rounds["billed_actuals_per_s_each_round"])
+    assert (
+        rounds["billed_actuals_per_s_median_of_rounds"] in rounds["billed_actuals_per_s_each_round"]
+    )
