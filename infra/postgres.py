@@ -291,7 +291,16 @@ def provision(settings: Settings) -> None:
 
 async def provision_async(settings: Settings) -> None:
     passwords = ensure_secrets(settings)
-    conn = await asyncpg.connect(settings.admin_database_url(), timeout=30)
+    url = settings.admin_database_url()
+    try:
+        conn = await asyncpg.connect(url, timeout=30)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        what = (
+            "is it running, and are DWSIM_DATABASE_URL's address and login right?"
+            if settings.database_url
+            else f"see {settings.home / 'postgres' / 'postgres.log'}"
+        )
+        raise InfraError(f"cannot reach PostgreSQL at {_redact(url)} ({exc}): {what}") from exc
     try:
         for service in SERVICES:
             role = _ident(service)

@@ -401,9 +401,16 @@ def bench(
         # buffers (the bridge's records were read back from the OS 2.0 million times, against
         # 39,000 on empty databases).
         stop_all(own)
-        postgres.remove_data(own)
+        if not postgres.remove_data(own):
+            err.print(
+                "[yellow]DWSIM_DATABASE_URL is set: the bench writes its invoices into the "
+                "service databases there and cannot start them empty, so its figures are not "
+                "comparable between runs. Unset it to bench on a PostgreSQL of the bench's own."
+                "[/yellow]"
+            )
         with running_stack(own):
             results = asyncio.run(_bench_run(own, sizes, err, run_bench))
+        results["started_on_empty_databases"] = not own.database_url
     except (InfraError, ServiceStartFailed, ApiError, TimeoutError) as exc:
         raise _fail(f"bench failed: {exc}") from exc
     path = save(results)

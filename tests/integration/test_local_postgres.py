@@ -1,4 +1,5 @@
-"""The local PostgreSQL: the server settings dwsim's load needs, and starting over empty."""
+"""The local PostgreSQL: the server settings dwsim's load needs, starting over empty, and an
+unreachable one named with what to check."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncpg
 import pytest
 
 from infra import postgres
+from infra.errors import InfraError
 from infra.postgres import SERVER_SETTINGS
 from services.common.settings import Settings
 
@@ -53,3 +55,13 @@ def test_removing_the_data_starts_an_empty_postgres_next_time(tmp_path: Path) ->
 def test_a_configured_postgres_is_never_removed(tmp_path: Path) -> None:
     elsewhere = Settings(home=tmp_path, database_url="postgresql://127.0.0.1:1/postgres")
     assert not postgres.remove_data(elsewhere)
+
+
+def test_an_unreachable_configured_postgres_says_what_to_check(tmp_path: Path) -> None:
+    elsewhere = Settings(
+        home=tmp_path, database_url="postgresql://admin:s3cret@127.0.0.1:1/postgres"
+    )
+    with pytest.raises(InfraError, match="DWSIM_DATABASE_URL") as refused:
+        postgres.provision(elsewhere)
+    assert "postgresql://***@127.0.0.1:1/postgres" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
