@@ -22,15 +22,25 @@ class Started:
 
 
 def bring_up(settings: Settings) -> tuple[Started, list[ServiceStatus]]:
-    """Start what is not running: broker, PostgreSQL, topics, then each service."""
+    """Start what is not running: broker, PostgreSQL, topics, then each service.
+
+    If one of them fails to start, what this call started is stopped again before the error
+    goes on: a PostgreSQL that cannot be reached left the broker running behind a failed
+    `dwsim up` or `dwsim bench`.
+    """
     broker_started = not settings.kafka_bootstrap and not broker.status(settings).running
     pg_started = not settings.database_url and not postgres.status(settings).running
-    broker.start(settings)
-    postgres.start(settings)
-    topics.provision(settings)
     new = tuple(name for name in SERVICES if not service_status(settings, name).running)
-    statuses = [start_service(settings, name) for name in SERVICES]
-    return Started(broker_started, pg_started, new), statuses
+    started = Started(broker_started, pg_started, new)
+    try:
+        broker.start(settings)
+        postgres.start(settings)
+        topics.provision(settings)
+        statuses = [start_service(settings, name) for name in SERVICES]
+    except BaseException:
+        take_down(settings, started)
+        raise
+    return started, statuses
 
 
 STARTED_FILE = "started-by-dwsim-up.json"

@@ -13,6 +13,8 @@ import httpx
 import psutil
 import pytest
 
+from infra import broker
+from services.common.settings import PROJECT_ROOT, Settings
 from tests.e2e.conftest import run_dwsim
 
 pytestmark = pytest.mark.integration
@@ -58,3 +60,34 @@ def test_up_status_down_stops_only_what_dwsim_started(dwsim_home: Path) -> None:
         )
     finally:
         _infra(dwsim_home, "down")
+
+
+def test_up_that_cannot_reach_postgres_says_what_to_check_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DWSIM_")}
+    env.update(
+        {
+            "DWSIM_HOME": str(tmp_path),
+            # Nothing listens on port 1: the broker starts, then PostgreSQL cannot be reached.
+            "DWSIM_DATABASE_URL": "postgresql://admin:s3cret@127.0.0.1:1/postgres",
+        }
+    )
+    try:
+        up = subprocess.run(
+            [sys.executable, "-m", "services.simulator", "up"],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            check=False,
+            cwd=PROJECT_ROOT,
+        )
+        assert up.returncode != 0
+        said = up.stdout + up.stderr
+        assert "DWSIM_DATABASE_URL" in said and "127.0.0.1:1" in said, said
+        assert "Traceback" not in said and "s3cret" not in said, said
+        # The broker it had started is stopped again.
+        assert not broker.status(Settings(home=tmp_path, kafka_bootstrap=None)).running
+    finally:
+        _infra(tmp_path, "down")
