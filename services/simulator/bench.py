@@ -228,9 +228,9 @@ async def _prepare(work: Workload, invoices: int, lines: int) -> list[str]:
     return await work.drafts(contracts)
 
 
-async def _lines_imported(work: Workload, invoice_ids: list[str]) -> int:
-    """How many of these invoices have a proposal with its lines imported (the bench posts
-    them only after this wait).
+async def _imported_proposals(work: Workload, invoice_ids: list[str]) -> list[dict[str, Any]]:
+    """The proposals of these invoices that have their lines imported (the bench posts them
+    only after waiting for this).
 
     One request for the headers with lines imported, not one per invoice with all its lines,
     nor every proposal ever received: the polling must not be a load of its own on Finance
@@ -238,16 +238,20 @@ async def _lines_imported(work: Workload, invoice_ids: list[str]) -> int:
     """
     wanted = set(invoice_ids)
     proposals = await work.s.finance.get("/proposals", status="lines_imported")
-    return sum(1 for p in proposals if p["proposal_id"] in wanted)
+    return [p for p in proposals if p["proposal_id"] in wanted]
+
+
+async def _lines_imported(work: Workload, invoice_ids: list[str]) -> int:
+    """How many of these invoices have a proposal with its lines imported."""
+    return len(await _imported_proposals(work, invoice_ids))
 
 
 async def _last_lines_imported_at(work: Workload, invoice_ids: list[str]) -> float:
     """When Finance imported the lines of the last of these proposals (epoch seconds), as its
     database recorded it: the proposal's `updated_at`, which nothing else changes before it is
     posted."""
-    wanted = set(invoice_ids)
-    proposals = await work.s.finance.get("/proposals", status="lines_imported")
-    return max(_timestamp(p["updated_at"]) for p in proposals if p["proposal_id"] in wanted)
+    imported = await _imported_proposals(work, invoice_ids)
+    return max(_timestamp(p["updated_at"]) for p in imported)
 
 
 async def confirm_concurrently(work: Workload, invoice_ids: list[str]) -> float:

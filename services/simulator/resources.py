@@ -26,36 +26,26 @@ def service_memory_mb(settings: Settings) -> dict[str, float]:
 def stack_cpu_s(settings: Settings) -> dict[str, float]:
     """CPU seconds used so far by each service, the local broker and the local PostgreSQL.
 
-    PostgreSQL is all its processes: the live ones, and through the postmaster's reaped
-    children, the backends that have exited. A broker or database configured elsewhere
-    (`DWSIM_KAFKA_BOOTSTRAP`, `DWSIM_DATABASE_URL`) is not on this machine and is left out.
+    PostgreSQL is all its processes (`postgres_cpu_s_by_database`, added up): the live ones,
+    and through the postmaster's reaped children, the backends that have exited. A broker or
+    database configured elsewhere (`DWSIM_KAFKA_BOOTSTRAP`, `DWSIM_DATABASE_URL`) is not on
+    this machine and is left out.
     """
     pids = {name: service_status(settings, name).pid for name in SERVICES}
     pids["broker"] = broker.status(settings).pid
-    pids["postgres"] = postgres.status(settings).pid
     used: dict[str, float] = {}
     for name, pid in pids.items():
         if pid is None:
             continue
         try:
-            used[name] = _cpu_s(psutil.Process(pid), with_children=name == "postgres")
+            times = psutil.Process(pid).cpu_times()
         except psutil.Error:
             continue  # stopped between the status read and now
+        used[name] = times.user + times.system
+    by_database = postgres_cpu_s_by_database(settings)
+    if by_database:
+        used["postgres"] = sum(by_database.values())
     return used
-
-
-def _cpu_s(process: psutil.Process, *, with_children: bool) -> float:
-    times = process.cpu_times()
-    total: float = times.user + times.system
-    if with_children:
-        total += times.children_user + times.children_system
-        for child in process.children(recursive=True):
-            try:
-                child_times = child.cpu_times()
-            except psutil.Error:
-                continue  # exited meanwhile: now counted in the parent's reaped children
-            total += child_times.user + child_times.system
-    return total
 
 
 # The processes PostgreSQL runs for itself, by the start of their title: what is not a backend.

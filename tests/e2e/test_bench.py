@@ -68,8 +68,8 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
     if "postgres" in local:
         # Each service's pooled connections live through the run: its database is named.
         assert set(services) <= set(by_database)
-        # The same processes as the PostgreSQL total, split: they add up to it (two readings
-        # a few milliseconds apart, counted in 10 ms ticks).
+        # The PostgreSQL total is its split added up (the two are read a few milliseconds
+        # apart, in 10 ms ticks): no process of the server is left out of the split.
         assert sum(by_database.values()) == pytest.approx(cpu["postgres"], abs=0.2, rel=0.1)
     else:
         assert by_database == {}
