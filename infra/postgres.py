@@ -281,6 +281,33 @@ def remove_data(settings: Settings) -> bool:
     return True
 
 
+def start_empty(settings: Settings) -> None:
+    """Make the next start give empty service databases.
+
+    The local PostgreSQL loses its data (`remove_data`). On a configured one only the
+    databases of `settings.database_prefix` are dropped, never the server's other databases;
+    without a prefix those would be the user's own service databases, so that is refused.
+    """
+    if remove_data(settings):
+        return
+    if not settings.database_prefix:
+        raise InfraError(
+            "refusing to empty the service databases of DWSIM_DATABASE_URL without a "
+            "database prefix: they may be a running simulation's"
+        )
+    asyncio.run(_drop_service_databases(settings))
+
+
+async def _drop_service_databases(settings: Settings) -> None:
+    conn = await _connect_admin(settings)
+    try:
+        for service in SERVICES:
+            name = _ident(settings.service_database(service))
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
 def provision(settings: Settings) -> None:
     """One login role and one database per service; each role reaches only its own database.
 
@@ -289,11 +316,11 @@ def provision(settings: Settings) -> None:
     asyncio.run(provision_async(settings))
 
 
-async def provision_async(settings: Settings) -> None:
-    passwords = ensure_secrets(settings)
+async def _connect_admin(settings: Settings) -> asyncpg.Connection:
+    """A connection as the admin role, or an error naming the server and what to check."""
     url = settings.admin_database_url()
     try:
-        conn = await asyncpg.connect(url, timeout=30)
+        return await asyncpg.connect(url, timeout=30)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         what = (
             "is it running, and are DWSIM_DATABASE_URL's address and login right?"
@@ -301,15 +328,23 @@ async def provision_async(settings: Settings) -> None:
             else f"see {settings.home / 'postgres' / 'postgres.log'}"
         )
         raise InfraError(f"cannot reach PostgreSQL at {_redact(url)} ({exc}): {what}") from exc
+
+
+async def provision_async(settings: Settings) -> None:
+    passwords = ensure_secrets(settings)
+    conn = await _connect_admin(settings)
     try:
         for service in SERVICES:
-            role = _ident(service)
-            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", service)
+            # The role is named as its database: with a database prefix, a second simulation
+            # on the same server never re-sets the passwords of another's roles.
+            name = settings.service_database(service)
+            role = _ident(name)
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
             verb = "ALTER" if exists else "CREATE"
             # Utility statements take no bind parameters; the password is quoted as a literal.
             literal = await conn.fetchval("SELECT quote_literal($1)", passwords[service])
             await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD {literal}")
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", service):
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
                 await conn.execute(f"CREATE DATABASE {role} OWNER {role}")
             await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {role} FROM PUBLIC")
             await conn.execute(f"GRANT CONNECT ON DATABASE {role} TO {role}")

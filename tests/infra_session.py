@@ -78,7 +78,8 @@ async def reset_service_databases(settings: Settings, *services: str) -> None:
     conn = await asyncpg.connect(settings.admin_database_url())
     try:
         for service in services or SERVICES:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{service}" WITH (FORCE)')
+            name = settings.service_database(service)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
     await postgres.provision_async(settings)

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         description="External PostgreSQL admin URL; unset means the local embedded server.",
     )
     topic_prefix: str = Field(default="", description="Prefix of every topic name.")
+    database_prefix: str = Field(
+        default="",
+        pattern=r"^([a-z_][a-z0-9_]*)?$",
+        description="Prefix of each service's database and role (lower case, digits, _).",
+    )
     partitions: int = Field(default=6, ge=1, description="Partitions per provisioned topic.")
     broker_port: int = Field(default=0, ge=0, description="Local broker port; 0 picks a free one.")
     postgres_port: int = Field(default=0, ge=0, description="Local PostgreSQL port; 0 = free one.")
@@ -160,6 +165,10 @@ class Settings(BaseSettings):
         password = quote(self.secrets()["postgres"], safe="")
         return f"postgresql://postgres:{password}@127.0.0.1:{state['port']}/postgres"
 
+    def service_database(self, service: str) -> str:
+        """Name of a service's database, which is also the name of its login role."""
+        return f"{self.database_prefix}{service}"
+
     def service_database_url(self, service: str) -> str:
         """URL of a service's own database, logged in as the service's own role."""
         override = _env_override(f"DWSIM_{service.upper()}_DATABASE_URL")
@@ -168,8 +177,9 @@ class Settings(BaseSettings):
         admin = urlsplit(self.admin_database_url())
         password = quote(self.secrets()[service], safe="")
         host = admin.hostname or "127.0.0.1"
-        netloc = f"{service}:{password}@{host}:{admin.port or 5432}"
-        return urlunsplit((admin.scheme, netloc, f"/{service}", admin.query, ""))
+        name = self.service_database(service)
+        netloc = f"{name}:{password}@{host}:{admin.port or 5432}"
+        return urlunsplit((admin.scheme, netloc, f"/{name}", admin.query, ""))
 
 
 def _env_override(name: str) -> str | None:

@@ -56,7 +56,7 @@ def slope_per_step(values: list[float]) -> float:
 
 
 async def _topic(settings: Settings) -> str:
-    name = f"{settings.topic_prefix}bench-raw-{uuid.uuid4().hex[:8]}"
+    name = f"{settings.topic_prefix}raw-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers())
     await admin.start()
     try:

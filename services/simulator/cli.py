@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import date
 from typing import Any
 
@@ -376,15 +377,26 @@ def bench(
 ) -> None:
     """Throughput, latency and scaling of the whole pipeline, beside the raw broker and database.
 
-    Runs on a stack of its own (under DWSIM_HOME/bench), started on empty databases every
-    time; writes bench/results/<time>.json. The full run takes about six minutes on 2 cores.
+    Runs on a stack of its own (under DWSIM_HOME/bench, topics prefixed bench-, databases
+    bench_), started on empty databases every time, also beside your stack on the servers of
+    DWSIM_KAFKA_BOOTSTRAP or DWSIM_DATABASE_URL; writes bench/results/<time>.json. The full
+    run takes about six minutes on 2 cores.
     """
     from services.simulator.bench import BenchSizes, print_results, run_bench, save
 
+    # A service's database URL set by hand names the user's database, not the bench's: the
+    # bench and the services it starts derive their own.
+    for service in SERVICES:
+        os.environ.pop(f"DWSIM_{service.upper()}_DATABASE_URL", None)
     settings = Settings()
     own = settings.model_copy(
         update={
             "home": settings.home / "bench",
+            # Topics, consumer groups, databases and roles of its own: with DWSIM_KAFKA_BOOTSTRAP
+            # or DWSIM_DATABASE_URL set, the bench shares the servers with the user's stack,
+            # never its data (nor its roles' passwords, which provisioning sets).
+            "topic_prefix": f"{settings.topic_prefix}bench-",
+            "database_prefix": f"{settings.database_prefix}bench_",
             "import_interval_s": 0.5,
             # The bench measures the healthy pipeline at full load. Receipts for a backlog of
             # thousands of records take longer than the 30 s default, and ten such time-outs
@@ -401,16 +413,9 @@ def bench(
         # buffers (the bridge's records were read back from the OS 2.0 million times, against
         # 39,000 on empty databases).
         stop_all(own)
-        if not postgres.remove_data(own):
-            err.print(
-                "[yellow]DWSIM_DATABASE_URL is set: the bench writes its invoices into the "
-                "service databases there and cannot start them empty, so its figures are not "
-                "comparable between runs. Unset it to bench on a PostgreSQL of the bench's own."
-                "[/yellow]"
-            )
+        postgres.start_empty(own)
         with running_stack(own):
             results = asyncio.run(_bench_run(own, sizes, err, run_bench))
-        results["started_on_empty_databases"] = not own.database_url
     except (InfraError, ServiceStartFailed, ApiError, TimeoutError) as exc:
         raise _fail(f"bench failed: {exc}") from exc
     path = save(results)

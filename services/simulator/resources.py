@@ -64,7 +64,7 @@ def postgres_cpu_s_by_database(settings: Settings) -> dict[str, float]:
     """CPU seconds of the local PostgreSQL, split by what the processes worked for.
 
     A backend's title (`postgres: <user> <database> <client> <activity>`) names its
-    database, so each service's statements are counted under its own database; the server's
+    database, so each service's statements are counted under its service's name; the server's
     own processes (WAL writer, checkpointer, autovacuum, ...) are `server`, and processes that
     have exited since the server started, which can no longer be told apart, are `exited`:
     mostly autovacuum workers, which the server starts for one table at a time, and closed
@@ -90,7 +90,10 @@ def postgres_cpu_s_by_database(settings: Settings) -> dict[str, float]:
         except psutil.Error:
             continue  # exited meanwhile: counted under `exited` on the next reading
         words = title.split()
-        who = "server" if title.startswith(_SERVER_PROCESSES) or len(words) < 2 else words[1]
+        if title.startswith(_SERVER_PROCESSES) or len(words) < 2:
+            who = "server"
+        else:  # named by service: the bench's databases carry a prefix of their own
+            who = words[1].removeprefix(settings.database_prefix)
         used[who] = used.get(who, 0.0) + times.user + times.system
     return used
 
