@@ -26,6 +26,7 @@ from services.simulator.baselines import (
     percentile,
     slope_per_step,
 )
+from services.simulator.bench_targets import judge
 from services.simulator.clients import Services
 from services.simulator.resources import (
     cpu_used_since,
@@ -491,6 +492,7 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
                 many["billed_actuals_per_s_to_staging"] / one["billed_actuals_per_s_to_staging"]
             ),
         }
+        results["targets"] = [asdict(v) for v in judge(results, sizes == BenchSizes.full())]
         return results
     finally:
         await services.close()
@@ -506,13 +508,20 @@ def save(results: dict[str, Any]) -> Path:
 
 
 def print_results(console: Console, results: dict[str, Any]) -> None:
-    """The figures as one table."""
+    """Every figure in one table, then where the run stands against the targets."""
     table = Table("section", "figure", "value", title="dwsim bench")
     for section, values in results.items():
+        if section == "targets":
+            continue
         items = values.items() if isinstance(values, dict) else [("", values)]
         for key, value in items:
             table.add_row(section, key, _shown(value))
     console.print(table)
+    targets = Table("figure", "measured", "target", "met", title="where dwsim stands")
+    shown = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "quick run"}
+    for v in results["targets"]:
+        targets.add_row(v["figure"], v["measured"], v["target"], shown[v["met"]])
+    console.print(targets)
 
 
 def _shown(value: Any) -> str:

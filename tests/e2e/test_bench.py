@@ -49,6 +49,9 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
     assert figures["raw_database_commits_per_s"] > 0
     assert len(figures["ratios"]) == 3
     assert all(value > 0 for value in figures["ratios"].values())
+    # Every target is reported, and none is judged on quick volumes.
+    assert len(figures["targets"]) == 5
+    assert all(t["measured"] and t["met"] is None for t in figures["targets"])
     services = ["bridge", "dataverse", "finance"]
     # The local broker and PostgreSQL are measured too; ones configured elsewhere are not.
     local = [

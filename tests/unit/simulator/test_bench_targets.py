@@ -1,0 +1,84 @@
+"""Where a bench run stands: each target judged from the figures, only on full volumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.simulator.bench_targets import judge
+
+
+def _results(
+    *,
+    actuals_per_s: float = 1_300.0,
+    raw_msgs_per_s: float = 50_000.0,
+    p99_ms: float = 130.0,
+    raw_p99_ms: float = 50.0,
+    large_s: float = 8.0,
+    large_lines: int = 10_000,
+    factor: int = 10,
+    scaled_over_1x: float = 1.0,
+    growth_mb: float = 0.2,
+) -> dict[str, Any]:
+    return {
+        "sizes": {"scale_factor": factor},
+        "raw_broker": {"produce_consume_msgs_per_s": raw_msgs_per_s, "latency_p99_ms": raw_p99_ms},
+        "pipeline": {"billed_actuals_per_s_to_staging": actuals_per_s},
+        "latency": {"confirm_to_header_p99_ms": p99_ms},
+        "large_invoice": {"lines": large_lines, "confirm_to_all_lines_s": large_s},
+        "memory_rounds": {
+            "billed_actuals_per_round": 2_000,
+            "memory_mb_per_round_in_second_half": {"dataverse": 0.1, "bridge": growth_mb},
+        },
+        "ratios": {
+            "pipeline_actuals_per_s_over_raw_broker_msgs_per_s": actuals_per_s / raw_msgs_per_s,
+            "confirm_to_header_p99_over_raw_broker_p99": p99_ms / raw_p99_ms,
+            f"throughput_{factor}x_over_1x": scaled_over_1x,
+        },
+    }
+
+
+def _met(results: dict[str, Any], full_volumes: bool = True) -> list[bool | None]:
+    return [v.met for v in judge(results, full_volumes)]
+
+
+def test_a_run_like_todays_meets_all_but_the_share_of_the_raw_broker() -> None:
+    verdicts = judge(_results(), full_volumes=True)
+    assert [v.met for v in verdicts] == [False, True, True, True, True]
+    assert verdicts[0].measured == "0.026 (1,300 ÷ 50,000)"
+
+
+def test_each_target_fails_on_its_own_figure() -> None:
+    assert _met(_results(actuals_per_s=5_000.0))[0] is True
+    assert _met(_results(p99_ms=1_001.0))[1] is False
+    assert _met(_results(large_s=30.0))[2] is False
+    assert _met(_results(scaled_over_1x=0.79))[3] is False
+    # 1 MB per round of 2,000 actuals is 500 bytes an actual: no longer flat.
+    assert _met(_results(growth_mb=1.0))[4] is False
+    assert _met(_results(growth_mb=0.99))[4] is True
+
+
+def test_a_target_stated_for_other_volumes_is_not_met_by_smaller_ones() -> None:
+    assert _met(_results(large_lines=200, large_s=0.5))[2] is False
+    assert _met(_results(factor=2, scaled_over_1x=1.9))[3] is False
+
+
+def test_a_quick_run_gets_no_verdict() -> None:
+    assert _met(_results(), full_volumes=False) == [None] * 5
+
+
+def test_the_printed_report_ends_with_the_verdicts() -> None:
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    from services.simulator.bench import print_results
+
+    results = _results()
+    results["targets"] = [asdict(v) for v in judge(results, full_volumes=True)]
+    console = Console(record=True, width=160)
+    print_results(console, results)
+    text = console.export_text()
+    stands = text[text.index("where dwsim stands") :]
+    assert "billed actuals/s at 1× ÷ raw broker msgs/s" in stands
+    assert stands.count(" no ") == 1 and stands.count(" yes ") == 4
+    assert "targets" not in text[: text.index("where dwsim stands")]
