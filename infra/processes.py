@@ -14,14 +14,7 @@ from typing import Any
 import psutil
 
 from infra.errors import PortInUse
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+from services.common.ports import free_port
 
 
 def ensure_port_free(port: int, what: str, setting: str, host: str = "127.0.0.1") -> None:

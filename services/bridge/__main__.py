@@ -8,7 +8,6 @@ its admin URL in `$DWSIM_HOME/services/bridge.json` while it runs. `DWSIM_FAUST_
 from __future__ import annotations
 
 import asyncio
-import os
 
 import faust
 
@@ -29,7 +28,7 @@ def main() -> None:
         app,
         runtime,
         loop=loop,
-        loglevel=os.environ.get("DWSIM_FAUST_LOGLEVEL", "WARNING"),
+        loglevel=settings.faust_loglevel,
         redirect_stdouts=False,
         quiet=True,
     )

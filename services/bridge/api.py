@@ -13,7 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 
 from services.bridge import repository as repo
-from services.bridge.domain import BridgeRuleError, MapAction, describe
+from services.bridge.domain import MapAction, describe
 from services.bridge.handlers import MAPS_BY_NAME, BridgeProcessor
 from services.common.api import connection, create_app
 from services.common.auth import Role, require_role
@@ -46,7 +46,6 @@ def build_app() -> FastAPI:
         "dwsim bridge",
         "Dual-write bridge admin: table maps, their state, queue, error queue, records, "
         "alert rules and activity log.",
-        rule_errors=(BridgeRuleError,),
     )
     app.include_router(_maps_router())
     app.include_router(_errors_router())

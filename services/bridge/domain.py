@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
+from services.common.errors import OneWayViolation, RuleError
+
 # A JSON-compatible scalar: what a declarative filter compares a field with.
 JsonScalar = str | int | bool | None
 
@@ -25,7 +27,7 @@ JsonScalar = str | int | bool | None
 # Errors
 
 
-class BridgeRuleError(Exception):
+class BridgeRuleError(RuleError):
     """Base of every rule the bridge refuses to break."""
 
 
@@ -76,10 +78,6 @@ class MapActionRefused(BridgeRuleError):
             f"cannot {action.verb} map '{map_name}' while it is not {requirement} "
             f"(state: {state.value})"
         )
-
-
-class OneWayViolation(BridgeRuleError):
-    """A write in a direction the table map does not carry (e.g. a proposal header to Dataverse)."""
 
 
 class QueueLimitReached(BridgeRuleError):

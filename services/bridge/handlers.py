@@ -52,7 +52,6 @@ from services.bridge.domain import (
     MappedRecord,
     MappingError,
     MapState,
-    OneWayViolation,
     QueueLimits,
     Side,
     SyncStatus,
@@ -74,6 +73,7 @@ from services.bridge.table_maps import (
 )
 from services.common import outbox
 from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
+from services.common.errors import OneWayViolation
 from services.common.inbox import (
     ConsumerStats,
     Delivery,

@@ -26,17 +26,18 @@ from services.bridge.domain import (
     TableMap,
 )
 from services.common.db import DbConnection
+from services.common.errors import NotFound
 
 
-class UnknownMap(LookupError):
+class UnknownMap(NotFound):
     """No table map of that name or slug."""
 
 
-class UnknownRecord(LookupError):
+class UnknownRecord(NotFound):
     """No bridge record with that id."""
 
 
-class UnknownError(LookupError):
+class UnknownError(NotFound):
     """No error-queue entry with that id."""
 
 

@@ -33,7 +33,6 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from infra.processes import free_port
 from schemas.topics import dlq_name, topic_name
 from services.bridge import api
 from services.bridge.handlers import (
@@ -48,6 +47,7 @@ from services.common.db import create_pool, migrate_service
 from services.common.kafka import make_producer
 from services.common.logging import get_logger
 from services.common.outbox import OutboxRelay
+from services.common.ports import free_port
 from services.common.service import service_state_file
 from services.common.settings import Settings
 
@@ -116,9 +116,7 @@ class BridgeRuntime(mode.Service):
         # faust's worker leaves the Kafka client's loggers at DEBUG; measured at ~6 % of the
         # bridge's CPU spent building log records nobody reads.
         for name in ("aiokafka", "kafka"):
-            logging.getLogger(name).setLevel(
-                os.environ.get("DWSIM_FAUST_LOGLEVEL", "WARNING").upper()
-            )
+            logging.getLogger(name).setLevel(settings.faust_loglevel.upper())
         self.pool = await create_pool(settings.service_database_url(SERVICE), max_size=10)
         await migrate_service(self.pool, SERVICE, MIGRATIONS)
         await seed(self.pool)

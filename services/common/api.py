@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.auth import Role, require_role
 from services.common.db import DbConnection
+from services.common.errors import NotFound, RuleError
 from services.common.logging import get_logger
 from services.common.outbox import unpublished_count
 
@@ -75,8 +76,9 @@ class RetryOnConflict:
                 await asyncio.sleep(0.01 * 2**attempt)
 
 
-def create_app(title: str, description: str, rule_errors: tuple[type[Exception], ...]) -> FastAPI:
-    """A FastAPI app with /health, parked events, and rule errors answered as 409."""
+def create_app(title: str, description: str) -> FastAPI:
+    """A FastAPI app with /health, parked events, rule errors answered as 409 and records not
+    found as 404."""
     app = FastAPI(title=title, description=description, version="0.1.0")
     app.add_middleware(RetryOnConflict)
 
@@ -89,9 +91,8 @@ def create_app(title: str, description: str, rule_errors: tuple[type[Exception],
     async def not_found(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc).strip("'\"")})
 
-    for error in rule_errors:
-        app.add_exception_handler(error, conflict)
-    app.add_exception_handler(LookupError, not_found)
+    app.add_exception_handler(RuleError, conflict)
+    app.add_exception_handler(NotFound, not_found)
     app.include_router(_health_router())
     app.include_router(_parked_router())
     app.include_router(_outbox_router())

@@ -13,6 +13,7 @@ import asyncpg
 
 from schemas.envelope import Envelope
 from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
+from services.common.errors import NotFound
 
 
 async def park(
@@ -52,7 +53,7 @@ async def retry_parked(pool: asyncpg.Pool, event_id: UUID, apply: ApplyParked) -
             "SELECT * FROM dwsim_parked_event WHERE event_id = $1 FOR UPDATE", event_id
         )
         if row is None:
-            raise LookupError(f"no parked event {event_id}")
+            raise NotFound(f"no parked event {event_id}")
         try:
             async with conn.transaction():
                 await apply(conn, row)

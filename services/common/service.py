@@ -25,6 +25,7 @@ from services.common.event_loop import new_event_loop
 from services.common.inbox import InboxConsumer, Subscription
 from services.common.logging import configure_logging, get_logger
 from services.common.outbox import OutboxRelay
+from services.common.ports import free_port
 from services.common.settings import Settings
 
 log = get_logger(__name__)
@@ -65,8 +66,6 @@ def service_state_file(settings: Settings, name: str) -> Path:
 
 
 def _port_for(settings: Settings, name: str) -> int:
-    from infra.processes import free_port
-
     port: int = getattr(settings, f"{name}_port", 0)
     return port or free_port(settings.api_host)
 

@@ -120,6 +120,19 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field(default="INFO")
+    faust_loglevel: str = Field(
+        default="WARNING",
+        description="Bridge: log level of faust and the Kafka client inside the bridge worker.",
+    )
+    dataverse_database_url: str | None = Field(
+        default=None, description="Dataverse's own database URL; unset means derived."
+    )
+    finance_database_url: str | None = Field(
+        default=None, description="Finance's own database URL; unset means derived."
+    )
+    bridge_database_url: str | None = Field(
+        default=None, description="The bridge's own database URL; unset means derived."
+    )
     log_format: Literal["console", "json"] = Field(default="console")
 
     def state_file(self, name: str) -> Path:
@@ -171,7 +184,7 @@ class Settings(BaseSettings):
 
     def service_database_url(self, service: str) -> str:
         """URL of a service's own database, logged in as the service's own role."""
-        override = _env_override(f"DWSIM_{service.upper()}_DATABASE_URL")
+        override: str | None = getattr(self, f"{service}_database_url", None)
         if override:
             return override
         admin = urlsplit(self.admin_database_url())
@@ -180,12 +193,6 @@ class Settings(BaseSettings):
         name = self.service_database(service)
         netloc = f"{name}:{password}@{host}:{admin.port or 5432}"
         return urlunsplit((admin.scheme, netloc, f"/{name}", admin.query, ""))
-
-
-def _env_override(name: str) -> str | None:
-    import os
-
-    return os.environ.get(name) or None
 
 
 @lru_cache(maxsize=1)

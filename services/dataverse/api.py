@@ -32,7 +32,7 @@ from services.common.db import DbConnection
 from services.common.settings import Settings
 from services.dataverse import commands
 from services.dataverse import repository as repo
-from services.dataverse.domain import DataverseRuleError, InvoiceLineDetail, Milestone
+from services.dataverse.domain import InvoiceLineDetail, Milestone
 
 Conn = Annotated[DbConnection, Depends(connection)]
 PROJECT_MANAGER = Depends(require_role(Role.PROJECT_MANAGER))
@@ -809,7 +809,6 @@ def build_app() -> FastAPI:
         "Project side of the Project Operations invoice integration: customers, projects, "
         "contracts, approvals and actuals, billing backlog, proforma invoices, confirmation "
         "and corrections.",
-        rule_errors=(DataverseRuleError,),
     )
     app.include_router(_master_data_router())
     app.include_router(_milestone_router())

@@ -25,6 +25,7 @@ from schemas.vocabulary import (
 )
 from services.common import outbox
 from services.common.db import DbConnection
+from services.common.errors import NotFound
 from services.common.logging import get_logger
 from services.common.settings import Settings
 from services.dataverse import domain, events
@@ -245,7 +246,7 @@ async def cancel_entry(conn: DbConnection, settings: Settings, entry_id: UUID) -
     """Cancel an approval: its live actuals adjusted and reversed, reversals published."""
     async with conn.transaction():
         if not await repo.entry_exists(conn, entry_id):
-            raise repo.NotFound(f"no entry {entry_id}")
+            raise NotFound(f"no entry {entry_id}")
         actuals = await repo.actuals_of_entry(conn, entry_id, for_update=True)
         changes = domain.cancel_approval(entry_id, actuals, accounting_date=today(), new_id=uuid4)
         await repo.update_actuals(conn, changes.updated_actuals)
@@ -263,7 +264,7 @@ async def set_ready_to_invoice(
         found = await repo.actuals_by_ids(conn, actual_ids, for_update=True)
         missing = [str(a) for a in actual_ids if a not in found]
         if missing:
-            raise repo.NotFound(f"no actual {', '.join(missing)}")
+            raise NotFound(f"no actual {', '.join(missing)}")
         changed = [domain.mark_ready_to_invoice(found[a], ready) for a in dict.fromkeys(actual_ids)]
         await repo.update_actuals(conn, changed)
     log.info("backlog_readiness_set", actuals=len(changed), ready=ready)
@@ -314,7 +315,7 @@ async def _held_records(
 
 def _require_detail(invoice: domain.ProformaInvoice, detail_id: UUID) -> None:
     if all(d.detail_id != detail_id for d in invoice.details):
-        raise repo.NotFound(f"no line detail {detail_id} on invoice {invoice.invoice_id}")
+        raise NotFound(f"no line detail {detail_id} on invoice {invoice.invoice_id}")
 
 
 async def edit_detail(

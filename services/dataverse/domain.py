@@ -60,6 +60,7 @@ from schemas.vocabulary import (
     TransactionClass,
     TransactionType,
 )
+from services.common.errors import RuleError
 
 NewId = Callable[[], UUID]
 
@@ -78,7 +79,7 @@ def money(value: Decimal) -> Decimal:
 # --------------------------------------------------------------------------------------------
 
 
-class DataverseRuleError(Exception):
+class DataverseRuleError(RuleError):
     """A Dataverse business rule refused the operation; nothing changed.
 
     The message names the rule and the record, so an API layer can show it as is (HTTP 409).

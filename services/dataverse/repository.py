@@ -31,6 +31,7 @@ from schemas.vocabulary import (
     TransactionType,
 )
 from services.common.db import DbConnection
+from services.common.errors import NotFound
 from services.dataverse.domain import (
     Contract,
     ContractLine,
@@ -41,10 +42,6 @@ from services.dataverse.domain import (
     ProformaInvoice,
     ProjectEntry,
 )
-
-
-class NotFound(LookupError):
-    """A record the caller named does not exist (HTTP 404)."""
 
 
 def _lock(for_update: bool, nowait: bool = False) -> str:

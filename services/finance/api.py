@@ -24,12 +24,12 @@ from services.common import outbox
 from services.common.api import connection, create_app
 from services.common.auth import Role, require_role
 from services.common.db import DbConnection
+from services.common.errors import NotFound, OneWayViolation
 from services.common.logging import get_logger
 from services.finance import repository, views
 from services.finance.domain import (
     ONE_WAY_MESSAGE,
     FinanceRuleError,
-    OneWayViolation,
     ProposalStatus,
     refuse_proposal_create,
     refuse_proposal_delete,
@@ -172,7 +172,6 @@ def build_app() -> FastAPI:
         "The ERP side of the Project Operations integration: legal entity setup, actuals "
         "staging, import from staging, integration journals, project invoice proposals, "
         "customer invoices, vouchers and the ledger.",
-        rule_errors=(FinanceRuleError,),
     )
     app.include_router(_setup_router())
     app.include_router(_staging_router())
@@ -260,7 +259,7 @@ def _setup_router() -> APIRouter:
 async def _legal_entity(conn: DbConnection, legal_entity_id: str) -> dict[str, Any]:
     setups = await repository.load_setups(conn, [legal_entity_id])
     if legal_entity_id not in setups:
-        raise repository.NotFound(f"no legal entity {legal_entity_id}")
+        raise NotFound(f"no legal entity {legal_entity_id}")
     return repository.setup_to_dict(setups[legal_entity_id])
 
 

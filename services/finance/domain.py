@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, TransactionType
+from services.common.errors import OneWayViolation, RuleError
 
 # --- ledger accounts --------------------------------------------------------------------------
 
@@ -58,7 +59,7 @@ _WIP_CLASSES = frozenset(
 # --- errors -----------------------------------------------------------------------------------
 
 
-class FinanceRuleError(Exception):
+class FinanceRuleError(RuleError):
     """A Finance business rule refused the request; the message names the setting or field."""
 
 
@@ -92,10 +93,6 @@ class ProposalNotReady(FinanceRuleError):
 
 class AlreadyPosted(FinanceRuleError):
     """A proposal or integration journal may be posted only once."""
-
-
-class OneWayViolation(FinanceRuleError):
-    """Proposal headers are created, deleted and keyed only by Dataverse (domain rule 1)."""
 
 
 class UnbalancedVoucher(FinanceRuleError):

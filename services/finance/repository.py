@@ -15,6 +15,7 @@ import asyncpg
 
 from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, TransactionType
 from services.common.db import DbConnection
+from services.common.errors import NotFound
 from services.finance.domain import (
     AccountingStamp,
     CustomerInvoice,
@@ -34,10 +35,6 @@ from services.finance.domain import (
 
 # A row as asyncpg returns it, or any mapping with the same keys.
 Row = asyncpg.Record | Mapping[str, Any]
-
-
-class NotFound(LookupError):
-    """A record the caller named does not exist (the API answers 404)."""
 
 
 def _s(value: Any) -> str | None:

@@ -397,6 +397,7 @@ def bench(
             # never its data (nor its roles' passwords, which provisioning sets).
             "topic_prefix": f"{settings.topic_prefix}bench-",
             "database_prefix": f"{settings.database_prefix}bench_",
+            **{f"{service}_database_url": None for service in SERVICES},
             "import_interval_s": 0.5,
             # The bench measures the healthy pipeline at full load. Receipts for a backlog of
             # thousands of records take longer than the 30 s default, and ten such time-outs

@@ -13,11 +13,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra import broker, topics
-from infra.processes import free_port
 from schemas.topics import dlq_name
 from services.common.inbox import InboxConsumer, Subscription
 from services.common.kafka import make_producer
 from services.common.outbox import OutboxRelay, unpublished_count
+from services.common.ports import free_port
 from services.common.settings import Settings
 from tests.integration.delivery_fixtures import (
     Ping,

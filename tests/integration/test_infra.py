@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from infra.processes import free_port
+from services.common.ports import free_port
 from services.common.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ class Body(BaseModel):
 
 
 def _app(failures: int) -> tuple[object, list[int]]:
-    app = create_app("t", "t", ())
+    app = create_app("t", "t")
     seen: list[int] = []
 
     @app.post("/work")

@@ -6,13 +6,14 @@ import pytest
 
 from services.bridge.domain import (
     BridgeRuleError,
-    OneWayViolation,
     RecordStatus,
     Side,
     SyncStatus,
     check_direction,
 )
 from services.bridge.table_maps import ACTUALS_MAP, PROPOSAL_MAP
+from services.common.errors import DwsimError, OneWayViolation, RuleError
+from services.finance.domain import FinanceRuleError
 
 
 def test_proposal_header_from_dataverse_to_finance_is_allowed() -> None:
@@ -28,8 +29,12 @@ def test_proposal_header_change_from_finance_is_a_one_way_violation() -> None:
     assert "dataverse_to_finance" in message
 
 
-def test_one_way_violation_is_a_bridge_rule_error() -> None:
-    assert issubclass(OneWayViolation, BridgeRuleError)
+def test_every_rule_error_has_one_root_and_one_way_violation_is_defined_once() -> None:
+    # The APIs answer RuleError with 409: a one-way refusal in Finance's API and in the
+    # bridge's is the same class, so both answer the same way.
+    assert issubclass(OneWayViolation, RuleError)
+    assert issubclass(BridgeRuleError, RuleError) and issubclass(FinanceRuleError, RuleError)
+    assert issubclass(RuleError, DwsimError)
 
 
 def test_actuals_map_carries_both_directions() -> None:
