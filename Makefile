@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help demo test lint format up down status schemas bench clean
+.PHONY: help demo test lint format up down status schemas docs bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -43,6 +43,9 @@ bench: $(STAMP)  ## Throughput, latency, scaling vs. the raw broker: bench/resul
 
 schemas: $(STAMP)  ## Export JSON Schema of every topic to schemas/json/
 	$(BIN)/python -m schemas.compatibility
+
+docs: $(STAMP)  ## Regenerate docs/configuration.md from the settings (services/common/settings.py)
+	$(BIN)/python -m services.common.configuration_page
 
 clean: down  ## Stop everything and remove .dwsim/ (data, logs, passwords)
 	rm -rf .dwsim

@@ -61,23 +61,37 @@ class Settings(BaseSettings):
     # has not expired by then, it joins behind the dead leader and waits out that session and a
     # second join. At 4 s that was the usual case (9.9-10.0 s to processing again, against the
     # bridge's 10 s promise); at 3 s the predecessor is gone first (3.8-3.9 s, every round).
-    consumer_session_timeout_ms: int = Field(default=3000, ge=1000)
-    consumer_heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    consumer_session_timeout_ms: int = Field(
+        default=3000,
+        ge=1000,
+        description="Consumer group session timeout; a real cluster wants a longer one.",
+    )
+    consumer_heartbeat_interval_ms: int = Field(
+        default=1000, ge=100, description="Consumer group heartbeat interval."
+    )
     # The default broker does not answer a waiting fetch early: aiokafka's 500 ms default
     # puts ~240 ms on every hop, and 0 hangs on it. Every consumer asks again after each empty
     # wait, which costs CPU in it and in the broker: against 20 ms, 100 ms halved the idle
     # stack's CPU and cut the broker's under load by ~40 % (billed actuals/s, CPU-bound on 2
     # cores, rose in most alternating runs), for up to 80 ms more per hop when idle. A real
     # cluster answers as soon as data arrives, so there the wait costs nothing.
-    fetch_max_wait_ms: int = Field(default=100, ge=1)
-    consumer_max_batch: int = Field(default=500, ge=1, description="Events applied per tx.")
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        description="Longest a consumer's fetch waits for data (each idle hop may wait this).",
+    )
+    consumer_max_batch: int = Field(
+        default=500, ge=1, description="Events a consumer applies in one transaction."
+    )
     consumer_max_batch_bytes: int = Field(
         default=512 * 1024,
         ge=1,
-        description="Bridge: message bytes applied per tx (a message may carry 500 actuals).",
+        description="Bridge: message bytes applied in one transaction (a message may carry "
+        "500 actuals).",
     )
     producer_enable_idempotence: bool = Field(
-        default=False, description="The default broker has no idempotent producer."
+        default=False,
+        description="Idempotent producers; the local broker has none, so only for brokers that do.",
     )
     # aiokafka keeps one produce request in flight per partition, and one invoice's events
     # share a partition: with its 16 KiB default a request carried ~18 events, one broker
@@ -96,10 +110,19 @@ class Settings(BaseSettings):
 
     # Bearer tokens of the roles. The defaults are for a local simulator only: set your own
     # when the APIs are reachable by others.
-    token_project_manager: str = Field(default="local-project-manager")
-    token_accountant: str = Field(default="local-accountant")
-    token_receivables_clerk: str = Field(default="local-receivables-clerk")
-    token_administrator: str = Field(default="local-administrator")
+    token_project_manager: str = Field(
+        default="local-project-manager", description="Bearer token of the project manager role."
+    )
+    token_accountant: str = Field(
+        default="local-accountant", description="Bearer token of the project accountant role."
+    )
+    token_receivables_clerk: str = Field(
+        default="local-receivables-clerk",
+        description="Bearer token of the receivables clerk role.",
+    )
+    token_administrator: str = Field(
+        default="local-administrator", description="Bearer token of the administrator role."
+    )
 
     import_interval_s: float = Field(
         default=2.0, gt=0, description="Finance: period of the import from staging."
@@ -119,7 +142,12 @@ class Settings(BaseSettings):
         default=1 << 30, gt=0, description="Bridge: bytes a paused map may hold."
     )
 
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(
+        default="INFO", description="Lowest level the services log (DEBUG, INFO, WARNING, ...)."
+    )
+    log_format: Literal["console", "json"] = Field(
+        default="console", description="Log lines for people (console) or for machines (json)."
+    )
     faust_loglevel: str = Field(
         default="WARNING",
         description="Bridge: log level of faust and the Kafka client inside the bridge worker.",
@@ -133,7 +161,6 @@ class Settings(BaseSettings):
     bridge_database_url: str | None = Field(
         default=None, description="The bridge's own database URL; unset means derived."
     )
-    log_format: Literal["console", "json"] = Field(default="console")
 
     def state_file(self, name: str) -> Path:
         """Path of one of the local infrastructure's state files."""
