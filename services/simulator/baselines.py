@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
@@ -34,9 +35,15 @@ class BrokerBaseline:
 
 
 def percentile(values: list[float], p: float) -> float:
-    """The p-quantile (0..1) of the values, nearest rank."""
+    """The p-quantile (0..1) of the values, interpolated linearly between the two nearest
+    ranks: the median of an even count is the mean of its two middle values (0.0 for none)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
+    if not ordered:
+        return 0.0
+    rank = p * (len(ordered) - 1)
+    below = int(rank)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (rank - below)
 
 
 def slope_per_step(values: list[float]) -> float:
@@ -66,9 +73,12 @@ async def _topic(settings: Settings) -> str:
 
 
 async def _drain(consumer: AIOKafkaConsumer, n: int, deadline_s: float) -> int:
+    """Consume `n` messages; a drain that misses its deadline yields no rate, it fails."""
     got = 0
     end = time.monotonic() + deadline_s
-    while got < n and time.monotonic() < end:
+    while got < n:
+        if time.monotonic() >= end:
+            raise TimeoutError(f"raw broker: {got} of {n} messages consumed in {deadline_s} s")
         batch = await consumer.getmany(timeout_ms=100)
         got += sum(len(v) for v in batch.values())
     return got
@@ -123,16 +133,27 @@ async def measure_broker(
         await producer.stop()
 
 
-async def measure_database(settings: Settings, rows: int = 2_000) -> float:
-    """Single-row commits per second on one connection, in the bridge's database."""
+async def measure_database(settings: Settings, rows: int = 2_000) -> dict[str, Any]:
+    """Single-row durable commits per second on one connection, in the bridge's database.
+
+    A regular table, committed as the services commit (the server's `synchronous_commit` and
+    `fsync`, which the result records): every commit waits for its WAL to be flushed. A TEMP
+    table writes no WAL and measured an in-memory insert, not a commit.
+    """
     conn = await asyncpg.connect(settings.service_database_url("bridge"))
+    table = f"bench_raw_commit_{uuid.uuid4().hex[:8]}"
     try:
-        await conn.execute(
-            "CREATE TEMP TABLE bench_commit (id bigserial PRIMARY KEY, payload text)"
-        )
+        await conn.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, payload text)")
         started = time.monotonic()
         for i in range(rows):
-            await conn.execute("INSERT INTO bench_commit (payload) VALUES ($1)", str(i))
-        return rows / (time.monotonic() - started)
+            await conn.execute(f"INSERT INTO {table} (payload) VALUES ($1)", str(i))
+        elapsed = time.monotonic() - started
+        return {
+            "commits_per_s": rows / elapsed,
+            "rows": rows,
+            "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
+            "fsync": await conn.fetchval("SHOW fsync"),
+        }
     finally:
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
         await conn.close()

@@ -382,7 +382,13 @@ def bench(
     DWSIM_KAFKA_BOOTSTRAP or DWSIM_DATABASE_URL; writes bench/results/<time>.json. The full
     run takes about six minutes on 2 cores.
     """
-    from services.simulator.bench import BenchSizes, print_results, run_bench, save
+    from services.simulator.bench import (
+        NON_DEFAULT_SETTINGS,
+        BenchSizes,
+        print_results,
+        run_bench,
+        save,
+    )
 
     # A service's database URL set by hand names the user's database, not the bench's: the
     # bench and the services it starts derive their own.
@@ -398,12 +404,9 @@ def bench(
             "topic_prefix": f"{settings.topic_prefix}bench-",
             "database_prefix": f"{settings.database_prefix}bench_",
             **{f"{service}_database_url": None for service in SERVICES},
-            "import_interval_s": 0.5,
-            # The bench measures the healthy pipeline at full load. Receipts for a backlog of
-            # thousands of records take longer than the 30 s default, and ten such time-outs
-            # are what the default alert rule reads as "one side down": it would pause the map
-            # mid-run (seen with the 10,000-line invoice).
-            "receipt_timeout_s": 600.0,
+            # Every other setting is the services' default; these are printed and stored with
+            # the figures, each with its reason.
+            **{name: setting.value for name, setting in NON_DEFAULT_SETTINGS.items()},
         }
     )
     sizes = BenchSizes.quick() if quick else BenchSizes.full()

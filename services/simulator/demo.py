@@ -16,10 +16,11 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.simulator.clients import Services
+from services.simulator.clients import ApiError, Services
 from services.simulator.reconcile import Report, reconcile
 from services.simulator.seed import EXCHANGE_RATES, LEGAL_ENTITIES, ContractPlan, DemoPlan
 from services.simulator.snapshot import fetch_snapshot
@@ -296,7 +297,11 @@ class DemoRun:
             for iid in list(waiting):
                 try:
                     proposal = await self.s.finance.get(f"/proposals/{iid}")
-                except Exception:
+                except ApiError as exc:
+                    if exc.status == 404:  # its header has not reached Finance yet
+                        continue
+                    raise
+                except httpx.TransportError:  # Finance is restarting (a fault scenario)
                     continue
                 if proposal.get("lines"):
                     waiting.discard(iid)

@@ -6,6 +6,8 @@ CPU its processes share, and where those seconds go says what to make cheaper ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psutil
 
 from infra import broker, postgres
@@ -23,29 +25,76 @@ def service_memory_mb(settings: Settings) -> dict[str, float]:
     return memory
 
 
-def stack_cpu_s(settings: Settings) -> dict[str, float]:
-    """CPU seconds used so far by each service, the local broker and the local PostgreSQL.
+@dataclass(frozen=True)
+class ProcessCpu:
+    """One process's CPU seconds since it started, and what it is counted under: `process`
+    is the stack's process (a service, `broker`, `postgres`), `database` what a PostgreSQL
+    process worked for (a service's database, or `server` for its own processes)."""
 
-    PostgreSQL is all its processes (`postgres_cpu_s_by_database`, added up): the live ones,
-    and through the postmaster's reaped children, the backends that have exited. A broker or
-    database configured elsewhere (`DWSIM_KAFKA_BOOTSTRAP`, `DWSIM_DATABASE_URL`) is not on
-    this machine and is left out.
-    """
+    process: str
+    cpu_s: float
+    database: str | None = None
+
+
+# A process is its pid and its start time: a pid the kernel hands out again is a new process.
+ProcessKey = tuple[int, float]
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """The CPU of every process of the stack at one moment, by process, and the CPU of the
+    PostgreSQL server's children that it has reaped (exited), which it reports in total only."""
+
+    processes: dict[ProcessKey, ProcessCpu]
+    postgres_reaped_s: float | None = None
+
+
+def read_cpu(settings: Settings) -> CpuReading:
+    """Each service, the local broker and every process of the local PostgreSQL, by pid. A
+    broker or database configured elsewhere (`DWSIM_KAFKA_BOOTSTRAP`, `DWSIM_DATABASE_URL`) is
+    not on this machine and is left out."""
+    processes: dict[ProcessKey, ProcessCpu] = {}
     pids = {name: service_status(settings, name).pid for name in SERVICES}
     pids["broker"] = broker.status(settings).pid
-    used: dict[str, float] = {}
     for name, pid in pids.items():
         if pid is None:
             continue
         try:
-            times = psutil.Process(pid).cpu_times()
+            process = psutil.Process(pid)
+            times = process.cpu_times()
+            processes[(pid, process.create_time())] = ProcessCpu(name, times.user + times.system)
         except psutil.Error:
             continue  # stopped between the status read and now
-        used[name] = times.user + times.system
-    by_database = postgres_cpu_s_by_database(settings)
-    if by_database:
-        used["postgres"] = sum(by_database.values())
-    return used
+    reaped = _read_postgres(settings, processes)
+    return CpuReading(processes, reaped)
+
+
+def _read_postgres(settings: Settings, into: dict[ProcessKey, ProcessCpu]) -> float | None:
+    pid = postgres.status(settings).pid
+    if pid is None:
+        return None
+    try:
+        server = psutil.Process(pid)
+        own = server.cpu_times()
+        into[(pid, server.create_time())] = ProcessCpu("postgres", own.user + own.system, "server")
+        reaped: float = own.children_user + own.children_system
+        children = server.children(recursive=True)
+    except psutil.Error:
+        return None
+    for child in children:
+        try:
+            title = " ".join(child.cmdline()).removeprefix("postgres: ")
+            times = child.cpu_times()
+            key = (child.pid, child.create_time())
+        except psutil.Error:
+            continue  # exited meanwhile: its last reading stands (see `CpuWindow`)
+        words = title.split()
+        if title.startswith(_SERVER_PROCESSES) or len(words) < 2:
+            who = "server"
+        else:  # named by service: the bench's databases carry a prefix of their own
+            who = words[1].removeprefix(settings.database_prefix)
+        into[key] = ProcessCpu("postgres", times.user + times.system, who)
+    return reaped
 
 
 # The processes PostgreSQL runs for itself, by the start of their title: what is not a backend.
@@ -59,46 +108,71 @@ _SERVER_PROCESSES = (
     "walwriter",
 )
 
+# What PostgreSQL's reaped children used inside a window that no reading saw: processes that
+# started and exited between two readings, and the last moments of those that exited.
+BETWEEN_READINGS = "exited between readings"
 
-def postgres_cpu_s_by_database(settings: Settings) -> dict[str, float]:
-    """CPU seconds of the local PostgreSQL, split by what the processes worked for.
 
-    A backend's title (`postgres: <user> <database> <client> <activity>`) names its
-    database, so each service's statements are counted under its service's name; the server's
-    own processes (WAL writer, checkpointer, autovacuum, ...) are `server`, and processes that
-    have exited since the server started, which can no longer be told apart, are `exited`:
-    mostly autovacuum workers, which the server starts for one table at a time, and closed
-    connections. Empty when the PostgreSQL is not a local one.
+class CpuWindow:
+    """CPU used by each process between a first reading and the latest, tracked by pid.
+
+    A process counts what it used after the first reading (from zero if it started later),
+    up to the last reading that saw it: one that exits mid-window keeps its last reading and
+    contributes only what it used inside the window, never its lifetime. Counted so, no figure
+    can go negative: each is a process's own clock, read later minus read earlier.
+
+    The reaped total of PostgreSQL's children grows by whole lifetimes as children exit; what
+    it grew by beyond the lifetimes last seen of the tracked processes that exited is what no
+    reading saw (`BETWEEN_READINGS`): short-lived processes, and the tails of the others.
     """
-    pid = postgres.status(settings).pid
-    if pid is None:
-        return {}
-    try:
-        server = psutil.Process(pid)
-        own = server.cpu_times()
-        used = {
-            "server": own.user + own.system,
-            "exited": own.children_user + own.children_system,
-        }
-        children = server.children(recursive=True)
-    except psutil.Error:
-        return {}
-    for child in children:
-        try:
-            title = " ".join(child.cmdline()).removeprefix("postgres: ")
-            times = child.cpu_times()
-        except psutil.Error:
-            continue  # exited meanwhile: counted under `exited` on the next reading
-        words = title.split()
-        if title.startswith(_SERVER_PROCESSES) or len(words) < 2:
-            who = "server"
-        else:  # named by service: the bench's databases carry a prefix of their own
-            who = words[1].removeprefix(settings.database_prefix)
-        used[who] = used.get(who, 0.0) + times.user + times.system
-    return used
 
+    def __init__(self, first: CpuReading) -> None:
+        self.first = first
+        self.last = first
+        self.latest = dict(first.processes)
 
-def cpu_used_since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU seconds per process (or database) between two readings of `stack_cpu_s` (or
-    `postgres_cpu_s_by_database`); one first seen in the second reading counts from zero."""
-    return {name: after[name] - before.get(name, 0.0) for name in after}
+    def add(self, reading: CpuReading) -> None:
+        """A later reading; processes it no longer sees keep their last reading."""
+        self.latest.update(reading.processes)
+        self.last = reading
+
+    def _used(self) -> list[tuple[ProcessCpu, float]]:
+        used = []
+        for key, latest in self.latest.items():
+            before = self.first.processes.get(key)
+            used.append((latest, latest.cpu_s - (before.cpu_s if before else 0.0)))
+        return used
+
+    def by_process(self) -> dict[str, float]:
+        """CPU seconds per process of the stack (PostgreSQL as one), over the window."""
+        totals: dict[str, float] = {}
+        for process, seconds in self._used():
+            totals[process.process] = totals.get(process.process, 0.0) + seconds
+        if self._between_readings() is not None:
+            totals["postgres"] = totals.get("postgres", 0.0) + self.postgres_between_readings()
+        return totals
+
+    def postgres_by_database(self) -> dict[str, float]:
+        """PostgreSQL's CPU seconds over the window, by the database its processes worked
+        for (`server` for its own processes); empty when it is not local."""
+        totals: dict[str, float] = {}
+        for process, seconds in self._used():
+            if process.database is not None:
+                totals[process.database] = totals.get(process.database, 0.0) + seconds
+        if totals and self._between_readings() is not None:
+            totals[BETWEEN_READINGS] = self.postgres_between_readings()
+        return totals
+
+    def postgres_between_readings(self) -> float:
+        """See the class: never below zero (CPU clocks tick in 10 ms, read apart)."""
+        return max(0.0, self._between_readings() or 0.0)
+
+    def _between_readings(self) -> float | None:
+        if self.first.postgres_reaped_s is None or self.last.postgres_reaped_s is None:
+            return None
+        gone = set(self.latest) - set(self.last.processes)
+        seen_lifetimes = sum(
+            self.latest[key].cpu_s for key in gone if self.latest[key].database is not None
+        )
+        grown = self.last.postgres_reaped_s - self.first.postgres_reaped_s
+        return grown - seen_lifetimes

@@ -2,9 +2,11 @@
 
 - `BridgeProcess` runs `python -m services.bridge` as a subprocess with the test's settings;
 - `publish` puts source events on a topic with a plain producer;
-- `TopicReader` reads a topic from the beginning without a consumer group;
+- `TopicReader` reads a topic from the beginning without a consumer group, to a condition or
+  to the high-water mark of every partition;
 - `FakeTarget` plays Finance or Dataverse: it reads the bridge's target topics and answers every
-  delivery on `sync-receipts` (applied, or rejected with the reason its policy gives).
+  delivery on `sync-receipts` (applied, or rejected with the reason its policy gives); if it
+  crashes, the test fails with its error.
 The checks in the tests rebuild the truth from what travelled on the topics, not from the
 bridge's own report alone.
 """
@@ -390,6 +392,39 @@ class TopicReader:
         await wait_for(done, deadline_s, what=what or f"messages on {self.names}")
         return self.messages
 
+    async def read_to_high_water(self, deadline_s: float = 30) -> list[Received]:
+        """Every message on every partition up to the high-water mark that a fetch answered
+        after this call began; returns all messages read so far.
+
+        The mark comes from fetch responses, not from `end_offsets()` (ListOffsets), which the
+        default broker under-reports by a few records per partition. A response received after
+        the call began may answer a request sent before it, so the condition must hold on two
+        rounds of responses, the second all received after the first round held.
+        """
+        consumer = self.consumer
+        assert consumer is not None
+        for round_ in ("first", "second"):
+            asked_ms = time.time() * 1000
+
+            async def caught_up(asked_ms: float = asked_ms) -> bool:
+                await self.poll()
+                partitions = consumer.assignment()
+                expected = sum(len(consumer.partitions_for_topic(n) or ()) for n in self.names)
+                if not partitions or len(partitions) < expected:
+                    return False
+                for tp in partitions:
+                    polled, high = consumer.last_poll_timestamp(tp), consumer.highwater(tp)
+                    if polled is None or polled < asked_ms or high is None:
+                        return False
+                    if await consumer.position(tp) < high:
+                        return False
+                return True
+
+            await wait_for(
+                caught_up, deadline_s, what=f"{self.names} read to the high-water mark ({round_})"
+            )
+        return self.messages
+
     def on(self, topic: Topic) -> list[Received]:
         name = topic_name(topic, self.settings.topic_prefix)
         return [m for m in self.messages if m.topic == name]
@@ -425,9 +460,12 @@ class FakeTarget:
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        # A target that crashed (a policy that raised, a receipt it could not send) fails the
+        # test with its own error: swallowed, it left the test waiting for receipts that never
+        # came and failing on a time-out that named something else.
         assert self._task is not None
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
     async def _run(self) -> None:

@@ -27,8 +27,16 @@ def test_fewer_than_two_readings_have_no_slope() -> None:
     assert slope_per_step([100.0]) == 0.0
 
 
-def test_percentile_is_nearest_rank() -> None:
+def test_an_even_count_median_is_the_mean_of_the_two_middle_values() -> None:
+    # The old nearest rank took the upper middle: 880.0 here.
+    assert percentile([457.0, 880.0, 600.0, 700.0], 0.5) == pytest.approx(650.0)
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+
+
+def test_percentile_interpolates_between_the_nearest_ranks() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 0.5) == 51.0
-    assert percentile(values, 0.99) == 100.0
+    assert percentile(values, 0.5) == pytest.approx(50.5)
+    assert percentile(values, 0.99) == pytest.approx(99.01)
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
     assert percentile([], 0.99) == 0.0
