@@ -675,7 +675,9 @@ def _actuals_router() -> APIRouter:
             ),
         )
 
-    @router.get("/actuals/{actual_id}", dependencies=[ANY_ROLE], summary="One actual")
+    # `:uuid` so that `GET /actuals/ready` is the undeclared method of `POST /actuals/ready`
+    # (405), not a malformed actual id.
+    @router.get("/actuals/{actual_id:uuid}", dependencies=[ANY_ROLE], summary="One actual")
     async def get_actual(actual_id: UUID, conn: Conn) -> ActualOut:
         return ActualOut.model_validate(await repo.get_actual_row(conn, actual_id))
 

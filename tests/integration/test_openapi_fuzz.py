@@ -40,9 +40,6 @@ REFUSING_OPERATIONS = {
     "DELETE /proposals/{proposal_id}",
     "PUT /proposals/{proposal_id}",
 }
-# `GET /actuals/ready` is `GET /actuals/{actual_id}` with a malformed id (422), not an
-# undeclared method of `POST /actuals/ready` (405): the paths share their shape.
-SHADOWED_BY_A_PATH_ID = {"POST /actuals/ready", "POST /actuals/not-ready"}
 
 
 def config_text(openapi: dict[str, Any], settings: Settings) -> str:
@@ -66,8 +63,6 @@ def config_text(openapi: dict[str, Any], settings: Settings) -> str:
                     "[operations.checks.positive_data_acceptance]",
                     'expected-statuses = ["2xx", "401", "403", "404", "405", "409"]',
                 ]
-            if name in SHADOWED_BY_A_PATH_ID:
-                section += ["[operations.checks.unsupported_method]", "enabled = false"]
             if len(section) > 2:
                 lines += [*section, ""]
     return "\n".join(lines)
