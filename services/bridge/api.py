@@ -7,19 +7,21 @@ reason; an unknown map, record or error 404.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 
 from services.bridge import repository as repo
 from services.bridge.domain import MapAction, describe
 from services.bridge.handlers import MAPS_BY_NAME, BridgeProcessor
-from services.common.api import connection, create_app
+from services.common.api import connection, create_app, error_responses
 from services.common.auth import Role, require_role
 from services.common.db import DbConnection
 
-ADMIN = Depends(require_role(Role.ADMINISTRATOR))
+ADMIN = require_role(Role.ADMINISTRATOR)
+# An error id is a PostgreSQL bigint: a larger one is refused as 422, not sent to the database.
+ErrorId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 CONN = Depends(connection)
 
 
@@ -107,7 +109,7 @@ def _maps_router() -> APIRouter:
             ],
         }
 
-    @router.get("/activity", summary="Activity log, newest first")
+    @router.get("/activity", summary="Activity log, newest first", responses=error_responses(404))
     async def activity(
         map: str | None = None,
         kind: str | None = None,
@@ -131,7 +133,11 @@ def _maps_router() -> APIRouter:
 def _errors_router() -> APIRouter:
     router = APIRouter(prefix="/errors", tags=["error queue"], dependencies=[ADMIN])
 
-    @router.get("", summary="Error queue (catch_up=true: the catch-up error list)")
+    @router.get(
+        "",
+        summary="Error queue (catch_up=true: the catch-up error list)",
+        responses=error_responses(404),
+    )
     async def list_errors(
         map: str | None = None,
         catch_up: bool | None = None,
@@ -141,7 +147,11 @@ def _errors_router() -> APIRouter:
         name = None if map is None else (await repo.get_map(conn, map)).name
         return await repo.list_errors(conn, map_name=name, catch_up=catch_up, status=status)
 
-    @router.post("/retry-all", summary="Retry every open error (optionally of one map)")
+    @router.post(
+        "/retry-all",
+        summary="Retry every open error (optionally of one map)",
+        responses=error_responses(404),
+    )
     async def retry_all(
         request: Request,
         map: str | None = None,
@@ -155,7 +165,7 @@ def _errors_router() -> APIRouter:
         return {"retried": len(results), "results": results}
 
     @router.post("/{error_id}/retry", summary="Retry the record behind one error")
-    async def retry(error_id: int, request: Request) -> dict[str, Any]:
+    async def retry(error_id: ErrorId, request: Request) -> dict[str, Any]:
         results = await _processor(request).retry_errors([error_id])
         return results[0]
 
@@ -165,7 +175,11 @@ def _errors_router() -> APIRouter:
 def _records_router() -> APIRouter:
     router = APIRouter(prefix="/records", tags=["records"], dependencies=[ADMIN])
 
-    @router.get("", summary="Per-record sync status, by invoice id, status or map")
+    @router.get(
+        "",
+        summary="Per-record sync status, by invoice id, status or map",
+        responses=error_responses(404),
+    )
     async def list_records(
         invoice_id: str | None = None,
         status: str | None = Query(

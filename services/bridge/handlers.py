@@ -813,6 +813,13 @@ class BridgeProcessor:
         if record["status"] == SyncStatus.SYNCED:
             await repo.resolve_errors_of(conn, record["record_id"])
             return {**base, "status": SyncStatus.SYNCED.value}
+        if record["status"] == SyncStatus.QUEUED:
+            # Retried once already while its map is paused: it waits in the map's queue, and
+            # the queue holds a record once; resuming the map sends it.
+            raise RecordNotRetryable(
+                f"record {record['record_key']} is queued already: map {record['map_name']} "
+                f"is {map_row.state.value}; it is sent when the map resumes"
+            )
         table_map = MAPS_BY_NAME[record["map_name"]]
         leg = table_map.leg(record["leg_name"])
         mapped, failure = map_record(leg, record["source_record"], table_map)

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import Any
+import json
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import AwareDatetime, BaseModel, BeforeValidator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common.auth import Role, require_role
+from services.common.auth import Role, bearer, require_role, role_of
 from services.common.db import DbConnection
 from services.common.errors import NotFound, RuleError
 from services.common.logging import get_logger
@@ -76,11 +83,131 @@ class RetryOnConflict:
                 await asyncio.sleep(0.01 * 2**attempt)
 
 
+class ErrorOut(BaseModel):
+    """A refused request: the reason, and the rule that refused it when a rule did."""
+
+    detail: str
+    rule: str | None = None
+
+
+_ERRORS = {
+    400: "The body is not JSON",
+    401: "No bearer token, or an unknown one",
+    403: "The token's role may not call this operation",
+    404: "An id or name that does not exist",
+    409: "Refused by a rule (the detail says which); nothing was written",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of refusals an operation can answer (see `create_app`, which adds
+    400 to every operation with a body, 401/403 to every one behind a role, 404 to every one
+    with a path id and to writes, 409 to writes): for a route that answers one of them in
+    another case, e.g. a read whose query names a map that may not exist."""
+    return {code: {"model": ErrorOut, "description": _ERRORS[code]} for code in codes}
+
+
+def _declare_refusals(app: FastAPI) -> None:
+    """Make the OpenAPI page declare the refusals the shared machinery answers everywhere: a
+    body that is not JSON (400), a role check's 401 and 403, an unknown id's 404, a rule's
+    409 on writes."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        error = ErrorOut.model_json_schema()
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                codes = []
+                if "requestBody" in operation:
+                    codes.append(400)
+                if operation.get("security"):
+                    codes += [401, 403]
+                # A write names what it acts on (in the path or the body), and may name
+                # something that does not exist.
+                if "{" in path or method != "get":
+                    codes.append(404)
+                if method != "get":
+                    codes.append(409)
+                responses = operation.setdefault("responses", {})
+                for code in codes:
+                    responses.setdefault(
+                        str(code),
+                        {
+                            "description": _ERRORS[code],
+                            "content": {"application/json": {"schema": error}},
+                        },
+                    )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _nul_locations(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield (*loc, key)
+            yield from _nul_locations(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_locations(item, (*loc, index))
+
+
+async def refuse_nul(request: Request) -> None:
+    """422 naming the field for a NUL character in any path, query or body text.
+
+    PostgreSQL's text types cannot hold NUL (asyncpg raises CharacterNotInRepertoireError,
+    a 500), and no name, id or code in this domain has one. Checked once for every route of
+    every service, rather than on each text field.
+    """
+    where: list[tuple[str | int, ...]] = [
+        ("path", name)
+        for name, value in request.path_params.items()
+        if isinstance(value, str) and "\x00" in value
+    ]
+    where += [
+        ("query", name) for name, value in request.query_params.multi_items() if "\x00" in value
+    ]
+    body = await request.body()
+    # JSON carries NUL only escaped (a raw control character is invalid JSON, refused anyway).
+    if b"\\u0000" in body:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None  # not JSON: FastAPI's own validation answers
+        where += [("body", *loc) for loc in _nul_locations(document)]
+    if where:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "string_nul",
+                    "loc": loc,
+                    "msg": "text may not contain the NUL character (\\u0000)",
+                    "input": None,
+                }
+                for loc in where
+            ]
+        )
+
+
 def create_app(title: str, description: str) -> FastAPI:
-    """A FastAPI app with /health, parked events, rule errors answered as 409 and records not
-    found as 404."""
-    app = FastAPI(title=title, description=description, version="0.1.0")
+    """A FastAPI app with /health, parked events, rule errors answered as 409, records not
+    found as 404, text with NUL
+    refused with 422, and the refusals every route can answer declared in its OpenAPI page."""
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        dependencies=[Depends(refuse_nul)],
+    )
     app.add_middleware(RetryOnConflict)
+    _declare_refusals(app)
 
     async def conflict(_: Request, exc: Exception) -> JSONResponse:
         # An illegal transition is the caller's error; the message names the rule.
@@ -91,6 +218,27 @@ def create_app(title: str, description: str) -> FastAPI:
     async def not_found(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc).strip("'\"")})
 
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        if getattr(exc, "status_code", None) != 405:
+            return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+        # Starlette's Allow names the methods of the first route that matched the path only;
+        # several routes share a path here (GET and PUT of one legal entity, say).
+        paths = app.openapi()["paths"]
+        path = request.url.path
+        # A path of its own (`/actuals/ready`) is not also `/actuals/{actual_id}`'s.
+        templates = (
+            [path]
+            if path in paths
+            else [t for t in paths if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", t), path)]
+        )
+        allowed = sorted(method.upper() for t in templates for method in paths[t])
+        return JSONResponse(
+            status_code=405,
+            content={"detail": "Method Not Allowed"},
+            headers={"Allow": ", ".join(allowed)},
+        )
+
+    app.add_exception_handler(StarletteHTTPException, method_not_allowed)
     app.add_exception_handler(RuleError, conflict)
     app.add_exception_handler(NotFound, not_found)
     app.include_router(_health_router())
@@ -109,14 +257,27 @@ async def connection(request: Request) -> Any:
 def _health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
-    @router.get("/health", summary="Is the service up, and how are its relay and consumer")
-    async def health(request: Request, conn: DbConnection = Depends(connection)) -> dict[str, Any]:  # noqa: B008
+    @router.get(
+        "/health",
+        summary="Is the service up; with any role's token, how are its relay and consumer",
+        # The token is optional here: `{}` is "no security" among the alternatives.
+        openapi_extra={"security": [{}, {"HTTPBearer": []}]},
+    )
+    async def health(
+        request: Request,
+        conn: DbConnection = Depends(connection),  # noqa: B008
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+    ) -> dict[str, Any]:
         state = request.app.state
+        answer: dict[str, Any] = {"service": state.service_name, "status": "ok"}
+        if role_of(state.settings, credentials) is None:
+            # Up or down for anyone (a load balancer, a script); the database's name, the
+            # outbox and the consumer's last error only for the service's users.
+            return answer
         relay = getattr(state, "relay", None)
         consumer = getattr(state, "consumer", None)
         return {
-            "service": state.service_name,
-            "status": "ok",
+            **answer,
             "database": await conn.fetchval("SELECT current_database()"),
             "outbox": {
                 "unpublished": await unpublished_count(conn),
@@ -132,7 +293,10 @@ def _health_router() -> APIRouter:
 
 def _parked_router() -> APIRouter:
     router = APIRouter(prefix="/parked-events", tags=["parked events"])
-    admin = Depends(require_role(Role.ADMINISTRATOR, Role.ACCOUNTANT, Role.PROJECT_MANAGER))
+    # The administrator's only: applying a parked event again acts on the service's data
+    # as its consumer, whichever side sent it; a project manager must not retry Finance's
+    # events, and an accountant Dataverse's (issue 18).
+    admin = require_role(Role.ADMINISTRATOR)
 
     @router.get("", summary="Events whose handler failed, with the reason", dependencies=[admin])
     async def list_parked(conn: DbConnection = Depends(connection)) -> list[dict[str, Any]]:  # noqa: B008
@@ -153,9 +317,19 @@ def _parked_router() -> APIRouter:
     return router
 
 
+def _date_time_text(value: Any) -> Any:
+    # Pydantic reads a number as Unix time; the page promises an RFC 3339 date-time.
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("give a date-time with a timezone, e.g. 2026-11-01T10:00:00Z")
+    return value
+
+
+Since = Annotated[AwareDatetime, BeforeValidator(_date_time_text)]
+
+
 def _outbox_router() -> APIRouter:
     router = APIRouter(prefix="/outbox", tags=["outbox"])
-    admin = Depends(require_role(Role.ADMINISTRATOR))
+    admin = require_role(Role.ADMINISTRATOR)
 
     @router.post(
         "/replay",
@@ -168,9 +342,7 @@ def _outbox_router() -> APIRouter:
         ),
         dependencies=[admin],
     )
-    async def replay(since: datetime, conn: DbConnection = Depends(connection)) -> dict[str, Any]:  # noqa: B008
-        if since.tzinfo is None:
-            raise HTTPException(422, "since: give a timezone, e.g. 2026-11-01T10:00:00Z")
+    async def replay(since: Since, conn: DbConnection = Depends(connection)) -> dict[str, Any]:  # noqa: B008
         status = await conn.execute(
             "UPDATE dwsim_outbox SET published_at = NULL WHERE published_at >= $1", since
         )

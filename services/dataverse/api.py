@@ -16,6 +16,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.decimal_text import NON_NEGATIVE, POSITIVE, DecimalText
 from schemas.vocabulary import (
     AdjustmentStatus,
     BillingMethod,
@@ -35,12 +36,13 @@ from services.dataverse import repository as repo
 from services.dataverse.domain import InvoiceLineDetail, Milestone
 
 Conn = Annotated[DbConnection, Depends(connection)]
-PROJECT_MANAGER = Depends(require_role(Role.PROJECT_MANAGER))
+PROJECT_MANAGER = require_role(Role.PROJECT_MANAGER)
 # Master data (customers, projects, contracts) may also be set up by an administrator.
-SETUP = Depends(require_role(Role.PROJECT_MANAGER, Role.ADMINISTRATOR))
-ANY_ROLE = Depends(require_role(*Role))
+SETUP = require_role(Role.PROJECT_MANAGER, Role.ADMINISTRATOR)
+ANY_ROLE = require_role(*Role)
 
-NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), DecimalText(NON_NEGATIVE)]
+Positive = Annotated[Decimal, Field(gt=0, allow_inf_nan=False), DecimalText(POSITIVE)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 LegalEntity = Annotated[str, Field(min_length=1, max_length=20)]
 
@@ -143,7 +145,7 @@ class MilestoneIn(_In):
 
     contract_line_id: UUID
     name: Name
-    amount: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+    amount: Positive
     milestone_date: date
 
 
@@ -673,7 +675,9 @@ def _actuals_router() -> APIRouter:
             ),
         )
 
-    @router.get("/actuals/{actual_id}", dependencies=[ANY_ROLE], summary="One actual")
+    # `:uuid` so that `GET /actuals/ready` is the undeclared method of `POST /actuals/ready`
+    # (405), not a malformed actual id.
+    @router.get("/actuals/{actual_id:uuid}", dependencies=[ANY_ROLE], summary="One actual")
     async def get_actual(actual_id: UUID, conn: Conn) -> ActualOut:
         return ActualOut.model_validate(await repo.get_actual_row(conn, actual_id))
 

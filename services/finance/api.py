@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from schemas.decimal_text import POSITIVE, DecimalText
 from schemas.finance_events import ProposalHeaderChanged
 from schemas.topics import Topic, topic_name
 from schemas.vocabulary import BillingType
 from services.common import outbox
-from services.common.api import connection, create_app
+from services.common.api import ErrorOut, connection, create_app
 from services.common.auth import Role, require_role
 from services.common.db import DbConnection
 from services.common.errors import NotFound, OneWayViolation
@@ -40,10 +41,10 @@ from services.finance.posting import post_all_journals, post_journal, post_propo
 
 log = get_logger(__name__)
 
-ACCOUNTANT = Depends(require_role(Role.ACCOUNTANT))
-CLERK = Depends(require_role(Role.RECEIVABLES_CLERK))
-FINANCE_STAFF = Depends(require_role(Role.ACCOUNTANT, Role.RECEIVABLES_CLERK))
-ANY_ROLE = Depends(require_role(*Role))
+ACCOUNTANT = require_role(Role.ACCOUNTANT)
+CLERK = require_role(Role.RECEIVABLES_CLERK)
+FINANCE_STAFF = require_role(Role.ACCOUNTANT, Role.RECEIVABLES_CLERK)
+ANY_ROLE = require_role(*Role)
 CONN = Depends(connection)
 
 # Billing types as the API accepts them: dwsim's vocabulary or the staging table's labels.
@@ -67,8 +68,12 @@ class LegalEntityBody(BaseModel):
         default=None,
         description="billing type -> line property; replaces the whole mapping. A new legal "
         "entity without it gets Chargeable/NonChargeable/NonChargeable.",
+        json_schema_extra={
+            "propertyNames": {"enum": list(_BILLING_TYPE_NAMES)},
+            "additionalProperties": {"type": "string", "pattern": r"\S"},
+        },
     )
-    move_to_next_open_period: bool | None = None
+    move_to_next_open_period: StrictBool | None = None
     fiscal_year: int | None = Field(
         default=None, ge=1900, le=2999, description="creates its 12 open monthly periods"
     )
@@ -100,7 +105,7 @@ class ExchangeRateBody(BaseModel):
     from_currency: str = Currency
     to_currency: str = Currency
     valid_from: date
-    rate: Decimal = Field(gt=0)
+    rate: Annotated[Decimal, Field(gt=0, allow_inf_nan=False), DecimalText(POSITIVE)]
 
 
 class FiscalPeriodBody(BaseModel):
@@ -108,7 +113,7 @@ class FiscalPeriodBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    closed: bool
+    closed: StrictBool
 
 
 class StagingCount(BaseModel):
@@ -432,6 +437,7 @@ def _proposal_router() -> APIRouter:
     @router.put(
         "/{proposal_id}",
         summary="Replace the Finance-owned header fields; never creates nor re-keys",
+        responses={405: {"model": ErrorOut, "description": "No such proposal: never created"}},
     )
     async def put_proposal(
         proposal_id: UUID,

@@ -44,6 +44,7 @@ from services.common.settings import PROJECT_ROOT, Settings
 from tests.waiting import wait_for
 
 PYTHON = str(PROJECT_ROOT / ".venv" / "bin" / "python")
+ROLES = ("project_manager", "accountant", "receivables_clerk", "administrator")
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,10 +52,14 @@ PYTHON = str(PROJECT_ROOT / ".venv" / "bin" / "python")
 
 
 class BridgeProcess:
-    """One bridge worker process with its own admin port."""
+    """One bridge worker process with its own admin port (or, with `service`, another of the
+    services: `python -m services.<service>` with its own API port)."""
 
-    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, service: str = "bridge", **env: str
+    ) -> None:
         self.settings = settings
+        self.service = service
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -63,7 +68,7 @@ class BridgeProcess:
             "DWSIM_HOME": str(settings.home),
             "DWSIM_TOPIC_PREFIX": settings.topic_prefix,
             "DWSIM_KAFKA_BOOTSTRAP": settings.bootstrap_servers(),
-            "DWSIM_BRIDGE_PORT": str(self.port),
+            f"DWSIM_{service.upper()}_PORT": str(self.port),
             "DWSIM_PARTITIONS": str(settings.partitions),
             "DWSIM_RECEIPT_TIMEOUT_S": str(settings.receipt_timeout_s),
             "DWSIM_QUEUE_MAX_AGE_S": str(settings.queue_max_age_s),
@@ -71,6 +76,8 @@ class BridgeProcess:
             "DWSIM_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
             "DWSIM_CONSUMER_HEARTBEAT_INTERVAL_MS": str(settings.consumer_heartbeat_interval_ms),
             "DWSIM_LOG_LEVEL": "INFO",
+            # The test's tokens, whatever the home would give: a token in the environment wins.
+            **{f"DWSIM_TOKEN_{role.upper()}": getattr(settings, f"token_{role}") for role in ROLES},
             **env,
         }
         if settings.database_url:
@@ -83,7 +90,7 @@ class BridgeProcess:
         log = self.log_path.open("ab")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "services.bridge"],
+            [PYTHON, "-m", f"services.{self.service}"],
             cwd=PROJECT_ROOT,
             env=self.env,
             stdout=log,
@@ -126,7 +133,9 @@ class BridgeProcess:
 
         async def ready() -> bool:
             if not self.alive():
-                raise AssertionError(f"bridge exited early; see {self.log_path}\n{self.tail()}")
+                raise AssertionError(
+                    f"{self.service} exited early; see {self.log_path}\n{self.tail()}"
+                )
             return bool(await self.assigned())
 
         await wait_for(ready, deadline_s, what=f"bridge on {self.url} to get partitions")
