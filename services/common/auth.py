@@ -26,8 +26,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def _token_of(settings: Settings, role: Role) -> str:
-    token: str = getattr(settings, f"token_{role.value}")
-    return token
+    return settings.role_token(role.value)
 
 
 def require_role(*roles: Role) -> Callable[..., Coroutine[Any, Any, Role]]:
