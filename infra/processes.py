@@ -108,7 +108,7 @@ def write_state(path: Path, data: dict[str, Any]) -> None:
     tmp.unlink(missing_ok=True)
     # Created 0600, not chmod-ed after writing: passwords and tokens are never readable by
     # others, not even for a moment.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(json.dumps(data, indent=2))
     os.replace(tmp, path)
