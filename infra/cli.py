@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra import broker, postgres, topics
+from infra import broker, postgres, tokens, topics
 from infra.errors import InfraError
 from services.common.settings import Settings
 
@@ -28,6 +28,8 @@ console = Console()
 def up() -> None:
     """Start the broker and PostgreSQL (if not running), create roles, databases and topics."""
     settings = Settings()
+    for line in tokens.describe_new_tokens(settings, tokens.ensure_tokens(settings)):
+        console.print(line, soft_wrap=True, highlight=False)
     try:
         b = broker.start(settings)
         p = postgres.start(settings)

@@ -98,8 +98,12 @@ def write_state(path: Path, data: dict[str, Any]) -> None:
     """Write a state file atomically, readable only by its owner."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.chmod(0o600)
+    tmp.unlink(missing_ok=True)
+    # Created 0600, not chmod-ed after writing: passwords and tokens are never readable by
+    # others, not even for a moment.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(data, indent=2))
     os.replace(tmp, path)
 
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from infra import broker, postgres, topics
+from infra import broker, postgres, tokens, topics
 from infra.processes import pid_alive
 from services.common.settings import PROJECT_ROOT, SERVICES, Settings
 
@@ -40,6 +40,8 @@ def test_infrastructure() -> Iterator[Settings]:
         _remove_abandoned_homes()
         os.environ["DWSIM_HOME"] = str(TEST_HOMES / f"session-{os.getpid()}")
     settings = Settings()
+    # The services and the tests read the roles' bearer tokens from the session's home.
+    tokens.ensure_tokens(settings)
     started_broker = started_pg = False
     if not settings.kafka_bootstrap:
         broker.stop(settings)

@@ -20,6 +20,8 @@ from services.common.settings import Settings
 def main() -> None:
     settings = Settings()
     configure_logging("bridge", settings.log_level, settings.log_format)
+    # Fail at the start, naming the tokens file, rather than with a 500 on the first request.
+    settings.role_tokens()
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     runtime = BridgeRuntime(settings, loop=loop)

@@ -615,12 +615,16 @@ def queue_admission(
 
 
 class ErrorType(StrEnum):
-    """Kinds of record errors an alert rule can count."""
+    """Kinds of record errors; every error has one, and an alert rule counts one of them.
 
-    ANY = "any"  # in a rule: every type; never recorded as an error's own type
+    Only TIMEOUT says that a side is down: the target did not answer at all. The others are
+    data errors of one record (or a full queue), for the error queue and a person, not a reason
+    to stop the whole map.
+    """
+
     MAPPING = "mapping"  # the record could not be mapped (missing field, unmapped value)
-    TARGET_REFUSED = "target_refused"  # the target's receipt said rejected
-    TIMEOUT = "timeout"  # no receipt in time
+    TARGET_REFUSED = "target_refused"  # rejected by the target: its receipt gave the reason
+    TIMEOUT = "timeout"  # target unavailable: no receipt within the receipt time-out
     QUEUE_LIMIT = "queue_limit"  # refused past the paused queue limit
     ONE_WAY_VIOLATION = "one_way_violation"
 
@@ -635,7 +639,11 @@ class AlertAction(StrEnum):
 
 @dataclass(frozen=True)
 class AlertRule:
-    """`count` errors of `error_type` within `window` on map `map_name` → `action`."""
+    """`count` errors of `error_type` within `window` on map `map_name` → `action`.
+
+    As in Microsoft's dual-write, a rule names the one error type it counts: errors of other
+    types never make it fire.
+    """
 
     map_name: str
     error_type: ErrorType
@@ -651,8 +659,11 @@ class AlertRule:
 
 
 def default_alert_rule(map_name: str) -> AlertRule:
-    """Microsoft's example, dwsim's default for each map: 10 errors in 15 minutes → pause."""
-    return AlertRule(map_name, ErrorType.ANY, 10, timedelta(minutes=15), AlertAction.PAUSE)
+    """Microsoft's example, dwsim's default for each map: 10 errors in 15 minutes → pause,
+    counting only receipt time-outs (the target unavailable). Pausing is for a side that is
+    down: ten refused or unmappable records are ten entries in the error queue, and the map
+    keeps sending the records that are fine."""
+    return AlertRule(map_name, ErrorType.TIMEOUT, 10, timedelta(minutes=15), AlertAction.PAUSE)
 
 
 @dataclass(frozen=True)
@@ -697,10 +708,7 @@ def evaluate_alerts(
         previous = fired.get(rule)
         if previous is not None and previous > since:
             since = previous
-        if rule.error_type is ErrorType.ANY:
-            stamps = [t for ts in error_timestamps_by_type.values() for t in ts]
-        else:
-            stamps = list(error_timestamps_by_type.get(rule.error_type, ()))
+        stamps = error_timestamps_by_type.get(rule.error_type, ())
         in_window = sum(1 for t in stamps if since < t <= now)
         if in_window >= rule.count:
             triggered.append(TriggeredAlert(rule, in_window, now))

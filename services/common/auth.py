@@ -25,8 +25,7 @@ bearer = HTTPBearer(auto_error=False)
 
 
 def _token_of(settings: Settings, role: Role) -> str:
-    token: str = getattr(settings, f"token_{role.value}")
-    return token
+    return settings.role_token(role.value)
 
 
 class RequireRole:

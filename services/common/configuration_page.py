@@ -46,7 +46,10 @@ def configuration_page() -> str:
 def environment_variable(name: str) -> str:
     """The environment variable that sets the field `name` of `Settings`."""
     prefix = str(Settings.model_config.get("env_prefix", ""))
-    return f"{prefix}{name}".upper()
+    # A field read under another name (the role tokens: `configured_token_<role>` is set by
+    # DWSIM_TOKEN_<ROLE>) carries that name as its serialization alias.
+    alias = Settings.model_fields[name].serialization_alias
+    return f"{prefix}{alias or name}".upper()
 
 
 def _row(name: str, field: FieldInfo) -> str:

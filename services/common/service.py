@@ -73,6 +73,8 @@ def _port_for(settings: Settings, name: str) -> int:
 async def serve(definition: ServiceDefinition, settings: Settings) -> int:
     """Run the service until a signal stops it; returns the process exit code."""
     configure_logging(definition.name, settings.log_level, settings.log_format)
+    # Fail at the start, naming the tokens file, rather than with a 500 on the first request.
+    settings.role_tokens()
     pool = await create_pool(settings.service_database_url(definition.name), max_size=10)
     try:
         await migrate_service(pool, definition.name, definition.migrations)

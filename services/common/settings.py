@@ -1,8 +1,9 @@
 """Typed settings of every dwsim process, from `DWSIM_*` environment variables.
 
 Defaults point at the local infrastructure that `make up` (or the test session) starts: the
-broker's and PostgreSQL's ports and the generated passwords are read from the state files that
-`infra/` writes under `DWSIM_HOME` (default `.dwsim/` in the project folder).
+broker's and PostgreSQL's ports, the generated passwords and the roles' generated bearer tokens
+are read from the state files that `infra/` writes under `DWSIM_HOME` (default `.dwsim/` in the
+project folder).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, PrivateAttr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -22,10 +23,31 @@ SERVICES: tuple[str, ...] = ("dataverse", "finance", "bridge")
 BROKER_STATE = "broker.json"
 POSTGRES_STATE = "postgres.json"
 SECRETS_FILE = "secrets.json"
+TOKENS_FILE = "tokens.json"
+
+# The roles that call the HTTP APIs, each with its bearer token (services/common/auth.py).
+ROLES: tuple[str, ...] = ("project_manager", "accountant", "receivables_clerk", "administrator")
 
 
 class InfrastructureNotStarted(RuntimeError):
     """The local broker or database is needed but was neither started nor configured."""
+
+
+class TokensNotGenerated(InfrastructureNotStarted):
+    """A role has no bearer token: none configured, and this home's were never generated."""
+
+
+def _token_field(role: str) -> Any:
+    """A role's configured token: `DWSIM_TOKEN_<ROLE>` (or `token_<role>=` in code)."""
+    return Field(
+        default=None,
+        validation_alias=AliasChoices(f"token_{role}", f"dwsim_token_{role}"),
+        serialization_alias=f"token_{role}",
+        description=(
+            f"Bearer token of the {role.replace('_', ' ')}; unset means the one generated for "
+            f"this home in {TOKENS_FILE}."
+        ),
+    )
 
 
 class Settings(BaseSettings):
@@ -108,21 +130,16 @@ class Settings(BaseSettings):
     finance_port: int = Field(default=0, ge=0, description="Finance API port; 0 = free one.")
     bridge_port: int = Field(default=0, ge=0, description="Bridge admin API port; 0 = free one.")
 
-    # Bearer tokens of the roles. The defaults are for a local simulator only: set your own
-    # when the APIs are reachable by others.
-    token_project_manager: str = Field(
-        default="local-project-manager", description="Bearer token of the project manager role."
-    )
-    token_accountant: str = Field(
-        default="local-accountant", description="Bearer token of the project accountant role."
-    )
-    token_receivables_clerk: str = Field(
-        default="local-receivables-clerk",
-        description="Bearer token of the receivables clerk role.",
-    )
-    token_administrator: str = Field(
-        default="local-administrator", description="Bearer token of the administrator role."
-    )
+    # Bearer tokens of the roles, as configured. Anyone on the machine could act as any role
+    # with a constant default, so there is none: unset, a role's token is the one generated
+    # once per home (`infra/tokens.py`, mode 0600) and read through `token_<role>` below.
+    configured_token_project_manager: str | None = _token_field("project_manager")
+    configured_token_accountant: str | None = _token_field("accountant")
+    configured_token_receivables_clerk: str | None = _token_field("receivables_clerk")
+    configured_token_administrator: str | None = _token_field("administrator")
+    # The generated tokens read, by home: a service compares them on every request. Only
+    # tokens found are kept, so settings made before `up` generated them find them later.
+    _generated_tokens: dict[Path, dict[str, str]] = PrivateAttr(default_factory=dict)
 
     import_interval_s: float = Field(
         default=2.0, gt=0, description="Finance: period of the import from staging."
@@ -173,6 +190,49 @@ class Settings(BaseSettings):
             return None
         data: dict[str, Any] = json.loads(path.read_text())
         return data
+
+    def role_token(self, role: str) -> str:
+        """A role's bearer token: the configured one, else the one generated for this home."""
+        configured: str | None = getattr(self, f"configured_token_{role}")
+        if configured:
+            return configured
+        path = self.state_file(TOKENS_FILE)
+        generated = self._generated_tokens.get(path)
+        if generated is None:
+            data = self.read_state(TOKENS_FILE)
+            generated = {str(k): str(v) for k, v in (data or {}).items()}
+            if role in generated:
+                self._generated_tokens[path] = generated
+        if role not in generated:
+            raise TokensNotGenerated(
+                f"no bearer token of role {role}: {path} has none and DWSIM_TOKEN_{role.upper()} "
+                "is not set; `dwsim up` (or `make up`) generates this home's tokens"
+            )
+        return generated[role]
+
+    def role_tokens(self) -> dict[str, str]:
+        """Every role's token; raises TokensNotGenerated naming the file when one has none."""
+        return {role: self.role_token(role) for role in ROLES}
+
+    @property
+    def token_project_manager(self) -> str:
+        """The project manager's bearer token."""
+        return self.role_token("project_manager")
+
+    @property
+    def token_accountant(self) -> str:
+        """The project accountant's bearer token."""
+        return self.role_token("accountant")
+
+    @property
+    def token_receivables_clerk(self) -> str:
+        """The receivables clerk's bearer token."""
+        return self.role_token("receivables_clerk")
+
+    @property
+    def token_administrator(self) -> str:
+        """The administrator's bearer token."""
+        return self.role_token("administrator")
 
     def bootstrap_servers(self) -> str:
         """Kafka bootstrap servers: the configured ones, else the local broker's."""

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra import broker, postgres
+from infra import broker, postgres, tokens
 from infra.errors import InfraError
 from services.common.settings import SERVICES, Settings
 from services.simulator.clients import ApiError, Services
@@ -68,8 +68,12 @@ def _run(settings: Settings, work: Any) -> Any:
 
 @app.command()
 def up() -> None:
-    """Start the broker, PostgreSQL and the three services; print where their APIs are."""
+    """Start the broker, PostgreSQL and the three services; print where their APIs are (and
+    the roles' bearer tokens, the first time they are generated for this home)."""
     settings = Settings()
+    # Shown before the start, which may fail: the tokens are kept either way, and shown once.
+    for line in tokens.describe_new_tokens(settings, tokens.ensure_tokens(settings)):
+        console.print(line, soft_wrap=True, highlight=False)
     try:
         started, statuses = bring_up(settings)
     except (InfraError, ServiceStartFailed) as exc:
@@ -79,6 +83,7 @@ def up() -> None:
     for s in statuses:
         table.add_row(s.name, s.url or "-", s.openapi or "-", str(s.pid))
     console.print(table)
+    console.print(f"Bearer tokens of the roles: {tokens.tokens_path(settings)}")
     console.print("Stop everything with `dwsim down`.")
 
 

@@ -67,10 +67,14 @@ def service_url(settings: Settings, name: str) -> str:
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
-    """The settings as `DWSIM_*` variables, so a child process runs with exactly these."""
+    """The settings as `DWSIM_*` variables, so a child process runs with exactly these.
+
+    By alias: a configured token is the field `configured_token_<role>`, read back from
+    `DWSIM_TOKEN_<ROLE>`; an unset one is left out, and the child reads the home's file.
+    """
     return {
         f"DWSIM_{key.upper()}": str(value)
-        for key, value in settings.model_dump().items()
+        for key, value in settings.model_dump(by_alias=True).items()
         if value is not None
     }
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from infra import broker, postgres, topics
+from infra import broker, postgres, tokens, topics
 from infra.processes import read_state, write_state
 from services.common.settings import SERVICES, Settings
 from services.simulator.processes import ServiceStatus, service_status, start_service, stop_all
@@ -22,7 +22,8 @@ class Started:
 
 
 def bring_up(settings: Settings) -> tuple[Started, list[ServiceStatus]]:
-    """Start what is not running: broker, PostgreSQL, topics, then each service.
+    """Start what is not running: broker, PostgreSQL, topics, then each service; the home's
+    bearer tokens are generated first if it has none.
 
     If one of them fails to start, what this call started is stopped again before the error
     goes on: a PostgreSQL that cannot be reached left the broker running behind a failed
@@ -33,6 +34,7 @@ def bring_up(settings: Settings) -> tuple[Started, list[ServiceStatus]]:
     new = tuple(name for name in SERVICES if not service_status(settings, name).running)
     started = Started(broker_started, pg_started, new)
     try:
+        tokens.ensure_tokens(settings)
         broker.start(settings)
         postgres.start(settings)
         topics.provision(settings)

@@ -1,9 +1,10 @@
-"""Pause and catch-up, the error queue, retries and the alert rule that pauses a map."""
+"""Pause and catch-up, the error queue, retries, and data errors that must not pause a map."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -101,38 +102,52 @@ async def test_paused_map_queues_500_records_in_order_and_resume_delivers_all_in
     assert await bridge.get("/errors", map="actuals", catch_up="false") == []
 
 
-async def test_target_refusing_10_records_in_the_window_pauses_the_map(
+async def test_ten_actuals_of_an_unknown_legal_entity_are_ten_errors_and_the_map_runs_on(
     settings: Settings, bridge: BridgeProcess
 ) -> None:
-    def finance_down(_: Received) -> str:
-        return "legal entity USPM: period closed"
+    # Regression: one actuals-created message of ten actuals of a legal entity Finance does not
+    # know gave ten errors, which the seeded rule (10 errors in 15 minutes, of any type) took
+    # for Finance being down: it paused the actuals map and the next invoices queued.
+    def finance(message: Received) -> str | None:
+        record = message.value["payload"]
+        entity, actual = record["msdyn_legalentity"], record["msdyn_actualid"]
+        return None if entity == "USPM" else f"unknown legal entity {entity} on actual {actual}"
 
-    invoices = [invoice_confirmed() for _ in range(10)]
-    async with FakeTarget(settings, policy=finance_down), Publisher(settings) as dataverse:
-        for invoice in invoices:
-            await dataverse.confirm(invoice)
+    invoice, project = uuid4(), uuid4()
+    bad = [
+        actual_created(legal_entity="ZZPM", invoice_id=invoice, project_id=project)
+        for _ in range(10)
+    ]
+    async with FakeTarget(settings, policy=finance), Publisher(settings) as dataverse:
+        await dataverse.actual(*bad)
 
-        async def paused() -> bool:
-            return (await bridge.get("/maps/invoices"))["state"] == "paused"
+        async def ten_errors() -> bool:
+            return len(await bridge.get("/errors", map="actuals")) >= 10
 
-        await wait_for(paused, 30, what="the alert rule to pause the invoices map")
-    errors = await bridge.get("/errors", map="invoices")
-    assert len(errors) == 10
-    assert all("period closed" in e["reason"] for e in errors)
-    [alert] = await bridge.get("/activity", map="invoices", kind="alert_fired")
-    assert "10 any errors" in alert["message"] and alert["detail"]["action"] == "pause"
-    # While paused, a new header is queued, not sent.
-    late = invoice_confirmed()
-    async with Publisher(settings) as dataverse:
-        await dataverse.confirm(late)
+        await wait_for(ten_errors, what="ten errors on the actuals map")
+        errors = await bridge.get("/errors", map="actuals")
+        # Each error is recorded with the rules evaluated in its transaction: the tenth seen
+        # means the seeded rule has seen all ten.
+        assert len(errors) == 10
+        assert {e["error_type"] for e in errors} == {"target_refused"}
+        assert {e["record_key"] for e in errors} == {str(a.actual_id) for a in bad}
+        assert all("unknown legal entity ZZPM" in e["reason"] for e in errors)
+        assert (await bridge.get("/maps/actuals"))["state"] == "running"
+        assert await bridge.get("/activity", map="actuals", kind="alert_fired") == []
 
-    async def queued() -> bool:
-        return [r["status"] for r in await _records(bridge, invoice_id=str(late.invoice_id))] == [
-            "queued"
-        ]
+        # The next actual is sent at once, not queued behind a paused map.
+        good = actual_created(invoice_id=uuid4())
+        await dataverse.actual(good)
 
-    await wait_for(queued, what="the late header to be queued")
-    assert (await bridge.get("/maps/actuals"))["state"] == "running"  # the other map runs on
+        async def synced() -> bool:
+            records = await _records(bridge, map="actuals", status="synced")
+            return str(good.actual_id) in {r["record_key"] for r in records}
+
+        await wait_for(synced, what="the valid actual after the bad ones synced")
+    rules = await bridge.get("/alert-rules")
+    assert {(r["error_type"], r["error_count"], r["action"]) for r in rules} == {
+        ("timeout", 10, "pause")
+    }
 
 
 async def test_retrying_a_fixed_error_succeeds(settings: Settings, bridge: BridgeProcess) -> None:

@@ -1,4 +1,4 @@
-"""Alert rules: count errors in a sliding window, fire once per crossing."""
+"""Alert rules: count errors of one type in a sliding window, fire once per crossing."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def minutes(*offsets: float) -> list[datetime]:
     return [T0 + timedelta(minutes=m) for m in offsets]
 
 
-def test_default_rule() -> None:
+def test_default_rule_pauses_on_ten_receipt_time_outs_in_15_minutes() -> None:
     rule = default_alert_rule("m")
-    assert rule == AlertRule("m", ErrorType.ANY, 10, timedelta(minutes=15), AlertAction.PAUSE)
+    assert rule == AlertRule("m", ErrorType.TIMEOUT, 10, timedelta(minutes=15), AlertAction.PAUSE)
 
 
 def test_fires_at_the_tenth_error_within_15_minutes() -> None:
@@ -37,7 +37,7 @@ def test_fires_at_the_tenth_error_within_15_minutes() -> None:
     assert alert.action is AlertAction.PAUSE
     assert alert.error_count == 10
     assert alert.fired_at == stamps[-1]
-    assert "10 any errors" in alert.reason
+    assert "10 timeout errors" in alert.reason
 
 
 def test_ten_errors_spread_over_20_minutes_never_fire() -> None:
@@ -53,9 +53,27 @@ def test_an_error_exactly_one_window_old_no_longer_counts() -> None:
     assert evaluate_alerts([RULE], {ErrorType.TIMEOUT: stamps}, stamps[-1]) == []
 
 
-def test_any_counts_every_type() -> None:
+def test_data_errors_never_pause_a_map_by_the_default_rule() -> None:
+    # One bad message of ten actuals: ten refusals at once, or ten unmappable records, or a
+    # full queue, are entries in the error queue; only a side that does not answer pauses.
+    at_once = [T0] * 10
+    for data_error in (ErrorType.TARGET_REFUSED, ErrorType.MAPPING, ErrorType.QUEUE_LIMIT):
+        assert evaluate_alerts([RULE], {data_error: at_once}, T0) == [], data_error
+    every_data_error = {
+        ErrorType.TARGET_REFUSED: at_once,
+        ErrorType.MAPPING: at_once,
+        ErrorType.QUEUE_LIMIT: at_once,
+        ErrorType.ONE_WAY_VIOLATION: at_once,
+    }
+    assert evaluate_alerts([RULE], every_data_error, T0) == []
+
+
+def test_time_outs_among_data_errors_count_alone() -> None:
     errors = {ErrorType.TIMEOUT: minutes(0, 1, 2, 3, 4), ErrorType.MAPPING: minutes(5, 6, 7, 8, 9)}
-    assert len(evaluate_alerts([RULE], errors, T0 + timedelta(minutes=9))) == 1
+    assert evaluate_alerts([RULE], errors, T0 + timedelta(minutes=9)) == []
+    errors[ErrorType.TIMEOUT] = minutes(*range(10))
+    (alert,) = evaluate_alerts([RULE], errors, T0 + timedelta(minutes=9))
+    assert alert.error_count == 10  # the five mapping errors are not among them
 
 
 def test_typed_rule_counts_only_its_type() -> None:
@@ -89,7 +107,7 @@ def test_future_errors_do_not_count() -> None:
 
 
 def test_several_rules_fire_independently() -> None:
-    notify = AlertRule("m", ErrorType.ANY, 2, timedelta(minutes=1), AlertAction.NOTIFY)
+    notify = AlertRule("m", ErrorType.TIMEOUT, 2, timedelta(minutes=1), AlertAction.NOTIFY)
     fired = evaluate_alerts(
         [RULE, notify], {ErrorType.TIMEOUT: minutes(0, 0.5)}, T0 + timedelta(minutes=0.5)
     )
@@ -107,4 +125,4 @@ def test_rules_of_several_maps_are_refused() -> None:
 )
 def test_invalid_rules_are_refused(count: int, window: timedelta, message: str) -> None:
     with pytest.raises(BridgeRuleError, match=message):
-        AlertRule("m", ErrorType.ANY, count, window, AlertAction.NOTIFY)
+        AlertRule("m", ErrorType.MAPPING, count, window, AlertAction.NOTIFY)

@@ -77,11 +77,11 @@ def test_describe_proposal_map() -> None:
     assert leg["integration_key"] == ["ProposalId"]
 
 
-def test_each_map_defaults_to_pause_after_10_errors_in_15_minutes() -> None:
+def test_each_map_defaults_to_pause_after_10_receipt_time_outs_in_15_minutes() -> None:
     assert {r.map_name for r in DEFAULT_ALERT_RULES} == {PROPOSAL_MAP.name, ACTUALS_MAP.name}
     for rule in DEFAULT_ALERT_RULES:
         assert (rule.error_type, rule.count, rule.window, rule.action) == (
-            ErrorType.ANY,
+            ErrorType.TIMEOUT,
             10,
             timedelta(minutes=15),
             AlertAction.PAUSE,
