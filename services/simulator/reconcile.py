@@ -280,6 +280,14 @@ def _bridge_cause(records: list[BridgeRecord], what: str) -> tuple[str, bool]:
     )
 
 
+def _import_cause(row: StagingRow) -> tuple[str, bool]:
+    """Why a staged row is not imported: Finance's reason, or that no import has run on it yet
+    (Finance records a reason whenever an import leaves a valid row out)."""
+    if row.reason:
+        return f"staged row not imported: {row.reason}", True
+    return "staged row not imported: no import from staging has run on it yet", True
+
+
 def _field_differences(
     fields: Iterable[tuple[str, object, object]], theirs: str, ours: str = "Dataverse"
 ) -> list[str]:
@@ -492,7 +500,7 @@ class _Reconciliation:
                 self.records_of(actual.actual_id, STAGING_TOPIC_HINT), "billed actual not staged"
             )
         if not row.imported:
-            return f"staged row not imported: {row.reason}", bool(row.reason)
+            return _import_cause(row)
         return (
             f"staged row imported, but not as a line of proposal {invoice_id} "
             f"(journal {row.journal_id or '—'})",
@@ -691,12 +699,13 @@ class _Reconciliation:
                     )
                 )
             if not row.imported:
+                cause, known = _import_cause(row)
                 self.add(
                     Difference(
                         actual.invoice_id,
                         "staged row not imported",
-                        f"{row.transaction_type} {actual.actual_id}: {row.reason}",
-                        bool(row.reason),
+                        f"{row.transaction_type} {actual.actual_id}: {cause}",
+                        known,
                         actual.actual_id,
                     )
                 )

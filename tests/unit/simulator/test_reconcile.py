@@ -440,4 +440,28 @@ def test_unimported_cost_row_gives_finances_reason() -> None:
     )
     difference = only(report)
     assert difference.kind == "staged row not imported" and difference.explained
-    assert difference.cause == "cost c1: no exchange rate for EUR→USD on 2026-10-01"
+    assert difference.cause == (
+        "cost c1: staged row not imported: no exchange rate for EUR→USD on 2026-10-01"
+    )
+
+
+def test_a_staged_row_no_import_has_seen_yet_is_explained_as_such() -> None:
+    rows = (
+        staged(B1),
+        staged(B2),
+        replace(staged(COST), imported=False, voucher=None),
+        staged(UNBILLED, "PJ-1"),
+    )
+    without = replace(COST, voucher=None, voucher_date=None, accounting_currency_amount=None)
+    report = reconcile(
+        agreeing(
+            staging_rows=rows,
+            journal_lines=(journal_line(UNBILLED),),
+            actuals=(B1, B2, without, UNBILLED, REVERSAL),
+        )
+    )
+    difference = only(report)
+    assert difference.explained
+    assert difference.cause == (
+        "cost c1: staged row not imported: no import from staging has run on it yet"
+    )
