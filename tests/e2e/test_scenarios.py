@@ -40,7 +40,7 @@ REQUIRED_CHECKS = {
         "the bridge refused to carry the edit back",
     ],
     "missing-exchange-rate": [
-        "with the reason 'no exchange rate for EUR→USD on 2026-10-01'",
+        "with the reason 'no exchange rate for EUR→USD on <its accounting date>'",
         "the next import takes the rows",
     ],
     "journal-not-posted": [f"each proposal waits: '{NOT_POSTED_YET}'", "journals posted"],
