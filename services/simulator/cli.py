@@ -356,22 +356,39 @@ def scenario_list() -> None:
 def scenario_run(
     name: str,
     keep: bool = typer.Option(False, help="Leave the stack running afterwards."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print each check (name, passed, detail) and the report as JSON."
+    ),
 ) -> None:
-    """Run one scenario; exit 0 only if it ends with both sides in agreement."""
-    from services.simulator.demo import DemoFailed
-    from services.simulator.scenarios import SCENARIOS, ScenarioFailed, run_scenario
+    """Run one scenario; exit 0 only if every check it states holds, the closing
+    reconciliation's agreement included."""
+    from services.simulator.scenarios import SCENARIOS, run_scenario
 
     if name not in SCENARIOS:
         raise _fail(f"no scenario {name!r}; see `dwsim scenario list`")
     settings = Settings()
+    # Narration and checks go to stderr with --json, so that stdout is the result alone.
+    err = Console(stderr=True)
+    out = err if as_json else console
     try:
-        report = run_scenario(settings, SCENARIOS[name], console, keep=keep)
-    except (InfraError, ServiceStartFailed, ApiError, ScenarioFailed, DemoFailed) as exc:
+        result = run_scenario(settings, SCENARIOS[name], out, keep=keep)
+    except (InfraError, ServiceStartFailed) as exc:
         raise _fail(
             f"scenario {name} failed: {exc} (logs: {settings.home}/scenarios/{name}/logs)"
         ) from exc
-    print_report(console, report)
-    if not report.agree:
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), default=str))
+    else:
+        if result.report is not None:
+            print_report(console, result.report)
+        for check in result.failed:
+            err.print(f"[red]✘ {check.name}[/red]: {check.detail}")
+    if not result.passed:
+        if not as_json:
+            err.print(
+                f"scenario {name}: {len(result.failed)} of {len(result.checks)} checks failed "
+                f"(logs: {settings.home}/scenarios/{name}/logs)"
+            )
         raise typer.Exit(1)
 
 

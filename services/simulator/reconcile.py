@@ -1,42 +1,143 @@
 """Reconciliation: what Dataverse and Finance each hold, and the cause of every difference.
 
-Microsoft ships an "out of sync actuals" page; dwsim explains each difference instead, from the
-three sides' own records: the bridge's per-record sync status (pending, failed with reason,
-queued behind a paused map, not synced because the map is stopped) and Finance's waiting reasons.
-The comparison is pure; `fetch_snapshot` in `snapshot.py` reads the services' APIs.
+Microsoft ships an "out of sync actuals" page; dwsim compares the two sides' own records by id,
+field by field, and explains each difference from the three sides' own records: the bridge's
+per-record sync status (pending, failed with reason, queued behind a paused map, not synced
+because the map is stopped) and Finance's waiting and import reasons.
+
+What is compared (each counted in the report, so that "agree" says what it rests on):
+- every billed-sales actual ↔ its proposal line, by actual id: quantity, amount, currency,
+  billing type; and no proposal line without a billed actual of its invoice;
+- each confirmed invoice's net and tax (Dataverse) ↔ the sum of its chargeable proposal lines
+  and the proposal's tax (Finance) — never Finance's copy of the header total;
+- each posted customer invoice ↔ its proposal: number, currency, net, tax, total;
+- each actual's accounting detail in Dataverse (voucher, voucher date, accounting amount) ↔ the
+  stamp Finance wrote on its staged row when it posted it, and that stamp's voucher ↔ the
+  posted document (the customer invoice, or the integration journal line);
+- every cost and unbilled-sales actual that should sync ↔ its staged row (quantity, amount,
+  currency, transaction and billing type) and, once journaled, its journal line;
+- every skip-sync actual ↔ absent from staging; every staged row ↔ a Dataverse actual.
+
+The comparison is pure; `fetch_snapshot` in `snapshot.py` reads the services' APIs. It is exact
+on a settled stack; on one under load, records in flight show as explained differences.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from decimal import Decimal
 from typing import Any
+
+BILLED_SALES = "billed_sales"
+JOURNALED_TYPES = ("cost", "unbilled_sales")
+CHARGEABLE = "chargeable"
+
+
+@dataclass(frozen=True)
+class Actual:
+    """An `msdyn_actual` in Dataverse: the fields Finance must agree with."""
+
+    actual_id: str
+    transaction_type: str
+    billing_type: str
+    quantity: Decimal
+    amount: Decimal
+    currency: str
+    invoice_id: str | None = None
+    skip_sync: bool = False
+    voucher: str | None = None
+    voucher_date: date | None = None
+    accounting_currency_amount: Decimal | None = None
 
 
 @dataclass(frozen=True)
 class ConfirmedInvoice:
-    """A confirmed proforma invoice in Dataverse."""
+    """A confirmed proforma invoice in Dataverse: its header as Dataverse totals it."""
 
     invoice_id: str
     legal_entity: str
     currency: str
-    total_amount: Decimal
+    net_amount: Decimal
+    tax_amount: Decimal
     expected_billed_lines: int
-    billed_actual_ids: tuple[str, ...] = ()
-    actuals_without_accounting: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProposalLine:
+    """A line of a project invoice proposal in Finance: one staged billed-sales actual."""
+
+    actual_id: str
+    quantity: Decimal
+    amount: Decimal
+    currency: str
+    billing_type: str
 
 
 @dataclass(frozen=True)
 class Proposal:
-    """A project invoice proposal in Finance."""
+    """A project invoice proposal in Finance, with its lines."""
 
     proposal_id: str
     currency: str
-    total_amount: Decimal
+    tax_amount: Decimal
     status: str
-    line_count: int
+    lines: tuple[ProposalLine, ...] = ()
     waiting_reason: str | None = None
+    invoice_number: str | None = None
+
+    @property
+    def net_amount(self) -> Decimal:
+        """Finance's own net: the sum of its chargeable lines (domain rule 4)."""
+        return sum(
+            (line.amount for line in self.lines if line.billing_type == CHARGEABLE), Decimal(0)
+        )
+
+
+@dataclass(frozen=True)
+class CustomerInvoice:
+    """A customer invoice Finance posted from a proposal."""
+
+    invoice_number: str
+    proposal_id: str
+    currency: str
+    net_amount: Decimal
+    tax_amount: Decimal
+    total_amount: Decimal
+    voucher: str
+
+
+@dataclass(frozen=True)
+class StagingRow:
+    """A row of Finance's actuals staging table, with the accounting stamp of its posting."""
+
+    actual_id: str
+    transaction_type: str
+    billing_type: str | None
+    quantity: Decimal
+    amount: Decimal
+    currency: str
+    invoice_id: str | None = None
+    imported: bool = False
+    reason: str | None = None
+    journal_id: str | None = None
+    voucher: str | None = None
+    voucher_date: date | None = None
+    accounting_currency_amount: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class JournalLine:
+    """An integration journal line: one staged cost or unbilled-sales actual."""
+
+    journal_id: str
+    actual_id: str
+    quantity: Decimal
+    amount: Decimal
+    currency: str
+    voucher: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,16 +150,7 @@ class BridgeRecord:
     status: str
     reason: str | None = None
     attempts: int = 1
-
-
-@dataclass(frozen=True)
-class UnimportedRow:
-    """A staged row Finance has not imported, with its reason."""
-
-    actual_id: str
-    invoice_id: str | None
-    transaction_type: str
-    reason: str | None
+    target_topic: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,23 +159,44 @@ class Snapshot:
 
     invoices: tuple[ConfirmedInvoice, ...]
     proposals: tuple[Proposal, ...]
+    actuals: tuple[Actual, ...] = ()
+    staging_rows: tuple[StagingRow, ...] = ()
+    journal_lines: tuple[JournalLine, ...] = ()
+    customer_invoices: tuple[CustomerInvoice, ...] = ()
     bridge_records: tuple[BridgeRecord, ...] = ()
-    unimported_rows: tuple[UnimportedRow, ...] = ()
     paused_maps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Difference:
-    """One difference between the sides, with its cause when it is known."""
+    """One difference between the sides, with its cause when it is known.
 
-    invoice_id: str
+    `invoice_id` names the invoice it concerns (None for an actual outside any invoice);
+    `actual_id` names the actual when the difference is one actual's.
+    """
+
+    invoice_id: str | None
     kind: str
     cause: str
     explained: bool
+    actual_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As a JSON object."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One kind of comparison the report rests on: how many records, compared by what."""
+
+    what: str
+    count: int
+    by: str
+
+    def sentence(self) -> str:
+        """E.g. "3,412 billed lines compared by id, quantity and amount"."""
+        return f"{self.count:,} {self.what} {self.by}"
 
 
 @dataclass
@@ -93,10 +206,11 @@ class Report:
     invoices: int
     proposals: int
     differences: list[Difference] = field(default_factory=list)
+    compared: list[Comparison] = field(default_factory=list)
 
     @property
     def agree(self) -> bool:
-        """True when the two sides hold the same invoices, lines, amounts and accounting."""
+        """True when no comparison found a difference."""
         return not self.differences
 
     @property
@@ -104,18 +218,41 @@ class Report:
         """Differences whose cause dwsim could not find."""
         return [d for d in self.differences if not d.explained]
 
+    def count(self, what: str) -> int:
+        """How many records a comparison covered (0 when it did not run)."""
+        return sum(c.count for c in self.compared if c.what == what)
+
+    def summary(self) -> str:
+        """What was compared, as one sentence."""
+        return "; ".join(c.sentence() for c in self.compared) + "."
+
     def to_json(self) -> dict[str, Any]:
         """As a JSON object."""
         return {
             "agree": self.agree,
             "confirmed_invoices": self.invoices,
             "proposals": self.proposals,
+            "compared": [asdict(c) for c in self.compared],
+            "summary": self.summary(),
             "differences": [d.to_json() for d in self.differences],
             "unexplained": len(self.unexplained),
         }
 
 
 PROPOSAL_MAP_HINT = "invoice"
+STAGING_TOPIC_HINT = "staging"
+ACCOUNTING_TOPIC_HINT = "accounting"
+
+# The comparisons, by name; the report counts each.
+INVOICES = "confirmed invoices"
+BILLED_LINES = "billed lines"
+TOTALS = "invoice totals"
+POSTED = "posted customer invoices"
+ACCOUNTING = "actuals' accounting details"
+STAGED = "cost and unbilled-sales actuals"
+JOURNALED = "journaled actuals"
+SKIP_SYNC = "skip-sync actuals"
+STAGING = "staged rows"
 
 
 def _bridge_cause(records: list[BridgeRecord], what: str) -> tuple[str, bool]:
@@ -143,32 +280,122 @@ def _bridge_cause(records: list[BridgeRecord], what: str) -> tuple[str, bool]:
     )
 
 
-def reconcile(snapshot: Snapshot) -> Report:
-    """Compare the sides and explain every difference."""
-    report = Report(len(snapshot.invoices), len(snapshot.proposals))
-    proposals = {p.proposal_id: p for p in snapshot.proposals}
-    records: dict[str, list[BridgeRecord]] = defaultdict(list)
-    for record in snapshot.bridge_records:
-        if record.invoice_id:
-            records[record.invoice_id].append(record)
-        records[record.record_key].append(record)
-    unimported: dict[str, list[UnimportedRow]] = defaultdict(list)
-    for row in snapshot.unimported_rows:
-        unimported[row.invoice_id or "-"].append(row)
-    add = report.differences.append
+def _import_cause(row: StagingRow) -> tuple[str, bool]:
+    """Why a staged row is not imported: Finance's reason, or that no import has run on it yet
+    (Finance records a reason whenever an import leaves a valid row out)."""
+    if row.reason:
+        return f"staged row not imported: {row.reason}", True
+    return "staged row not imported: no import from staging has run on it yet", True
 
-    for invoice in snapshot.invoices:
+
+def _field_differences(
+    fields: Iterable[tuple[str, object, object]], theirs: str, ours: str = "Dataverse"
+) -> list[str]:
+    """ "quantity Dataverse 8, Finance line 6" for each field whose two values differ."""
+    return [f"{name} {ours} {a}, {theirs} {b}" for name, a, b in fields if a != b]
+
+
+class _Reconciliation:
+    """One pass over a snapshot: indexes by id, then each comparison in turn."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.report = Report(len(snapshot.invoices), len(snapshot.proposals))
+        self.counts: dict[str, int] = defaultdict(int)
+        self.proposals = {p.proposal_id: p for p in snapshot.proposals}
+        self.actuals = {a.actual_id: a for a in snapshot.actuals}
+        self.staging = {r.actual_id: r for r in snapshot.staging_rows}
+        self.journal_lines = {line.actual_id: line for line in snapshot.journal_lines}
+        self.customer_invoices = {c.proposal_id: c for c in snapshot.customer_invoices}
+        self.billed: dict[str, list[Actual]] = defaultdict(list)
+        for actual in snapshot.actuals:
+            if actual.transaction_type == BILLED_SALES and actual.invoice_id:
+                self.billed[actual.invoice_id].append(actual)
+        self.records: dict[str, list[BridgeRecord]] = defaultdict(list)
+        for record in snapshot.bridge_records:
+            if record.invoice_id:
+                self.records[record.invoice_id].append(record)
+            self.records[record.record_key].append(record)
+        self.unimported: dict[str, list[StagingRow]] = defaultdict(list)
+        for row in snapshot.staging_rows:
+            if not row.imported and row.invoice_id:
+                self.unimported[row.invoice_id].append(row)
+
+    def add(self, difference: Difference) -> None:
+        self.report.differences.append(difference)
+
+    def records_of(self, key: str, topic_hint: str) -> list[BridgeRecord]:
+        """The bridge's records of a key on one leg (all of them when the leg is not known)."""
+        return [
+            r
+            for r in self.records.get(key, [])
+            if not r.target_topic or topic_hint in r.target_topic
+        ]
+
+    def run(self) -> Report:
+        for invoice in self.snapshot.invoices:
+            self.counts[INVOICES] += 1
+            self.invoice(invoice)
+        self.synced_actuals()
+        self.orphans()
+        self.report.compared = [
+            Comparison(
+                INVOICES, self.counts[INVOICES], "compared with their proposals by id and currency"
+            ),
+            Comparison(
+                BILLED_LINES,
+                self.counts[BILLED_LINES],
+                "compared with their proposal lines by actual id, quantity, amount, currency "
+                "and billing type",
+            ),
+            Comparison(
+                TOTALS,
+                self.counts[TOTALS],
+                "compared by net (Dataverse) with the sum of chargeable proposal lines and by "
+                "tax with the proposal's tax",
+            ),
+            Comparison(
+                POSTED,
+                self.counts[POSTED],
+                "compared with their proposals by number, currency, net, tax and total",
+            ),
+            Comparison(
+                ACCOUNTING,
+                self.counts[ACCOUNTING],
+                "compared by voucher, voucher date and accounting amount with Finance's posting "
+                "of the same actual",
+            ),
+            Comparison(
+                STAGED,
+                self.counts[STAGED],
+                "compared with their staged rows by id, type, billing type, quantity, amount "
+                "and currency",
+            ),
+            Comparison(
+                JOURNALED,
+                self.counts[JOURNALED],
+                "compared with their integration journal lines by id, quantity, amount and "
+                "currency",
+            ),
+            Comparison(SKIP_SYNC, self.counts[SKIP_SYNC], "checked absent from staging"),
+            Comparison(STAGING, self.counts[STAGING], "checked to have a Dataverse actual"),
+        ]
+        return self.report
+
+    # --- invoices and proposals ------------------------------------------------------------------
+
+    def invoice(self, invoice: ConfirmedInvoice) -> None:
         iid = invoice.invoice_id
-        proposal = proposals.get(iid)
+        proposal = self.proposals.get(iid)
         if proposal is None:
             header_records = [
-                r for r in records.get(iid, []) if PROPOSAL_MAP_HINT in r.map_name.lower()
+                r for r in self.records.get(iid, []) if PROPOSAL_MAP_HINT in r.map_name.lower()
             ]
             cause, known = _bridge_cause(header_records, "proposal header")
-            add(Difference(iid, "confirmed invoice has no proposal", cause, known))
-            continue
+            self.add(Difference(iid, "confirmed invoice has no proposal", cause, known))
+            return
         if proposal.currency != invoice.currency:
-            add(
+            self.add(
                 Difference(
                     iid,
                     "currency differs",
@@ -176,36 +403,30 @@ def reconcile(snapshot: Snapshot) -> Report:
                     False,
                 )
             )
-        if proposal.total_amount != invoice.total_amount:
-            add(
-                Difference(
-                    iid,
-                    "amount differs",
-                    f"Dataverse {invoice.total_amount}, Finance proposal {proposal.total_amount}",
-                    False,
-                )
-            )
-        if proposal.line_count == 0:
-            rows = unimported.get(iid, [])
+        if not proposal.lines:
+            rows = self.unimported.get(iid, [])
             if proposal.waiting_reason:
                 cause, known = f"waiting: {proposal.waiting_reason}", True
             elif rows:
                 cause, known = f"staged rows not imported: {rows[0].reason}", bool(rows[0].reason)
             else:
                 cause, known = "no lines and no waiting reason", False
-            add(Difference(iid, "proposal has no lines", cause, known))
-        elif proposal.line_count != invoice.expected_billed_lines:
-            add(
+            self.add(Difference(iid, "proposal has no lines", cause, known))
+            return
+        self.billed_lines(invoice, proposal)
+        self.totals(invoice, proposal)
+        if len(proposal.lines) != invoice.expected_billed_lines:
+            self.add(
                 Difference(
                     iid,
                     "line count differs",
                     f"Dataverse confirmed {invoice.expected_billed_lines} billed lines, "
-                    f"the proposal has {proposal.line_count}",
+                    f"the proposal has {len(proposal.lines)}",
                     False,
                 )
             )
-        elif proposal.status != "posted":
-            add(
+        if proposal.status != "posted":
+            self.add(
                 Difference(
                     iid,
                     "proposal not posted",
@@ -213,33 +434,357 @@ def reconcile(snapshot: Snapshot) -> Report:
                     True,
                 )
             )
-        else:
-            missing = invoice.actuals_without_accounting
-            if missing:
-                back = [r for a in missing for r in records.get(a, [])]
-                cause, known = _bridge_cause(back, f"{len(missing)} actual(s) lack accounting")
-                add(
-                    Difference(iid, "posted invoice's actuals lack accounting detail", cause, known)
+            return
+        self.posted(invoice, proposal)
+
+    def billed_lines(self, invoice: ConfirmedInvoice, proposal: Proposal) -> None:
+        """Every billed actual of the invoice ↔ its proposal line, by actual id."""
+        iid = invoice.invoice_id
+        lines = {line.actual_id: line for line in proposal.lines}
+        billed = self.billed.get(iid, [])
+        for actual in billed:
+            line = lines.get(actual.actual_id)
+            if line is None:
+                cause, known = self.why_no_line(actual, iid)
+                self.add(
+                    Difference(
+                        iid, "billed actual has no proposal line", cause, known, actual.actual_id
+                    )
                 )
-        for row in unimported.get(iid, []) if proposal.line_count else []:
-            add(
+                continue
+            self.counts[BILLED_LINES] += 1
+            fields = _field_differences(
+                (
+                    ("quantity", actual.quantity, line.quantity),
+                    ("amount", actual.amount, line.amount),
+                    ("currency", actual.currency, line.currency),
+                    ("billing type", actual.billing_type, line.billing_type),
+                ),
+                "Finance line",
+            )
+            if fields:
+                self.add(
+                    Difference(
+                        iid,
+                        "proposal line differs from its billed actual",
+                        f"billed actual {actual.actual_id}: " + "; ".join(fields),
+                        False,
+                        actual.actual_id,
+                    )
+                )
+        own = {a.actual_id for a in billed}
+        for line in proposal.lines:
+            if line.actual_id in own:
+                continue
+            other = self.actuals.get(line.actual_id)
+            cause = (
+                "no Dataverse actual has this id"
+                if other is None
+                else f"the actual is a {other.transaction_type} actual of invoice "
+                f"{other.invoice_id or '(none)'}"
+            )
+            self.add(
                 Difference(
                     iid,
-                    "staged row not imported",
-                    f"{row.transaction_type} {row.actual_id}: {row.reason}",
-                    bool(row.reason),
+                    "proposal line with no billed actual of this invoice",
+                    f"line for actual {line.actual_id}: {cause}",
+                    False,
+                    line.actual_id,
                 )
             )
 
-    confirmed = {i.invoice_id for i in snapshot.invoices}
-    for proposal in snapshot.proposals:
-        if proposal.proposal_id not in confirmed:
-            add(
+    def why_no_line(self, actual: Actual, invoice_id: str) -> tuple[str, bool]:
+        row = self.staging.get(actual.actual_id)
+        if row is None:
+            return _bridge_cause(
+                self.records_of(actual.actual_id, STAGING_TOPIC_HINT), "billed actual not staged"
+            )
+        if not row.imported:
+            return _import_cause(row)
+        return (
+            f"staged row imported, but not as a line of proposal {invoice_id} "
+            f"(journal {row.journal_id or '—'})",
+            False,
+        )
+
+    def totals(self, invoice: ConfirmedInvoice, proposal: Proposal) -> None:
+        """Dataverse's net and tax ↔ Finance's own lines and tax."""
+        iid = invoice.invoice_id
+        self.counts[TOTALS] += 1
+        if invoice.net_amount != proposal.net_amount:
+            self.add(
                 Difference(
-                    proposal.proposal_id,
-                    "proposal with no Dataverse origin",
-                    "no confirmed Dataverse invoice has this id",
+                    iid,
+                    "net amount differs",
+                    f"Dataverse invoice net {invoice.net_amount}, Finance's chargeable proposal "
+                    f"lines {proposal.net_amount}",
                     False,
                 )
             )
-    return report
+        if invoice.tax_amount != proposal.tax_amount:
+            self.add(
+                Difference(
+                    iid,
+                    "tax differs",
+                    f"Dataverse tax {invoice.tax_amount}, "
+                    f"Finance proposal tax {proposal.tax_amount}",
+                    False,
+                )
+            )
+
+    def posted(self, invoice: ConfirmedInvoice, proposal: Proposal) -> None:
+        """The posted customer invoice ↔ its proposal; each billed actual's accounting."""
+        iid = invoice.invoice_id
+        posted = self.customer_invoices.get(iid)
+        if posted is None:
+            self.add(
+                Difference(
+                    iid,
+                    "posted proposal has no customer invoice",
+                    f"proposal is posted as {proposal.invoice_number or '(no number)'}, "
+                    "Finance holds no customer invoice for it",
+                    False,
+                )
+            )
+        else:
+            self.counts[POSTED] += 1
+            net = proposal.net_amount
+            fields = _field_differences(
+                (
+                    ("number", proposal.invoice_number, posted.invoice_number),
+                    ("currency", proposal.currency, posted.currency),
+                    ("net", net, posted.net_amount),
+                    ("tax", proposal.tax_amount, posted.tax_amount),
+                    ("total", net + proposal.tax_amount, posted.total_amount),
+                ),
+                "customer invoice",
+                ours="proposal",
+            )
+            if fields:
+                self.add(
+                    Difference(
+                        iid,
+                        "customer invoice differs from its proposal",
+                        "; ".join(fields),
+                        False,
+                    )
+                )
+        missing: list[str] = []
+        for actual in self.billed.get(iid, []):
+            if actual.voucher is None:
+                missing.append(actual.actual_id)
+                continue
+            self.accounting(actual, iid, posted.voucher if posted else None)
+        if missing:
+            back = [r for a in missing for r in self.records_of(a, ACCOUNTING_TOPIC_HINT)]
+            cause, known = _bridge_cause(back, f"{len(missing)} actual(s) lack accounting")
+            self.add(
+                Difference(
+                    iid,
+                    "posted invoice's actuals lack accounting detail",
+                    cause,
+                    known,
+                    missing[0],
+                )
+            )
+
+    def accounting(
+        self, actual: Actual, invoice_id: str | None, document_voucher: str | None
+    ) -> None:
+        """One actual's stamp in Dataverse ↔ Finance's stamp of the same actual ↔ the voucher of
+        the document Finance posted it with (customer invoice or journal line)."""
+        row = self.staging.get(actual.actual_id)
+        finance_voucher = row.voucher if row else None
+        if actual.voucher is None and finance_voucher is None:
+            return
+        self.counts[ACCOUNTING] += 1
+        if row is None or finance_voucher is None:
+            self.add(
+                Difference(
+                    invoice_id,
+                    "voucher in Dataverse that Finance never posted",
+                    f"actual {actual.actual_id} carries voucher {actual.voucher}; Finance's "
+                    f"staged row {'is missing' if row is None else 'has no voucher'}",
+                    False,
+                    actual.actual_id,
+                )
+            )
+            return
+        fields = _field_differences(
+            (
+                ("voucher", actual.voucher, row.voucher),
+                ("voucher date", actual.voucher_date, row.voucher_date),
+                (
+                    "accounting amount",
+                    actual.accounting_currency_amount,
+                    row.accounting_currency_amount,
+                ),
+            ),
+            "Finance",
+        )
+        if document_voucher is not None and finance_voucher != document_voucher:
+            fields.append(
+                f"Finance stamped voucher {finance_voucher} but posted the actual on "
+                f"{document_voucher}"
+            )
+        if fields:
+            self.add(
+                Difference(
+                    invoice_id,
+                    "accounting detail differs from Finance's posting",
+                    f"actual {actual.actual_id}: " + "; ".join(fields),
+                    False,
+                    actual.actual_id,
+                )
+            )
+
+    # --- cost and unbilled sales -----------------------------------------------------------------
+
+    def synced_actuals(self) -> None:
+        """Cost and unbilled-sales actuals ↔ staging ↔ journal; skip-sync ones ↔ absent."""
+        missing_back: dict[str, list[str]] = defaultdict(list)
+        for actual in self.snapshot.actuals:
+            if actual.skip_sync:
+                self.counts[SKIP_SYNC] += 1
+                if actual.actual_id in self.staging:
+                    self.add(
+                        Difference(
+                            actual.invoice_id,
+                            "skip-sync actual reached staging",
+                            f"{actual.transaction_type} actual {actual.actual_id} is flagged "
+                            "skip sync, yet Finance staged it",
+                            False,
+                            actual.actual_id,
+                        )
+                    )
+                continue
+            if actual.transaction_type not in JOURNALED_TYPES:
+                continue
+            row = self.staging.get(actual.actual_id)
+            if row is None:
+                cause, known = _bridge_cause(
+                    self.records_of(actual.actual_id, STAGING_TOPIC_HINT),
+                    f"{actual.transaction_type} actual {actual.actual_id}",
+                )
+                self.add(
+                    Difference(
+                        actual.invoice_id,
+                        "actual never reached staging",
+                        cause,
+                        known,
+                        actual.actual_id,
+                    )
+                )
+                continue
+            self.counts[STAGED] += 1
+            fields = _field_differences(
+                (
+                    ("transaction type", actual.transaction_type, row.transaction_type),
+                    ("billing type", actual.billing_type, row.billing_type),
+                    ("quantity", actual.quantity, row.quantity),
+                    ("amount", actual.amount, row.amount),
+                    ("currency", actual.currency, row.currency),
+                ),
+                "Finance staging",
+            )
+            if fields:
+                self.add(
+                    Difference(
+                        actual.invoice_id,
+                        "staged row differs from its actual",
+                        f"{actual.transaction_type} actual {actual.actual_id}: "
+                        + "; ".join(fields),
+                        False,
+                        actual.actual_id,
+                    )
+                )
+            if not row.imported:
+                cause, known = _import_cause(row)
+                self.add(
+                    Difference(
+                        actual.invoice_id,
+                        "staged row not imported",
+                        f"{row.transaction_type} {actual.actual_id}: {cause}",
+                        known,
+                        actual.actual_id,
+                    )
+                )
+                continue
+            line = self.journal_lines.get(actual.actual_id)
+            if line is None:
+                self.add(
+                    Difference(
+                        actual.invoice_id,
+                        "imported row has no journal line",
+                        f"{actual.transaction_type} actual {actual.actual_id} is marked imported "
+                        f"(journal {row.journal_id or '—'}) but no journal line holds it",
+                        False,
+                        actual.actual_id,
+                    )
+                )
+                continue
+            self.counts[JOURNALED] += 1
+            fields = _field_differences(
+                (
+                    ("quantity", actual.quantity, line.quantity),
+                    ("amount", actual.amount, line.amount),
+                    ("currency", actual.currency, line.currency),
+                ),
+                f"journal {line.journal_id}",
+            )
+            if fields:
+                self.add(
+                    Difference(
+                        actual.invoice_id,
+                        "journal line differs from its actual",
+                        f"{actual.transaction_type} actual {actual.actual_id}: "
+                        + "; ".join(fields),
+                        False,
+                        actual.actual_id,
+                    )
+                )
+            if actual.voucher is None and row.voucher is not None:
+                missing_back[line.journal_id].append(actual.actual_id)
+            else:
+                self.accounting(actual, actual.invoice_id, line.voucher)
+        for journal_id, missing in sorted(missing_back.items()):
+            back = [r for a in missing for r in self.records_of(a, ACCOUNTING_TOPIC_HINT)]
+            cause, known = _bridge_cause(
+                back, f"{len(missing)} actual(s) of journal {journal_id} lack accounting"
+            )
+            self.add(
+                Difference(
+                    None, "journal-posted actuals lack accounting detail", cause, known, missing[0]
+                )
+            )
+
+    def orphans(self) -> None:
+        """Proposals and staged rows that no Dataverse record accounts for."""
+        confirmed = {i.invoice_id for i in self.snapshot.invoices}
+        for proposal in self.snapshot.proposals:
+            if proposal.proposal_id not in confirmed:
+                self.add(
+                    Difference(
+                        proposal.proposal_id,
+                        "proposal with no Dataverse origin",
+                        "no confirmed Dataverse invoice has this id",
+                        False,
+                    )
+                )
+        for row in self.snapshot.staging_rows:
+            self.counts[STAGING] += 1
+            if row.actual_id not in self.actuals:
+                self.add(
+                    Difference(
+                        row.invoice_id,
+                        "staged row with no Dataverse actual",
+                        f"{row.transaction_type} row {row.actual_id}: Dataverse has no such actual",
+                        False,
+                        row.actual_id,
+                    )
+                )
+
+
+def reconcile(snapshot: Snapshot) -> Report:
+    """Compare the sides by id, field by field, and explain every difference."""
+    return _Reconciliation(snapshot).run()
