@@ -41,6 +41,21 @@ VOUCHER_PREFIX = "VOU"
 JOURNAL_PREFIX = "PJ"
 NUMBER_WIDTH = 6
 
+
+class NumberSequence(StrEnum):
+    """Finance's number sequences; each legal entity has its own counter of each."""
+
+    JOURNAL = "journal"
+    INVOICE = "invoice"
+    VOUCHER = "voucher"
+
+
+NUMBER_PREFIXES: dict[NumberSequence, str] = {
+    NumberSequence.JOURNAL: JOURNAL_PREFIX,
+    NumberSequence.INVOICE: INVOICE_PREFIX,
+    NumberSequence.VOUCHER: VOUCHER_PREFIX,
+}
+
 DEFAULT_MAX_LINES_PER_JOURNAL = 200
 
 ONE_WAY_MESSAGE = "proposals come only from confirmed Dataverse invoices"
@@ -261,6 +276,12 @@ def format_number(prefix: str, n: int, width: int = NUMBER_WIDTH) -> str:
             f"number sequence {prefix} is exhausted: {n} does not fit {width} digits"
         )
     return f"{prefix}-{digits.zfill(width)}"
+
+
+def entity_number(legal_entity: str, prefix: str, n: int) -> str:
+    """The n-th number of a legal entity's sequence, e.g. `entity_number("USMF", "CIV", 1)` →
+    "USMF-CIV-000001": numbered per entity, and unique across entities because it names one."""
+    return format_number(f"{legal_entity}-{prefix}", n)
 
 
 def line_property_for(setup: LegalEntitySetup, billing_type: BillingType) -> str:

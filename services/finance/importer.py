@@ -25,6 +25,7 @@ from services.common.settings import Settings
 from services.finance import repository
 from services.finance.domain import (
     ImportSettings,
+    NumberSequence,
     PeriodUnit,
     ProposalStatus,
     StagingRow,
@@ -120,7 +121,9 @@ async def _import_journals(
     # contract's first row arrived applies now.
     rates = await repository.contract_fixed_rates(conn, (row.contract_id for row in rows))
     plan = plan_import_from_staging(rows, [], setups, _import_settings(settings), rates)
-    journal_ids = await repository.next_numbers(conn, "journal", len(plan.journals))
+    journal_ids = await repository.next_numbers(
+        conn, legal_entity, NumberSequence.JOURNAL, len(plan.journals)
+    )
     for journal_id, planned in zip(journal_ids, plan.journals, strict=True):
         await repository.insert_journal(
             conn, journal_id, planned.legal_entity, planned.period_start, planned.lines

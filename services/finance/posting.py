@@ -24,6 +24,7 @@ from services.finance import repository
 from services.finance.domain import (
     AccountingStamp,
     FinanceRuleError,
+    NumberSequence,
     post_integration_journal,
     post_proposal,
 )
@@ -60,7 +61,9 @@ async def post_journal(conn: DbConnection, settings: Settings, journal_id: str) 
         rates = await repository.contract_fixed_rates(
             conn, (line.contract_id for line in journal.lines)
         )
-        numbers = await repository.next_numbers(conn, "voucher", len(journal.lines))
+        numbers = await repository.next_numbers(
+            conn, journal.legal_entity, NumberSequence.VOUCHER, len(journal.lines)
+        )
         posted = post_integration_journal(journal, setups[journal.legal_entity], numbers, rates)
         await repository.insert_vouchers(conn, posted.vouchers, "integration_journal", journal_id)
         await repository.mark_journal_posted(
@@ -146,8 +149,10 @@ async def post_proposal_invoice(
         lines = await repository.proposal_lines(conn, proposal_id)
         setups = await repository.load_setups(conn, [header.legal_entity])
         rates = await repository.contract_fixed_rates(conn, [header.contract_id])
-        (invoice_number,) = await repository.next_numbers(conn, "invoice", 1)
-        (voucher_number,) = await repository.next_numbers(conn, "voucher", 1)
+        entity = header.legal_entity
+        # Invoice before voucher, in every posting: one lock order on the entity's sequences.
+        (invoice_number,) = await repository.next_numbers(conn, entity, NumberSequence.INVOICE, 1)
+        (voucher_number,) = await repository.next_numbers(conn, entity, NumberSequence.VOUCHER, 1)
         posted = post_proposal(
             header,
             lines,

@@ -17,6 +17,7 @@ from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, Tra
 from services.common.db import DbConnection
 from services.common.errors import NotFound
 from services.finance.domain import (
+    NUMBER_PREFIXES,
     AccountingStamp,
     ContractFixedRate,
     CustomerInvoice,
@@ -26,13 +27,14 @@ from services.finance.domain import (
     JournalLine,
     KnownContract,
     LegalEntitySetup,
+    NumberSequence,
     ProposalHeader,
     ProposalLine,
     ProposalStatus,
     RateSource,
     StagingRow,
     Voucher,
-    format_number,
+    entity_number,
     typical_line_properties,
 )
 
@@ -300,23 +302,32 @@ async def known_contract(conn: DbConnection, contract_id: str) -> KnownContract 
 # --- number sequences -----------------------------------------------------------------------------
 
 
-async def next_numbers(conn: DbConnection, sequence: str, count: int) -> list[str]:
-    """Take `count` consecutive numbers of a sequence inside the caller's transaction.
+async def next_numbers(
+    conn: DbConnection, legal_entity: str, sequence: NumberSequence, count: int
+) -> list[str]:
+    """Take `count` consecutive numbers of a legal entity's sequence, inside the caller's
+    transaction, e.g. USMF-CIV-000001 (domain `entity_number`).
 
-    The UPDATE locks the sequence row until the transaction ends, so concurrent postings take
-    numbers one after the other, and a rollback gives the numbers back (no gaps).
+    Each legal entity has its own counters (migration 003). The upsert locks the entity's
+    sequence row until the transaction ends, so two postings of one entity take numbers one
+    after the other and never the same one; a rollback gives the numbers back (no gaps); two
+    entities never wait on each other. On the entity's first use the row is created: a second
+    transaction inserting it at the same time waits for the first and then updates its row.
     """
     if count == 0:
         return []
     row = await conn.fetchrow(
-        "UPDATE number_sequence SET next_value = next_value + $2 WHERE name = $1 "
-        "RETURNING prefix, next_value - $2 AS first",
-        sequence,
+        "INSERT INTO legal_entity_number_sequence (legal_entity_id, name, prefix, next_value) "
+        "VALUES ($1, $2, $3, 1 + $4) ON CONFLICT (legal_entity_id, name) DO UPDATE "
+        "SET next_value = legal_entity_number_sequence.next_value + $4 "
+        "RETURNING prefix, next_value - $4 AS first",
+        legal_entity,
+        str(sequence),
+        NUMBER_PREFIXES[sequence],
         count,
     )
-    if row is None:
-        raise NotFound(f"no number sequence {sequence}")
-    return [format_number(row["prefix"], row["first"] + i) for i in range(count)]
+    assert row is not None  # an upsert with RETURNING always answers its row
+    return [entity_number(legal_entity, row["prefix"], row["first"] + i) for i in range(count)]
 
 
 # --- actuals staging ------------------------------------------------------------------------------
