@@ -463,10 +463,17 @@ async def confirm_invoice(
 async def correct_invoice(conn: DbConnection, invoice_id: UUID, invoice_date: date) -> UUID:
     """Start a corrective draft of a confirmed invoice (a full credit); returns its id."""
     async with conn.transaction():
+        # The corrected invoice's lock serialises two corrections of it: the second reads the
+        # first's draft below and is refused.
         stored = await repo.get_invoice(conn, invoice_id, for_update=True)
         billed = await repo.billed_sales_of_invoice(conn, invoice_id)
+        open_corrections = await repo.open_corrections_of(conn, invoice_id)
         corrective = domain.correct_invoice(
-            stored.invoice, billed, invoice_date=invoice_date, new_id=uuid4
+            stored.invoice,
+            billed,
+            invoice_date=invoice_date,
+            new_id=uuid4,
+            open_corrections=open_corrections,
         )
         await repo.insert_invoice(conn, corrective)
     log.info(

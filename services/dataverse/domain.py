@@ -98,6 +98,11 @@ class InvalidTransitionError(DataverseRuleError):
     """A status change that the state machine does not allow."""
 
 
+class CorrectionAlreadyOpenError(InvalidTransitionError):
+    """A confirmed invoice already has a corrective draft that is not confirmed yet: the PM
+    corrects on that draft (rule decided in docs/dataverse.md, "Rules decided")."""
+
+
 class InvalidEditError(DataverseRuleError):
     """A value an edit may not take (negative quantity, partial milestone credit, ...)."""
 
@@ -1143,17 +1148,28 @@ def correct_invoice(
     *,
     invoice_date: date,
     new_id: NewId,
+    open_corrections: Sequence[UUID] = (),
 ) -> ProformaInvoice:
     """Start a corrective draft of a confirmed invoice: a full credit the PM then adjusts.
 
     One detail per live billed-sales actual of the invoice (``billed_sales`` may hold others;
     they are ignored), grouped per contract line, each at quantity 0 with the billed quantity as
     ``original_quantity``. The PM sets the quantity still to bill with :func:`edit_detail`.
+
+    Refused while ``open_corrections`` (the invoice's corrective drafts not yet confirmed) is
+    not empty: both drafts would credit the same billed sales, and only the first confirmed
+    could (rule decided in docs/dataverse.md). After it is confirmed (or deleted) the invoice
+    may be corrected again.
     """
     if invoice.status is not InvoiceStatus.CONFIRMED:
         raise InvalidTransitionError(
             f"only a confirmed invoice can be corrected (status {invoice.status}): "
             f"invoice {invoice.invoice_id}"
+        )
+    if open_corrections:
+        raise CorrectionAlreadyOpenError(
+            f"invoice {invoice.invoice_id} already has corrective draft {open_corrections[0]} "
+            f"not confirmed yet: correct it there, or confirm or delete it first"
         )
     billed = [
         a

@@ -815,6 +815,17 @@ async def get_invoice(
     return await _stored_invoice(conn, row)
 
 
+async def open_corrections_of(conn: DbConnection, invoice_id: UUID) -> list[UUID]:
+    """Corrective invoices of this invoice not confirmed yet (draft or in review), oldest first."""
+    rows = await conn.fetch(
+        "SELECT invoice_id FROM proforma_invoice WHERE corrects_invoice_id = $1 "
+        "AND status <> $2 ORDER BY created_at, invoice_id",
+        invoice_id,
+        InvoiceStatus.CONFIRMED.value,
+    )
+    return [r["invoice_id"] for r in rows]
+
+
 async def list_invoices(
     conn: DbConnection,
     *,

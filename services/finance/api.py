@@ -27,7 +27,8 @@ from services.common.auth import Role, require_role
 from services.common.db import DbConnection
 from services.common.errors import NotFound, OneWayViolation
 from services.common.logging import get_logger
-from services.finance import repository, views
+from services.finance import commands, repository, views
+from services.finance.commands import StoredFixedRate
 from services.finance.domain import (
     ONE_WAY_MESSAGE,
     FinanceRuleError,
@@ -183,6 +184,7 @@ def build_app() -> FastAPI:
     app.include_router(_journal_router())
     app.include_router(_proposal_router())
     app.include_router(_ledger_router())
+    app.include_router(_contract_router())
     return app
 
 
@@ -561,5 +563,105 @@ def _ledger_router() -> APIRouter:
         _: Role = ANY_ROLE,
     ) -> list[dict[str, Any]]:
         return [views.row_view(e) for e in await repository.ledger_entries(conn, voucher, account)]
+
+    return router
+
+
+# --- project contracts: fixed exchange rate -------------------------------------------------------
+# Kept apart from the routers above: the use cases are in `commands.py`.
+
+
+class ContractFixedRateBody(BaseModel):
+    """A project contract's fixed rate: `rate` units of the legal entity's accounting currency
+    per unit of the contract currency (domain rule 5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    legal_entity: str = Field(
+        min_length=1, max_length=64, description="the contract's legal entity, e.g. USMF"
+    )
+    contract_currency: str = Currency
+    rate: Decimal = Field(
+        gt=0,
+        max_digits=20,
+        decimal_places=10,
+        description="accounting-currency units per contract-currency unit, e.g. 1.25",
+    )
+
+
+class ContractFixedRateView(BaseModel):
+    """A contract's fixed rate as Finance holds it."""
+
+    contract_id: UUID
+    legal_entity: str
+    contract_currency: str
+    accounting_currency: str
+    rate: str = Field(description="as a string, so that no client reads it through a float")
+    contract_seen: bool = Field(
+        description="whether Finance has a proposal or staged row of the contract yet; a rate "
+        "set before is kept and applies when the first one arrives"
+    )
+    updated_at: datetime
+
+
+def _fixed_rate_view(stored: StoredFixedRate) -> ContractFixedRateView:
+    fixed = stored.fixed
+    return ContractFixedRateView(
+        contract_id=UUID(fixed.contract_id),
+        legal_entity=fixed.legal_entity,
+        contract_currency=fixed.contract_currency,
+        accounting_currency=fixed.accounting_currency,
+        rate=str(fixed.rate),
+        contract_seen=stored.contract_seen,
+        updated_at=stored.updated_at,
+    )
+
+
+def _contract_router() -> APIRouter:
+    router = APIRouter(prefix="/contracts", tags=["project contracts"])
+
+    @router.put(
+        "/{contract_id}/fixed-exchange-rate",
+        summary="Set or change a project contract's fixed exchange rate",
+        responses={
+            404: {"description": "no such record"},
+            409: {"description": "a rule refused the rate (unknown legal entity, currency)"},
+        },
+    )
+    async def put_fixed_rate(
+        contract_id: UUID,
+        body: ContractFixedRateBody,
+        conn: DbConnection = CONN,
+        _: Role = ACCOUNTANT,
+    ) -> ContractFixedRateView:
+        stored = await commands.set_contract_fixed_rate(
+            conn,
+            str(contract_id),
+            legal_entity=body.legal_entity,
+            contract_currency=body.contract_currency,
+            rate=body.rate,
+        )
+        return _fixed_rate_view(stored)
+
+    @router.get(
+        "/{contract_id}/fixed-exchange-rate",
+        summary="A project contract's fixed exchange rate",
+        responses={404: {"description": "the contract has no fixed exchange rate"}},
+    )
+    async def get_fixed_rate(
+        contract_id: UUID, conn: DbConnection = CONN, _: Role = ANY_ROLE
+    ) -> ContractFixedRateView:
+        return _fixed_rate_view(await commands.contract_fixed_rate(conn, str(contract_id)))
+
+    @router.delete(
+        "/{contract_id}/fixed-exchange-rate",
+        summary="Remove a project contract's fixed rate (the exchange-rate table applies again)",
+        status_code=204,
+        responses={404: {"description": "the contract has no fixed exchange rate"}},
+    )
+    async def delete_fixed_rate(
+        contract_id: UUID, conn: DbConnection = CONN, _: Role = ACCOUNTANT
+    ) -> None:
+        await commands.remove_contract_fixed_rate(conn, str(contract_id))
 
     return router

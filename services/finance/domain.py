@@ -41,6 +41,21 @@ VOUCHER_PREFIX = "VOU"
 JOURNAL_PREFIX = "PJ"
 NUMBER_WIDTH = 6
 
+
+class NumberSequence(StrEnum):
+    """Finance's number sequences; each legal entity has its own counter of each."""
+
+    JOURNAL = "journal"
+    INVOICE = "invoice"
+    VOUCHER = "voucher"
+
+
+NUMBER_PREFIXES: dict[NumberSequence, str] = {
+    NumberSequence.JOURNAL: JOURNAL_PREFIX,
+    NumberSequence.INVOICE: INVOICE_PREFIX,
+    NumberSequence.VOUCHER: VOUCHER_PREFIX,
+}
+
 DEFAULT_MAX_LINES_PER_JOURNAL = 200
 
 ONE_WAY_MESSAGE = "proposals come only from confirmed Dataverse invoices"
@@ -135,6 +150,56 @@ class ExchangeRate:
     rate: Decimal
 
 
+class RateSource(StrEnum):
+    """Why a posting used its exchange rate (shown on journal lines, stamps and invoices)."""
+
+    CONTRACT_FIXED_RATE = "contract fixed rate"
+    EXCHANGE_RATE_TABLE = "exchange rate table"
+    SAME_CURRENCY = "same currency"
+
+
+@dataclass(frozen=True)
+class ContractFixedRate:
+    """A project contract's fixed rate: `rate` accounting-currency units per contract-currency
+    unit, in the contract's legal entity (domain rule 5). Finance knows the contract only by
+    the id its proposals and staged rows carry."""
+
+    contract_id: str
+    legal_entity: str
+    contract_currency: str
+    accounting_currency: str
+    rate: Decimal
+
+    def applies_to(self, setup: LegalEntitySetup, from_currency: str) -> bool:
+        """Whether the rate converts `from_currency` in this legal entity's accounting currency.
+
+        A rate set for another entity or currency pair than the row's is not used: the row is
+        converted with the table, and its stamp says so.
+        """
+        return (
+            self.legal_entity == setup.legal_entity_id
+            and self.contract_currency == from_currency
+            and self.accounting_currency == setup.accounting_currency
+        )
+
+
+@dataclass(frozen=True)
+class AppliedRate:
+    """The rate a posting converts with, and why it is that one."""
+
+    rate: Decimal
+    source: RateSource
+
+
+@dataclass(frozen=True)
+class KnownContract:
+    """What Finance has seen of a contract on its proposals and staged rows."""
+
+    contract_id: str
+    legal_entities: frozenset[str]
+    currencies: frozenset[str]
+
+
 @dataclass(frozen=True)
 class FiscalPeriod:
     """A monthly fiscal period of a legal entity's calendar."""
@@ -213,6 +278,12 @@ def format_number(prefix: str, n: int, width: int = NUMBER_WIDTH) -> str:
     return f"{prefix}-{digits.zfill(width)}"
 
 
+def entity_number(legal_entity: str, prefix: str, n: int) -> str:
+    """The n-th number of a legal entity's sequence, e.g. `entity_number("USMF", "CIV", 1)` →
+    "USMF-CIV-000001": numbered per entity, and unique across entities because it names one."""
+    return format_number(f"{legal_entity}-{prefix}", n)
+
+
 def line_property_for(setup: LegalEntitySetup, billing_type: BillingType) -> str:
     """The line property the legal entity maps to `billing_type`; refuses a missing mapping."""
     line_property = setup.line_properties.get(billing_type)
@@ -250,6 +321,68 @@ def exchange_rate(
             f"no exchange rate for {from_currency}→{to_currency} on {on.isoformat()}"
         )
     return max(candidates, key=lambda r: r.valid_from).rate
+
+
+def applied_rate(
+    setup: LegalEntitySetup,
+    from_currency: str,
+    on: date,
+    contract_rate: ContractFixedRate | None = None,
+) -> AppliedRate:
+    """The rate converting `from_currency` on `on`, and its source (domain rule 5).
+
+    Same currency → 1. A contract fixed rate for this entity and currency pair → that rate,
+    whatever the table says. Otherwise the table (`exchange_rate`; none → `MissingExchangeRate`).
+    """
+    if from_currency == setup.accounting_currency:
+        return AppliedRate(Decimal(1), RateSource.SAME_CURRENCY)
+    if contract_rate is not None and contract_rate.applies_to(setup, from_currency):
+        return AppliedRate(contract_rate.rate, RateSource.CONTRACT_FIXED_RATE)
+    return AppliedRate(exchange_rate(setup, from_currency, on), RateSource.EXCHANGE_RATE_TABLE)
+
+
+def fix_contract_rate(
+    contract_id: str,
+    setup: LegalEntitySetup | None,
+    legal_entity: str,
+    contract_currency: str,
+    rate: Decimal,
+    known: KnownContract | None,
+) -> ContractFixedRate:
+    """Set (or change) a project contract's fixed exchange rate (project accountant).
+
+    Refuses an unknown legal entity, a rate that is not positive, a contract currency equal to
+    the accounting currency (nothing to convert), and a contract Finance has already seen in
+    another legal entity or currency. A contract Finance has not seen yet may get its rate:
+    it is kept and applies when the contract's first proposal or staged row arrives.
+    """
+    if setup is None:
+        raise UnknownLegalEntity(
+            f"unknown legal entity {legal_entity} for the fixed rate of contract {contract_id}"
+        )
+    if rate <= 0:
+        raise FinanceRuleError(f"fixed rate of contract {contract_id} must be above 0, got {rate}")
+    if contract_currency == setup.accounting_currency:
+        raise FinanceRuleError(
+            f"contract {contract_id} is in {contract_currency}, the accounting currency of "
+            f"legal entity {legal_entity}: a fixed rate has nothing to convert"
+        )
+    if known is not None:
+        others = sorted(known.legal_entities - {legal_entity})
+        if others:
+            raise FinanceRuleError(
+                f"contract {contract_id} belongs to legal entity {', '.join(others)} in Finance, "
+                f"not {legal_entity}"
+            )
+        currencies = sorted(known.currencies - {contract_currency})
+        if currencies:
+            raise FinanceRuleError(
+                f"contract {contract_id} is in {', '.join(currencies)} in Finance, "
+                f"not {contract_currency}"
+            )
+    return ContractFixedRate(
+        contract_id, legal_entity, contract_currency, setup.accounting_currency, rate
+    )
 
 
 def to_accounting(amount: Decimal, rate: Decimal) -> Decimal:
@@ -306,6 +439,8 @@ class AccountingStamp:
     exchange_rate: Decimal
     accounting_currency_amount: Decimal  # the actual's amount in accounting currency
     tax_amount: Decimal = Decimal("0.00")  # sales tax in the transaction currency
+    # Why this rate (None on rows stamped before Finance recorded it).
+    exchange_rate_source: RateSource | None = None
 
 
 @dataclass(frozen=True)
@@ -445,6 +580,7 @@ class JournalLine:
     exchange_rate: Decimal  # fixed at import, when the rate was checked
     project_id: str
     contract_id: str | None
+    exchange_rate_source: RateSource | None = None
 
 
 @dataclass(frozen=True)
@@ -577,12 +713,12 @@ def period_start(day: date, unit: PeriodUnit) -> date:
 def _row_problem(
     row: StagingRow,
     setups: Mapping[str, LegalEntitySetup],
-    fixed_contract_rates: Mapping[str, Decimal],
+    fixed_contract_rates: Mapping[str, ContractFixedRate],
 ) -> str | None:
     """Why the row cannot be imported on its own, or None."""
     try:
         validate_staging_row(row, setups)
-        exchange_rate(
+        applied_rate(
             setups[row.legal_entity],
             row.currency,
             row.accounting_date,
@@ -598,11 +734,13 @@ def plan_import_from_staging(
     proposals: Iterable[ProposalHeader],
     setups: Mapping[str, LegalEntitySetup],
     settings: ImportSettings | None = None,
-    fixed_contract_rates: Mapping[str, Decimal] | None = None,
+    fixed_contract_rates: Mapping[str, ContractFixedRate] | None = None,
 ) -> ImportPlan:
     """Plan one run of import from staging (domain flow steps 3 and 8).
 
-    Rows already imported are skipped, so a row is never imported twice.
+    Rows already imported are skipped, so a row is never imported twice. A row whose contract
+    has a fixed rate in `fixed_contract_rates` (by contract id) is converted with it, whatever
+    the rate table says (domain rule 5).
 
     Cost and unbilled-sales rows become integration journal lines, one per actual, in journals
     per legal entity and period of accounting date, at most `max_lines_per_journal` lines each.
@@ -671,7 +809,7 @@ def _plan_journals(
     rows: Sequence[StagingRow],
     setups: Mapping[str, LegalEntitySetup],
     settings: ImportSettings,
-    rates: Mapping[str, Decimal],
+    rates: Mapping[str, ContractFixedRate],
 ) -> list[PlannedJournal]:
     groups: dict[tuple[str, date], list[StagingRow]] = defaultdict(list)
     for row in rows:
@@ -685,27 +823,30 @@ def _plan_journals(
         size = settings.max_lines_per_journal
         for offset in range(0, len(group), size):
             chunk = group[offset : offset + size]
-            lines = tuple(
-                JournalLine(
-                    line_number=number,
-                    actual_id=row.actual_id,
-                    transaction_type=row.transaction_type,
-                    transaction_class=row.transaction_class,
-                    billing_type=row.billing_type,
-                    line_property=line_property_for(setup, row.billing_type),
-                    quantity=row.quantity,
-                    amount=row.amount,
-                    currency=row.currency,
-                    accounting_date=row.accounting_date,
-                    exchange_rate=exchange_rate(
-                        setup, row.currency, row.accounting_date, rates.get(row.contract_id or "")
-                    ),
-                    project_id=row.project_id,
-                    contract_id=row.contract_id,
+            lines: list[JournalLine] = []
+            for number, row in enumerate(chunk, start=1):
+                applied = applied_rate(
+                    setup, row.currency, row.accounting_date, rates.get(row.contract_id or "")
                 )
-                for number, row in enumerate(chunk, start=1)
-            )
-            journals.append(PlannedJournal(legal_entity, start, lines))
+                lines.append(
+                    JournalLine(
+                        line_number=number,
+                        actual_id=row.actual_id,
+                        transaction_type=row.transaction_type,
+                        transaction_class=row.transaction_class,
+                        billing_type=row.billing_type,
+                        line_property=line_property_for(setup, row.billing_type),
+                        quantity=row.quantity,
+                        amount=row.amount,
+                        currency=row.currency,
+                        accounting_date=row.accounting_date,
+                        exchange_rate=applied.rate,
+                        project_id=row.project_id,
+                        contract_id=row.contract_id,
+                        exchange_rate_source=applied.source,
+                    )
+                )
+            journals.append(PlannedJournal(legal_entity, start, tuple(lines)))
     return journals
 
 
@@ -737,7 +878,7 @@ def _plan_proposal(
     billed: Sequence[StagingRow],
     staged: Sequence[StagingRow],
     setups: Mapping[str, LegalEntitySetup],
-    rates: Mapping[str, Decimal],
+    rates: Mapping[str, ContractFixedRate],
     row_reasons: dict[str, str],
 ) -> tuple[tuple[ProposalLine, ...], str | None]:
     """Lines for one open proposal, or why it waits; records row-level reasons."""
@@ -886,13 +1027,16 @@ def post_integration_journal(
     journal: IntegrationJournal,
     setup: LegalEntitySetup,
     voucher_numbers: Sequence[str],
+    fixed_contract_rates: Mapping[str, ContractFixedRate] | None = None,
 ) -> PostedJournal:
     """Post an integration journal (project accountant), one voucher per line.
 
     Cost: debit WIP – cost, credit Accrued cost. Chargeable unbilled sales: debit WIP – sales
     value, credit Accrued revenue. Non-chargeable and complimentary unbilled sales accrue no
     revenue, so their voucher has no entries, but the row is still stamped as posted. Amounts are
-    converted with the rate fixed at import; each line's date goes through the closed-period rule.
+    converted with the rate fixed at import, unless the line's contract has a fixed rate now
+    (set after the import): every posting for such a contract uses it (domain rule 5). Each
+    line's date goes through the closed-period rule.
     """
     if journal.posted:
         raise AlreadyPosted(f"integration journal {journal.journal_id} is already posted")
@@ -909,10 +1053,12 @@ def post_integration_journal(
     # Resolve every date first, so a closed period refuses the whole journal and nothing posts.
     dates = [resolve_accounting_date(setup, line.accounting_date) for line in journal.lines]
 
+    contract_rates = fixed_contract_rates or {}
     vouchers: list[Voucher] = []
     stamps: list[AccountingStamp] = []
     for line, number, voucher_date in zip(journal.lines, voucher_numbers, dates, strict=True):
-        amount = to_accounting(line.amount, line.exchange_rate)
+        applied = _journal_line_rate(line, setup, contract_rates.get(line.contract_id or ""))
+        amount = to_accounting(line.amount, applied.rate)
         if line.transaction_type is TransactionType.COST:
             entries = _pair(ACCOUNT_WIP_COST, ACCOUNT_ACCRUED_COST, amount, line.actual_id)
         elif line.billing_type is BillingType.CHARGEABLE:
@@ -931,9 +1077,30 @@ def post_integration_journal(
             )
         )
         stamps.append(
-            AccountingStamp(line.actual_id, number, voucher_date, line.exchange_rate, amount)
+            AccountingStamp(
+                line.actual_id,
+                number,
+                voucher_date,
+                applied.rate,
+                amount,
+                Decimal("0.00"),
+                applied.source,
+            )
         )
     return PostedJournal(replace(journal, posted=True), tuple(vouchers), tuple(stamps))
+
+
+def _journal_line_rate(
+    line: JournalLine, setup: LegalEntitySetup, contract_rate: ContractFixedRate | None
+) -> AppliedRate:
+    """A contract's fixed rate if it has one now, else the rate the import fixed on the line."""
+    if contract_rate is not None and contract_rate.applies_to(setup, line.currency):
+        return AppliedRate(contract_rate.rate, RateSource.CONTRACT_FIXED_RATE)
+    source = line.exchange_rate_source
+    if source is None:  # a line imported before Finance recorded the source
+        same = line.currency == setup.accounting_currency
+        source = RateSource.SAME_CURRENCY if same else RateSource.EXCHANGE_RATE_TABLE
+    return AppliedRate(line.exchange_rate, source)
 
 
 # --- posting a proposal -----------------------------------------------------------------------
@@ -956,6 +1123,7 @@ class CustomerInvoice:
     accounting_currency: str
     total_accounting_amount: Decimal
     voucher: str
+    exchange_rate_source: RateSource | None = None
 
 
 @dataclass(frozen=True)
@@ -999,7 +1167,7 @@ def post_proposal(
     posting_date: date,
     invoice_number: str,
     voucher_number: str,
-    fixed_contract_rates: Mapping[str, Decimal] | None = None,
+    fixed_contract_rates: Mapping[str, ContractFixedRate] | None = None,
 ) -> PostedProposal:
     """Post a proposal as a customer invoice (receivables clerk); domain flow step 9.
 
@@ -1031,7 +1199,8 @@ def post_proposal(
 
     accounting_date = resolve_accounting_date(setup, posting_date)
     fixed = (fixed_contract_rates or {}).get(header.contract_id)
-    rate = exchange_rate(setup, header.currency, accounting_date, fixed)
+    applied = applied_rate(setup, header.currency, accounting_date, fixed)
+    rate = applied.rate
     totals = proposal_totals(header, own_lines)
     tax_shares = distribute_tax(header.tax_amount, own_lines)
 
@@ -1056,6 +1225,7 @@ def post_proposal(
                 rate,
                 line_accounting,
                 tax_shares[line.actual_id],
+                applied.source,
             )
         )
     tax_accounting = to_accounting(header.tax_amount, rate)
@@ -1086,6 +1256,7 @@ def post_proposal(
         accounting_currency=setup.accounting_currency,
         total_accounting_amount=receivable,
         voucher=voucher_number,
+        exchange_rate_source=applied.source,
     )
     posted = replace(
         header, status=ProposalStatus.POSTED, invoice_number=invoice_number, waiting_reason=None

@@ -25,6 +25,7 @@ from services.common.settings import Settings
 from services.finance import repository
 from services.finance.domain import (
     ImportSettings,
+    NumberSequence,
     PeriodUnit,
     ProposalStatus,
     StagingRow,
@@ -116,8 +117,13 @@ async def _import_journals(
         return  # another run imported them while this one waited for the lock
     rows = [repository.staging_row_from_record(r) for r in locked]
     setups = await repository.load_setups(conn, [legal_entity])
-    plan = plan_import_from_staging(rows, [], setups, _import_settings(settings))
-    journal_ids = await repository.next_numbers(conn, "journal", len(plan.journals))
+    # A contract's fixed rate wins over the table (domain rule 5); one set before the
+    # contract's first row arrived applies now.
+    rates = await repository.contract_fixed_rates(conn, (row.contract_id for row in rows))
+    plan = plan_import_from_staging(rows, [], setups, _import_settings(settings), rates)
+    journal_ids = await repository.next_numbers(
+        conn, legal_entity, NumberSequence.JOURNAL, len(plan.journals)
+    )
     for journal_id, planned in zip(journal_ids, plan.journals, strict=True):
         await repository.insert_journal(
             conn, journal_id, planned.legal_entity, planned.period_start, planned.lines
@@ -189,8 +195,11 @@ async def _import_proposal(
     setups = await repository.load_setups(
         conn, {header.legal_entity, *(row.legal_entity for row in billed)}
     )
+    rates = await repository.contract_fixed_rates(
+        conn, {header.contract_id, *(row.contract_id for row in billed)}
+    )
     plan = plan_import_from_staging(
-        [*billed, *unbilled], [header], setups, _import_settings(settings)
+        [*billed, *unbilled], [header], setups, _import_settings(settings), rates
     )
     # The plan also sees unimported unbilled rows (for matching); their journals are the
     # journal unit's business, so only this proposal's billed rows are taken from it.

@@ -24,6 +24,7 @@ from services.finance import repository
 from services.finance.domain import (
     AccountingStamp,
     FinanceRuleError,
+    NumberSequence,
     post_integration_journal,
     post_proposal,
 )
@@ -57,8 +58,13 @@ async def post_journal(conn: DbConnection, settings: Settings, journal_id: str) 
         lines = await repository.journal_line_rows(conn, journal_id)
         journal = repository.journal_from_records(header, lines)
         setups = await repository.load_setups(conn, [journal.legal_entity])
-        numbers = await repository.next_numbers(conn, "voucher", len(journal.lines))
-        posted = post_integration_journal(journal, setups[journal.legal_entity], numbers)
+        rates = await repository.contract_fixed_rates(
+            conn, (line.contract_id for line in journal.lines)
+        )
+        numbers = await repository.next_numbers(
+            conn, journal.legal_entity, NumberSequence.VOUCHER, len(journal.lines)
+        )
+        posted = post_integration_journal(journal, setups[journal.legal_entity], numbers, rates)
         await repository.insert_vouchers(conn, posted.vouchers, "integration_journal", journal_id)
         await repository.mark_journal_posted(
             conn, journal_id, {s.actual_id: s.voucher for s in posted.stamps}
@@ -142,8 +148,11 @@ async def post_proposal_invoice(
         header = repository.proposal_header_from_record(record)
         lines = await repository.proposal_lines(conn, proposal_id)
         setups = await repository.load_setups(conn, [header.legal_entity])
-        (invoice_number,) = await repository.next_numbers(conn, "invoice", 1)
-        (voucher_number,) = await repository.next_numbers(conn, "voucher", 1)
+        rates = await repository.contract_fixed_rates(conn, [header.contract_id])
+        entity = header.legal_entity
+        # Invoice before voucher, in every posting: one lock order on the entity's sequences.
+        (invoice_number,) = await repository.next_numbers(conn, entity, NumberSequence.INVOICE, 1)
+        (voucher_number,) = await repository.next_numbers(conn, entity, NumberSequence.VOUCHER, 1)
         posted = post_proposal(
             header,
             lines,
@@ -151,6 +160,7 @@ async def post_proposal_invoice(
             posting_date or record["invoice_date"],
             invoice_number,
             voucher_number,
+            rates,
         )
         await repository.insert_vouchers(conn, [posted.voucher], "customer_invoice", invoice_number)
         await repository.insert_customer_invoice(conn, posted.invoice)

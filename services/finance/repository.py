@@ -17,19 +17,24 @@ from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, Tra
 from services.common.db import DbConnection
 from services.common.errors import NotFound
 from services.finance.domain import (
+    NUMBER_PREFIXES,
     AccountingStamp,
+    ContractFixedRate,
     CustomerInvoice,
     ExchangeRate,
     FiscalPeriod,
     IntegrationJournal,
     JournalLine,
+    KnownContract,
     LegalEntitySetup,
+    NumberSequence,
     ProposalHeader,
     ProposalLine,
     ProposalStatus,
+    RateSource,
     StagingRow,
     Voucher,
-    format_number,
+    entity_number,
     typical_line_properties,
 )
 
@@ -40,6 +45,10 @@ Row = asyncpg.Record | Mapping[str, Any]
 def _s(value: Any) -> str | None:
     """A uuid (or anything) as the domain's string id; None stays None."""
     return None if value is None else str(value)
+
+
+def _source(value: str | None) -> RateSource | None:
+    return None if value is None else RateSource(value)
 
 
 # --- lock order -----------------------------------------------------------------------------------
@@ -196,26 +205,129 @@ def setup_to_dict(setup: LegalEntitySetup) -> dict[str, Any]:
     }
 
 
+# --- contract fixed exchange rates ----------------------------------------------------------------
+
+
+async def lock_legal_entity(conn: DbConnection, legal_entity_id: str) -> bool:
+    """Hold a legal entity's row (FOR SHARE) until the transaction ends, so its accounting
+    currency cannot change under a rule that reads it; returns whether the entity exists."""
+    found = await conn.fetchval(
+        "SELECT true FROM legal_entity WHERE legal_entity_id = $1 FOR SHARE", legal_entity_id
+    )
+    return bool(found)
+
+
+def fixed_rate_from_record(r: Row) -> ContractFixedRate:
+    """A stored fixed rate as the domain's `ContractFixedRate`."""
+    return ContractFixedRate(
+        contract_id=str(r["contract_id"]),
+        legal_entity=r["legal_entity_id"],
+        contract_currency=r["contract_currency"],
+        accounting_currency=r["accounting_currency"],
+        rate=r["rate"],
+    )
+
+
+async def get_contract_fixed_rate_row(
+    conn: DbConnection, contract_id: str, for_update: bool = False
+) -> asyncpg.Record | None:
+    """A contract's fixed rate as stored, or None; `for_update` locks it."""
+    lock = " FOR UPDATE" if for_update else ""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT * FROM contract_fixed_exchange_rate WHERE contract_id = $1{lock}", contract_id
+    )
+    return row
+
+
+async def contract_fixed_rates(
+    conn: DbConnection, contract_ids: Iterable[str | None]
+) -> dict[str, ContractFixedRate]:
+    """The fixed rates of these contracts, by contract id (contracts without one are absent)."""
+    ids = sorted({c for c in contract_ids if c})
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT * FROM contract_fixed_exchange_rate WHERE contract_id = ANY($1::uuid[])", ids
+    )
+    return {str(r["contract_id"]): fixed_rate_from_record(r) for r in rows}
+
+
+async def upsert_contract_fixed_rate(
+    conn: DbConnection, fixed: ContractFixedRate
+) -> asyncpg.Record:
+    """Store a contract's fixed rate, replacing the one it had; returns the stored row."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "INSERT INTO contract_fixed_exchange_rate (contract_id, legal_entity_id, "
+        "contract_currency, accounting_currency, rate) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (contract_id) DO UPDATE SET legal_entity_id = EXCLUDED.legal_entity_id, "
+        "contract_currency = EXCLUDED.contract_currency, "
+        "accounting_currency = EXCLUDED.accounting_currency, rate = EXCLUDED.rate, "
+        "updated_at = now() RETURNING *",
+        fixed.contract_id,
+        fixed.legal_entity,
+        fixed.contract_currency,
+        fixed.accounting_currency,
+        fixed.rate,
+    )
+    assert row is not None  # an upsert with RETURNING always answers its row
+    return row
+
+
+async def delete_contract_fixed_rate(conn: DbConnection, contract_id: str) -> bool:
+    """Remove a contract's fixed rate; returns whether it had one."""
+    result: str = await conn.execute(
+        "DELETE FROM contract_fixed_exchange_rate WHERE contract_id = $1", contract_id
+    )
+    return result.endswith(" 1")
+
+
+async def known_contract(conn: DbConnection, contract_id: str) -> KnownContract | None:
+    """What Finance's proposals and valid staged rows say of a contract, or None if none
+    names it yet."""
+    row = await conn.fetchrow(
+        "SELECT array_agg(DISTINCT legal_entity) AS entities, "
+        "array_agg(DISTINCT currency) AS currencies FROM ("
+        "SELECT legal_entity, currency FROM project_invoice_proposal WHERE contract_id = $1 "
+        "UNION ALL SELECT legal_entity, currency FROM actuals_staging "
+        "WHERE contract_id = $1 AND status = 'valid') seen",
+        contract_id,
+    )
+    if row is None or row["entities"] is None:
+        return None
+    return KnownContract(
+        contract_id, frozenset(row["entities"]), frozenset(c.strip() for c in row["currencies"])
+    )
+
+
 # --- number sequences -----------------------------------------------------------------------------
 
 
-async def next_numbers(conn: DbConnection, sequence: str, count: int) -> list[str]:
-    """Take `count` consecutive numbers of a sequence inside the caller's transaction.
+async def next_numbers(
+    conn: DbConnection, legal_entity: str, sequence: NumberSequence, count: int
+) -> list[str]:
+    """Take `count` consecutive numbers of a legal entity's sequence, inside the caller's
+    transaction, e.g. USMF-CIV-000001 (domain `entity_number`).
 
-    The UPDATE locks the sequence row until the transaction ends, so concurrent postings take
-    numbers one after the other, and a rollback gives the numbers back (no gaps).
+    Each legal entity has its own counters (migration 003). The upsert locks the entity's
+    sequence row until the transaction ends, so two postings of one entity take numbers one
+    after the other and never the same one; a rollback gives the numbers back (no gaps); two
+    entities never wait on each other. On the entity's first use the row is created: a second
+    transaction inserting it at the same time waits for the first and then updates its row.
     """
     if count == 0:
         return []
     row = await conn.fetchrow(
-        "UPDATE number_sequence SET next_value = next_value + $2 WHERE name = $1 "
-        "RETURNING prefix, next_value - $2 AS first",
-        sequence,
+        "INSERT INTO legal_entity_number_sequence (legal_entity_id, name, prefix, next_value) "
+        "VALUES ($1, $2, $3, 1 + $4) ON CONFLICT (legal_entity_id, name) DO UPDATE "
+        "SET next_value = legal_entity_number_sequence.next_value + $4 "
+        "RETURNING prefix, next_value - $4 AS first",
+        legal_entity,
+        str(sequence),
+        NUMBER_PREFIXES[sequence],
         count,
     )
-    if row is None:
-        raise NotFound(f"no number sequence {sequence}")
-    return [format_number(row["prefix"], row["first"] + i) for i in range(count)]
+    assert row is not None  # an upsert with RETURNING always answers its row
+    return [entity_number(legal_entity, row["prefix"], row["first"] + i) for i in range(count)]
 
 
 # --- actuals staging ------------------------------------------------------------------------------
@@ -322,6 +434,7 @@ def staging_row_from_record(r: Row) -> StagingRow:
             exchange_rate=r["exchange_rate"],
             accounting_currency_amount=r["accounting_currency_amount"],
             tax_amount=r["tax_amount"] if r["tax_amount"] is not None else Decimal("0.00"),
+            exchange_rate_source=_source(r["exchange_rate_source"]),
         )
     return StagingRow(
         actual_id=str(r["actual_id"]),
@@ -457,15 +570,17 @@ async def stamp_staging_rows(conn: DbConnection, stamps: Sequence[AccountingStam
     await conn.execute(
         "UPDATE actuals_staging s SET voucher = t.voucher, voucher_date = t.voucher_date, "
         "exchange_rate = t.rate, accounting_currency_amount = t.amount, tax_amount = t.tax, "
-        "updated_at = now() FROM unnest($1::uuid[], $2::text[], $3::date[], $4::numeric[], "
-        "$5::numeric[], $6::numeric[]) AS t(actual_id, voucher, voucher_date, rate, amount, tax) "
-        "WHERE s.actual_id = t.actual_id",
+        "exchange_rate_source = t.source, updated_at = now() "
+        "FROM unnest($1::uuid[], $2::text[], $3::date[], $4::numeric[], $5::numeric[], "
+        "$6::numeric[], $7::text[]) AS t(actual_id, voucher, voucher_date, rate, amount, tax, "
+        "source) WHERE s.actual_id = t.actual_id",
         [s.actual_id for s in stamps],
         [s.voucher for s in stamps],
         [s.voucher_date for s in stamps],
         [s.exchange_rate for s in stamps],
         [s.accounting_currency_amount for s in stamps],
         [s.tax_amount for s in stamps],
+        [_s(s.exchange_rate_source) for s in stamps],
     )
 
 
@@ -769,10 +884,11 @@ async def insert_journal(
     await conn.execute(
         "INSERT INTO integration_journal_line (journal_id, line_number, actual_id, "
         "transaction_type, transaction_class, billing_type, line_property, quantity, amount, "
-        "currency, accounting_date, exchange_rate, project_id, contract_id) "
+        "currency, accounting_date, exchange_rate, project_id, contract_id, "
+        "exchange_rate_source) "
         "SELECT $1, * FROM unnest($2::int[], $3::uuid[], $4::text[], $5::text[], $6::text[], "
         "$7::text[], $8::numeric[], $9::numeric[], $10::text[], $11::date[], $12::numeric[], "
-        "$13::uuid[], $14::uuid[])",
+        "$13::uuid[], $14::uuid[], $15::text[])",
         journal_id,
         [line.line_number for line in lines],
         [line.actual_id for line in lines],
@@ -787,6 +903,7 @@ async def insert_journal(
         [line.exchange_rate for line in lines],
         [line.project_id for line in lines],
         [line.contract_id for line in lines],
+        [_s(line.exchange_rate_source) for line in lines],
     )
 
 
@@ -832,6 +949,7 @@ def journal_from_records(header: Row, lines: Sequence[Row]) -> IntegrationJourna
                 exchange_rate=r["exchange_rate"],
                 project_id=str(r["project_id"]),
                 contract_id=_s(r["contract_id"]),
+                exchange_rate_source=_source(r["exchange_rate_source"]),
             )
             for r in lines
         ),
@@ -920,8 +1038,8 @@ async def insert_customer_invoice(conn: DbConnection, invoice: CustomerInvoice) 
     await conn.execute(
         "INSERT INTO customer_invoice (invoice_number, proposal_id, legal_entity, customer_id, "
         "invoice_date, currency, net_amount, tax_amount, total_amount, exchange_rate, "
-        "accounting_currency, total_accounting_amount, voucher) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "accounting_currency, total_accounting_amount, voucher, exchange_rate_source) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         invoice.invoice_number,
         invoice.proposal_id,
         invoice.legal_entity,
@@ -935,6 +1053,7 @@ async def insert_customer_invoice(conn: DbConnection, invoice: CustomerInvoice) 
         invoice.accounting_currency,
         invoice.total_accounting_amount,
         invoice.voucher,
+        _s(invoice.exchange_rate_source),
     )
 
 

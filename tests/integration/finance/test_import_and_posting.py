@@ -104,7 +104,7 @@ async def test_time_and_material_invoice_from_staging_to_posted_invoice(finance:
     response = await finance.call("POST", f"/proposals/{invoice_id}/post", {}, finance.clerk)
     assert response.status_code == 200, response.text
     invoice = response.json()
-    assert invoice["invoice_number"] == "CIV-000001"
+    assert invoice["invoice_number"] == "USPM-CIV-000001"
     assert invoice["total_amount"] == "1760.00"
     assert invoice["proposal_id"] == str(invoice_id)
     voucher = await finance.get(f"/vouchers/{invoice['voucher']}")
@@ -120,7 +120,7 @@ async def test_time_and_material_invoice_from_staging_to_posted_invoice(finance:
     assert message.key == str(invoice_id)
     assert message.value["correlation_id"] == str(invoice_id)
     payload = message.value["payload"]
-    assert payload["customer_invoice_number"] == "CIV-000001"
+    assert payload["customer_invoice_number"] == "USPM-CIV-000001"
     assert Decimal(payload["total_amount"]) == Decimal("1760.00")
     (detail,) = payload["actuals"]
     assert detail["actual_id"] == str(billed.msdyn_actualid)
@@ -238,8 +238,8 @@ async def test_billed_rows_before_their_header_wait_and_the_periodic_import_take
     response = await finance.call("POST", f"/proposals/{invoice_id}/post", {}, finance.clerk)
     assert response.status_code == 200, response.text
     assert response.json()["invoice_date"] == "2026-12-01"
-    assert response.json()["invoice_number"] == "CIV-000001"
-    assert response.json()["voucher"] == "VOU-000001"
+    assert response.json()["invoice_number"] == "USPM-CIV-000001"
+    assert response.json()["voucher"] == "USPM-VOU-000001"
 
 
 async def test_missing_exchange_rate_keeps_rows_out_with_the_reason_until_it_is_set(

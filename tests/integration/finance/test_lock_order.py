@@ -77,5 +77,5 @@ async def test_posting_while_a_consumer_batch_re_applies_its_header_does_not_dea
         finally:
             await transaction.commit()
         invoice_number = await asyncio.wait_for(posting, 30)
-    assert invoice_number == "CIV-000001"
+    assert invoice_number == "USPM-CIV-000001"
     assert (await finance.get(f"/proposals/{invoice_id}"))["status"] == "posted"

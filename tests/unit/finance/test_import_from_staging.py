@@ -12,6 +12,7 @@ import pytest
 from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, TransactionType
 from services.finance.domain import (
     AccountingStamp,
+    ContractFixedRate,
     ExchangeRate,
     ImportSettings,
     LegalEntitySetup,
@@ -32,6 +33,10 @@ USPM = LegalEntitySetup(
     fiscal_periods=fiscal_year(2026),
 )
 SETUPS = {"USPM": USPM}
+
+
+def _fixed(currency: str, rate: str, contract_id: str = "C1") -> ContractFixedRate:
+    return ContractFixedRate(contract_id, "USPM", currency, "USD", Decimal(rate))
 
 
 def _row(actual_id: str, **changes: Any) -> StagingRow:
@@ -193,7 +198,7 @@ def test_journal_line_takes_the_rate_on_its_date_or_the_contract_fixed_rate() ->
 
     early = [_row("A1", currency="EUR", accounting_date=date(2026, 10, 1))]
     fixed = plan_import_from_staging(
-        early, [], SETUPS, fixed_contract_rates={"C1": Decimal("1.05")}
+        early, [], SETUPS, fixed_contract_rates={"C1": _fixed("EUR", "1.05")}
     )
     assert fixed.journals[0].lines[0].exchange_rate == Decimal("1.05")
     assert fixed.row_reasons == {}
@@ -325,7 +330,10 @@ def test_one_row_without_exchange_rate_blocks_the_whole_proposal() -> None:
 def test_fixed_contract_rate_unblocks_the_proposal() -> None:
     rows = [_milestone("B1", currency="EUR", accounting_date=date(2026, 11, 1))]
     plan = plan_import_from_staging(
-        rows, [_header(1, currency="EUR")], SETUPS, fixed_contract_rates={"C1": Decimal("1.07")}
+        rows,
+        [_header(1, currency="EUR")],
+        SETUPS,
+        fixed_contract_rates={"C1": _fixed("EUR", "1.07")},
     )
     assert [x.actual_id for x in plan.proposal_lines["INV-1"]] == ["B1"]
 

@@ -20,6 +20,7 @@ from services.finance.domain import (
     ACCOUNT_WIP_SALES_VALUE,
     AlreadyPosted,
     ClosedPeriodError,
+    ContractFixedRate,
     ExchangeRate,
     IntegrationJournal,
     LedgerEntry,
@@ -323,7 +324,9 @@ def test_milestone_proposal_books_straight_revenue_with_fixed_contract_rate() ->
         date(2026, 11, 20),
         "CIV-000002",
         "VOU-000011",
-        fixed_contract_rates={"C1": Decimal("1.0000")},
+        fixed_contract_rates={
+            "C1": ContractFixedRate("C1", "USPM", "EUR", "USD", Decimal("1.0000"))
+        },
     )
     assert _entries(posted.voucher) == [
         (ACCOUNT_RECEIVABLE, Decimal("6000.00")),

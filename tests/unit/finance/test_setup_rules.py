@@ -23,6 +23,7 @@ from services.finance.domain import (
     OneWayViolation,
     StagingRow,
     UnknownLegalEntity,
+    entity_number,
     exchange_rate,
     fiscal_year,
     format_number,
@@ -162,6 +163,8 @@ def test_number_sequences_format_with_prefix_and_six_digits() -> None:
     assert format_number("PIP", 1) == "PIP-000001"
     assert format_number("CIV", 42) == "CIV-000042"
     assert format_number("VOU", 999999) == "VOU-999999"
+    # Numbered per legal entity; the number names its entity, so it stays unique across them.
+    assert entity_number("USMF", "CIV", 1) == "USMF-CIV-000001"
 
 
 def test_number_sequence_refuses_zero_and_overflow() -> None:
