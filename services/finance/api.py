@@ -581,12 +581,16 @@ class ContractFixedRateBody(BaseModel):
         min_length=1, max_length=64, description="the contract's legal entity, e.g. USMF"
     )
     contract_currency: str = Currency
-    rate: Decimal = Field(
-        gt=0,
-        max_digits=20,
-        decimal_places=10,
-        description="accounting-currency units per contract-currency unit, e.g. 1.25",
-    )
+    # As the exchange-rate table's rate: positive, finite, its string form a plain decimal.
+    rate: Annotated[
+        Decimal,
+        Field(
+            gt=0,
+            allow_inf_nan=False,
+            description="accounting-currency units per contract-currency unit, e.g. 1.25",
+        ),
+        DecimalText(POSITIVE),
+    ]
 
 
 class ContractFixedRateView(BaseModel):
