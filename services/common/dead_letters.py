@@ -96,6 +96,7 @@ def dead_letter(
     wire_key = _wire_key(key)
     wire_headers = _wire_headers(reason)
     text = original.decode(errors="replace")
+    digest = hashlib.sha256(original).hexdigest()
 
     def letter(kept: str, truncated: bool) -> DeadLetter:
         return DeadLetter(
@@ -107,7 +108,7 @@ def dead_letter(
             value=kept,
             headers=kept_headers,
             size=len(original),
-            sha256=hashlib.sha256(original).hexdigest(),
+            sha256=digest,
             truncated=truncated,
         )
 
