@@ -53,7 +53,13 @@ class SyncReceipts(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """What a `.dlq` topic holds: the reason and where the original bytes came from."""
+    """What a `.dlq` topic holds: the reason and where the original bytes came from.
+
+    A letter never exceeds the producer's size limit: when the original would not fit, `value`
+    holds as much of it as fits and `truncated` is set; `size` and `sha256` still describe the
+    whole original, which its topic, partition and offset locate on the broker (see
+    services/common/dead_letters.py for why the rest is not kept elsewhere).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -62,4 +68,13 @@ class DeadLetter(BaseModel):
     offset: int
     key: str | None
     reason: str
-    value: str  # the original bytes, decoded as UTF-8 with replacement
+    value: str  # the original bytes, decoded as UTF-8 with replacement (a prefix if truncated)
+    # Added with the size limit; defaults keep letters written before them readable.
+    headers: list[tuple[str, str]] = Field(
+        default_factory=list, description="The original's headers, values decoded as UTF-8."
+    )
+    size: int | None = Field(default=None, description="The original value's length in bytes.")
+    sha256: str | None = Field(default=None, description="Hex SHA-256 of the original value.")
+    truncated: bool = Field(
+        default=False, description="The letter carries only part of the value, key or headers."
+    )

@@ -1,8 +1,8 @@
 """The bridge's per-event logic and administrator actions, on PostgreSQL, around the pure rules.
 
 `BridgeProcessor.process` is what every faust agent calls for every message: validate (a bad
-message becomes a dead letter for `<topic>.dlq`), then in ONE transaction record the event id in
-the shared inbox (`dwsim_inbox`; a repeat is skipped) and apply it:
+or too large message becomes a dead letter for `<topic>.dlq`), then in ONE transaction record
+the event id in the shared inbox (`dwsim_inbox`; a repeat is skipped) and apply it:
 
 - a source event of a table map is mapped leg by leg into bridge records; each record is
   forwarded (outbox, pending), queued (paused / resuming / initializing), held (map stopped),
@@ -73,12 +73,12 @@ from services.bridge.table_maps import (
 )
 from services.common import outbox
 from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
+from services.common.dead_letters import dead_letter, too_large_reason
 from services.common.errors import OneWayViolation
 from services.common.inbox import (
     ConsumerStats,
     Delivery,
     apply_batch_once,
-    dead_letter,
     describe_validation_error,
     parse_event,
 )
@@ -146,6 +146,7 @@ class Incoming:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,12 +199,22 @@ class BridgeProcessor:
         deliveries: list[Delivery] = []
         for msg in messages:
             base = self.base_topic(msg.topic)
-            try:
-                event = parse_event(msg.value, TOPIC_PAYLOADS[base])
-            except ValidationError as exc:
-                reason = describe_validation_error(exc)
+            reason = too_large_reason(msg.value, self.settings.max_message_bytes)
+            if reason is None:
+                try:
+                    event = parse_event(msg.value, TOPIC_PAYLOADS[base])
+                except ValidationError as exc:
+                    reason = describe_validation_error(exc)
+            if reason is not None:
                 letter = dead_letter(
-                    msg.topic, msg.partition, msg.offset, msg.key, msg.value, reason
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    msg.key,
+                    msg.value,
+                    reason,
+                    max_bytes=self.settings.max_message_bytes,
+                    headers=msg.headers,
                 )
                 outcomes.append(Outcome("dead_letter", letter))
                 continue

@@ -33,7 +33,7 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from schemas.topics import dlq_name, topic_name
+from schemas.topics import topic_name
 from services.bridge import api
 from services.bridge.handlers import (
     DATABASE_UNAVAILABLE,
@@ -44,6 +44,7 @@ from services.bridge.handlers import (
 )
 from services.bridge.workers import CatchUpWorker, RedriveWorker
 from services.common.db import create_pool, migrate_service
+from services.common.dead_letters import send_dead_letter
 from services.common.kafka import make_producer
 from services.common.logging import get_logger
 from services.common.outbox import OutboxRelay
@@ -204,7 +205,12 @@ class BridgeRuntime(mode.Service):
         messages = [event.message for event in events]
         batch = [
             Incoming(
-                topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value
+                topic=m.topic,
+                partition=m.partition,
+                offset=m.offset,
+                key=m.key,
+                value=m.value,
+                headers=tuple(m.headers or ()),
             )
             for m in messages
         ]
@@ -225,20 +231,9 @@ class BridgeRuntime(mode.Service):
             for message, outcome in zip(messages, outcomes, strict=True):
                 if outcome.dead_letter is None:
                     continue
-                letter = outcome.dead_letter
-                # Sent before the ack, so a crash here re-reads the message, never loses it.
-                await self._dlq.send_and_wait(
-                    dlq_name(message.topic),
-                    value=letter.model_dump_json().encode(),
-                    key=message.key,
-                    headers=[("reason", letter.reason.encode()[:1000])],
-                )
-                log.warning(
-                    "event_dead_lettered",
-                    topic=message.topic,
-                    offset=message.offset,
-                    reason=letter.reason,
-                )
+                # Sent before the ack, so a crash here re-reads the message, never loses it;
+                # the letter was made to fit the producer's limit (dead_letters.py).
+                await send_dead_letter(self._dlq, outcome.dead_letter, message.key)
         except asyncio.CancelledError:
             raise  # the worker is stopping: the events stay un-acked and are read again
         except Exception as exc:

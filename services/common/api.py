@@ -23,7 +23,7 @@ from services.common.auth import Role, bearer, require_role, role_of
 from services.common.db import DbConnection
 from services.common.errors import NotFound, RuleError
 from services.common.logging import get_logger
-from services.common.outbox import unpublished_count
+from services.common.outbox import parked_rows, unpublished_count
 
 log = get_logger(__name__)
 
@@ -348,5 +348,17 @@ def _outbox_router() -> APIRouter:
         )
         await conn.execute("SELECT pg_notify('dwsim_outbox', '')")
         return {"replayed": int(status.split()[-1])}
+
+    @router.get(
+        "/parked",
+        summary="Events that can never be published, with the reason",
+        description=(
+            "Outbox rows larger than the broker accepts (`max_message_bytes`): the relay "
+            "parks them instead of retrying them forever, and publishes the rows after them."
+        ),
+        dependencies=[admin],
+    )
+    async def parked(conn: DbConnection = Depends(connection)) -> list[dict[str, Any]]:  # noqa: B008
+        return await parked_rows(conn)
 
     return router

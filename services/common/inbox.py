@@ -1,7 +1,8 @@
 """Inbox and consumer loop: validate, apply with the event id in one transaction, then commit.
 
 Every service consumes through `InboxConsumer`:
-- a message that does not validate goes to `<topic>.dlq` with the reason and its bytes;
+- a message larger than `max_message_bytes`, or that does not validate, goes to `<topic>.dlq`
+  with the reason and its bytes (as much as fits, see dead_letters.py);
 - a valid event is applied by its handler in the same transaction that records its event id,
   so a redelivered event (a crash before the offset commit, a rebalance, a re-drive) is
   acknowledged and skipped;
@@ -10,6 +11,9 @@ Every service consumes through `InboxConsumer`:
 - offsets are committed only after the transaction commits.
 A fetched batch is applied in one transaction: one inbox statement, and the new events applied
 together (one savepoint); only when that fails are they applied one by one to park the culprits.
+A batch that fails anyway for a reason other than an outage (parking itself failed, say) is
+halved until the message that fails is alone, and that one is dead-lettered: no batch is
+retried forever, and the others are applied.
 """
 
 from __future__ import annotations
@@ -27,9 +31,13 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel, ValidationError
 
 from schemas.envelope import Envelope, envelope_of
-from schemas.receipts import DeadLetter
-from schemas.topics import dlq_name
 from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
+from services.common.dead_letters import (
+    dead_letter,
+    is_outage,
+    send_dead_letter,
+    too_large_reason,
+)
 from services.common.kafka import make_consumer, make_producer
 from services.common.logging import correlation, get_logger
 from services.common.parking import park, retry_parked
@@ -174,20 +182,6 @@ async def _apply_or_park(conn: DbConnection, delivery: Delivery, apply_one: Appl
             return "parked"
 
 
-def dead_letter(
-    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, reason: str
-) -> DeadLetter:
-    """The `.dlq` record of a message that failed validation."""
-    return DeadLetter(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=key.decode(errors="replace") if key else None,
-        reason=reason,
-        value=(value or b"").decode(errors="replace"),
-    )
-
-
 class InboxConsumer:
     """Consumes a set of topics in one consumer group; see the module docstring."""
 
@@ -248,19 +242,63 @@ class InboxConsumer:
                     await self._dlq_producer.stop()
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
-        assert self._consumer is not None
+        # In fetch order: halving keeps each partition's messages in order.
+        await self._apply_isolating([msg for messages in batch.values() for msg in messages])
+        await self._commit_offsets({tp: ms[-1].offset + 1 for tp, ms in batch.items()})
+
+    async def _apply_isolating(self, messages: list[ConsumerRecord[Any, Any]]) -> None:
+        """Apply messages; when that fails for anything but an outage, apply each half on its
+        own, down to the single message that fails, which is dead-lettered with the reason.
+
+        A half that applied stays applied (its transaction committed): a crash before the
+        offset commit re-reads it and the inbox skips it. An outage is raised, so the whole
+        batch is retried as before.
+        """
+        try:
+            await self._apply(messages)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            reason = f"{type(exc).__name__}: {exc}"
+            if len(messages) > 1:
+                log.warning(
+                    "consumer_batch_failed_halving",
+                    group=self._group_id,
+                    messages=len(messages),
+                    error=reason,
+                )
+                half = len(messages) // 2
+                await self._apply_isolating(messages[:half])
+                await self._apply_isolating(messages[half:])
+                return
+            [msg] = messages
+            log.error(
+                "message_unprocessable",
+                group=self._group_id,
+                topic=msg.topic,
+                offset=msg.offset,
+                error=reason,
+            )
+            await self._dead_letter(msg, f"unprocessable: {reason}")
+            self.stats.dead_lettered += 1
+
+    async def _apply(self, messages: list[ConsumerRecord[Any, Any]]) -> None:
+        """Validate and apply messages in one transaction, then dead-letter the refused ones."""
         dead: list[tuple[ConsumerRecord[Any, Any], str]] = []
         deliveries: list[Delivery] = []
-        for messages in batch.values():
-            for msg in messages:
-                sub = self._subs[msg.topic]
-                try:
-                    event = parse_event(msg.value, sub.payload_model)
-                except ValidationError as exc:
-                    dead.append((msg, describe_validation_error(exc)))
-                    continue
-                key = msg.key.decode(errors="replace") if msg.key else None
-                deliveries.append(Delivery(event, msg.topic, key, msg.value or b""))
+        for msg in messages:
+            sub = self._subs[msg.topic]
+            too_large = too_large_reason(msg.value, self._settings.max_message_bytes)
+            if too_large is not None:
+                dead.append((msg, too_large))
+                continue
+            try:
+                event = parse_event(msg.value, sub.payload_model)
+            except ValidationError as exc:
+                dead.append((msg, describe_validation_error(exc)))
+                continue
+            key = msg.key.decode(errors="replace") if msg.key else None
+            deliveries.append(Delivery(event, msg.topic, key, msg.value or b""))
         outcomes: list[str] = []
         async with self._pool.acquire() as conn, conn.transaction():
             # Topic by topic (a subscription's batch handler sees its own events only), each
@@ -274,7 +312,6 @@ class InboxConsumer:
         # Dead letters go out before the offsets move on, so none is lost to a crash here.
         for msg, reason in dead:
             await self._dead_letter(msg, reason)
-        await self._commit_offsets({tp: ms[-1].offset + 1 for tp, ms in batch.items()})
         self.stats.applied += outcomes.count("applied")
         self.stats.duplicates += outcomes.count("duplicate")
         self.stats.parked += outcomes.count("parked")
@@ -292,14 +329,17 @@ class InboxConsumer:
         if self._dlq_producer is None:
             self._dlq_producer = make_producer(self._settings, f"{self._group_id}-dlq")
             await self._dlq_producer.start()
-        letter = dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, reason)
-        await self._dlq_producer.send_and_wait(
-            dlq_name(msg.topic),
-            value=letter.model_dump_json().encode(),
-            key=msg.key,
-            headers=[("reason", reason.encode()[:1000])],
+        letter = dead_letter(
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            msg.key,
+            msg.value,
+            reason,
+            max_bytes=self._settings.max_message_bytes,
+            headers=list(msg.headers or ()),
         )
-        log.warning("event_dead_lettered", topic=msg.topic, offset=msg.offset, reason=reason)
+        await send_dead_letter(self._dlq_producer, letter, msg.key)
 
     async def retry_parked(self, event_id: UUID) -> bool:
         """Apply a parked event again; True when it applied and left the parked list."""

@@ -16,6 +16,7 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
         enable_idempotence=settings.producer_enable_idempotence,
         linger_ms=2,
         max_batch_size=settings.producer_max_batch_bytes,
+        max_request_size=settings.max_message_bytes,
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
     )

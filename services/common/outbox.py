@@ -9,7 +9,8 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel
 
 from schemas.envelope import Envelope
@@ -205,7 +206,8 @@ class OutboxRelay:
             # taken, so no row is ever passed over and ids are published in order. Writers of
             # one record hold its row lock, so a record's events get ids in commit order.
             rows = await conn.fetch(
-                "SELECT id, topic, key, value, event_type, correlation_id FROM dwsim_outbox "
+                "SELECT id, event_id, topic, key, value, event_type, correlation_id "
+                "FROM dwsim_outbox "
                 "WHERE published_at IS NULL "
                 "AND xid < pg_snapshot_xmin(pg_current_snapshot()) "
                 "ORDER BY id LIMIT $1 FOR UPDATE",
@@ -213,21 +215,131 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            # aiokafka keeps one request in flight per partition, so sends of one key
-            # (one partition) reach the broker in the order they are queued here.
-            futures = [
-                await producer.send(
-                    r["topic"],
-                    value=r["value"],
-                    key=r["key"].encode() if r["key"] is not None else None,
-                    headers=[("event_type", r["event_type"].encode())],
-                )
-                for r in rows
-            ]
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+            sendable, too_large = _split_by_size(rows, self._settings.max_message_bytes)
+            await park_rows(conn, too_large)
+            try:
+                await _send_in_order(producer, sendable)
+            except MessageSizeTooLargeError:
+                # The broker refused a request: its own limit is below max_message_bytes.
+                # Sent again one row at a time, in order, a row the broker refuses alone is
+                # parked instead of failing the batch forever; rows the failed attempt
+                # published go out twice, and the consumers' inboxes drop the repeats. Order
+                # holds for a refused row travelling alone; a request that also carried
+                # smaller rows may have been overtaken by later rows of their key, which is
+                # why max_message_bytes should not exceed the broker's limit: then the relay
+                # refuses first, above.
+                refused = await _send_one_by_one(producer, sendable)
+                await park_rows(conn, refused)
+                gone = {row["id"] for row, _, _ in refused}
+                sendable = [r for r in sendable if r["id"] not in gone]
             await conn.execute(
                 "UPDATE dwsim_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
+                [r["id"] for r in sendable],
             )
-        self.published += len(rows)
+        self.published += len(sendable)
         return len(rows)
+
+
+# Parked rows: (row, bytes on the wire, reason).
+_Refusal = tuple[asyncpg.Record, int, str]
+
+
+def _wire(row: asyncpg.Record) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """Key, value and headers of a row as the relay sends it."""
+    key = row["key"].encode() if row["key"] is not None else None
+    return key, row["value"], [("event_type", row["event_type"].encode())]
+
+
+def wire_size(row: asyncpg.Record) -> int:
+    """A row's size as the producer counts it against its max_request_size."""
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(*_wire(row))
+    return size
+
+
+def _split_by_size(
+    rows: list[asyncpg.Record], max_bytes: int
+) -> tuple[list[asyncpg.Record], list[_Refusal]]:
+    """The rows to send, and those the producer would refuse, with the reason."""
+    sendable: list[asyncpg.Record] = []
+    too_large: list[_Refusal] = []
+    for row in rows:
+        size = wire_size(row)
+        if size > max_bytes:
+            reason = (
+                f"message too large: {size} bytes, over the limit of {max_bytes} "
+                "(max_message_bytes); it can never be published"
+            )
+            too_large.append((row, size, reason))
+        else:
+            sendable.append(row)
+    return sendable, too_large
+
+
+async def _send_in_order(producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> None:
+    # aiokafka keeps one request in flight per partition, so sends of one key
+    # (one partition) reach the broker in the order they are queued here.
+    futures = []
+    for row in rows:
+        key, value, headers = _wire(row)
+        futures.append(await producer.send(row["topic"], value=value, key=key, headers=headers))
+    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout=30)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    # Anything but a size refusal is retried with the whole batch, as before.
+    for failure in failures:
+        if not isinstance(failure, MessageSizeTooLargeError):
+            raise failure
+    if failures:
+        raise failures[0]
+
+
+async def _send_one_by_one(
+    producer: AIOKafkaProducer, rows: list[asyncpg.Record]
+) -> list[_Refusal]:
+    """Send each row alone and wait for it; the rows the broker refuses, with its reason."""
+    refused: list[_Refusal] = []
+    for row in rows:
+        key, value, headers = _wire(row)
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait(row["topic"], value=value, key=key, headers=headers), 30
+            )
+        except MessageSizeTooLargeError as exc:
+            reason = f"refused by the broker: {exc}"
+            refused.append((row, wire_size(row), reason))
+    return refused
+
+
+async def park_rows(conn: DbConnection, refusals: list[_Refusal]) -> None:
+    """Move rows that can never be published to `dwsim_outbox_parked`, with their reason,
+    inside the relay's transaction (the rows are locked by it)."""
+    for row, size, reason in refusals:
+        log.error(
+            "outbox_row_parked",
+            event_id=str(row["event_id"]),
+            topic=row["topic"],
+            size=size,
+            reason=reason,
+        )
+    if not refusals:
+        return
+    await conn.execute(
+        "WITH moved AS (DELETE FROM dwsim_outbox WHERE id = ANY($1::bigint[]) RETURNING *) "
+        "INSERT INTO dwsim_outbox_parked "
+        "(id, event_id, topic, key, event_type, correlation_id, value, size, reason, created_at) "
+        "SELECT m.id, m.event_id, m.topic, m.key, m.event_type, m.correlation_id, m.value, "
+        "r.size, r.reason, m.created_at "
+        "FROM moved m JOIN unnest($1::bigint[], $2::integer[], $3::text[]) AS r(id, size, reason) "
+        "ON r.id = m.id",
+        [row["id"] for row, _, _ in refusals],
+        [size for _, size, _ in refusals],
+        [reason for _, _, reason in refusals],
+    )
+
+
+async def parked_rows(conn: DbConnection) -> list[dict[str, Any]]:
+    """Outbox rows parked because they can never be published, oldest first, without values."""
+    rows = await conn.fetch(
+        "SELECT id, event_id, topic, key, event_type, correlation_id, size, reason, "
+        "created_at, parked_at FROM dwsim_outbox_parked ORDER BY id"
+    )
+    return [dict(r) for r in rows]

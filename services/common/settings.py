@@ -121,6 +121,17 @@ class Settings(BaseSettings):
     producer_max_batch_bytes: int = Field(
         default=512 * 1024, ge=16 * 1024, description="Bytes per partition per produce request."
     )
+    # aiokafka's own max_request_size default, and Apache Kafka's default message.max.bytes
+    # within a few bytes. The local broker accepted a 6 MB message, so nothing but this limit
+    # keeps a message the other clients cannot handle off the topics.
+    max_message_bytes: int = Field(
+        default=1024 * 1024,
+        ge=64 * 1024,
+        description=(
+            "Largest message any producer sends (relays and dead letters); an outbox row "
+            "above it is refused, a consumed message above it is dead-lettered."
+        ),
+    )
     relay_batch_size: int = Field(default=500, ge=1, description="Outbox rows per publish.")
     relay_idle_interval_s: float = Field(default=0.05, gt=0, description="Relay poll when idle.")
     relay_max_backoff_s: float = Field(default=5.0, gt=0, description="Broker-outage backoff cap.")

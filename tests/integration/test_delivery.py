@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra import broker, topics
 from schemas.topics import dlq_name
+from services.common import outbox
 from services.common.inbox import InboxConsumer, Subscription
 from services.common.kafka import make_producer
 from services.common.outbox import OutboxRelay, unpublished_count
@@ -263,3 +264,73 @@ async def test_relay_never_passes_over_a_row_whose_transaction_commits_late(
             await slow_tx.commit()
         await wait_for(lambda: _count_is(target, 2), what="both effects")
     assert await effects(target) == [0, 7]
+
+
+@pytest.mark.parametrize("size", [1_500_000, 6_000_000], ids=["1.5MB", "6MB"])
+async def test_relay_parks_an_outbox_row_too_large_to_publish_and_publishes_the_rows_after_it(
+    settings: Settings, pools: tuple[asyncpg.Pool, asyncpg.Pool], size: int
+) -> None:
+    """Regression (issue 18): the relay retried a row over the producer's limit forever, and
+    nothing written after it was ever published."""
+    source, target = pools
+    topic = f"{settings.topic_prefix}invoice-confirmed"
+    big = outbox.envelope("ping", "test", Ping(n=8, note="x" * size), correlation_id="inv-8")
+    async with source.acquire() as conn, conn.transaction():
+        await add_ping(conn, topic, 1)  # key k1, as are 8 and 15
+        await outbox.add(conn, topic, "k1", big)
+        await add_ping(conn, topic, 15)
+    async with running(OutboxRelay(source, settings, "src"), consumer_of(settings, target, topic)):
+        await wait_for(lambda: _count_is(target, 2), what="the rows around the large one")
+        async with source.acquire() as conn:
+            assert await unpublished_count(conn) == 0
+            [parked] = await outbox.parked_rows(conn)
+    assert await effects(target) == [1, 15]
+    assert parked["event_id"] == big.event_id and parked["topic"] == topic
+    assert parked["size"] > size
+    assert parked["reason"] == (
+        f"message too large: {parked['size']} bytes, over the limit of "
+        f"{settings.max_message_bytes} (max_message_bytes); it can never be published"
+    )
+
+
+async def test_batch_that_keeps_failing_is_halved_until_the_failing_message_is_dead_lettered(
+    settings: Settings, pools: tuple[asyncpg.Pool, asyncpg.Pool]
+) -> None:
+    """Regression (issue 18): a batch failing for anything but an outage was retried forever
+    (here parking the failing event itself fails), so no event of it was ever applied."""
+    source, target = pools
+    topic = f"{settings.topic_prefix}invoice-confirmed"
+    async with target.acquire() as conn:
+        # Parking refuses this event: a failure that no retry of the batch can get past.
+        await conn.execute(
+            "ALTER TABLE dwsim_parked_event ADD CONSTRAINT refuses_unparkable "
+            "CHECK (reason NOT LIKE '%unparkable%')"
+        )
+
+    async def refuse_35(conn: Any, event: Any) -> None:
+        if event.payload.n == 35:
+            raise ValueError("unparkable event 35")
+        await record_effect(conn, event)
+
+    async with source.acquire() as conn, conn.transaction():
+        for n in (0, 7, 14, 35, 21, 28):  # one key (k0): one partition, in this order
+            await add_ping(conn, topic, n)
+    relay = OutboxRelay(source, settings, "src")
+    async with running(relay):
+
+        async def published() -> bool:
+            async with source.acquire() as conn:
+                return await unpublished_count(conn) == 0
+
+        await wait_for(published, what="the six events published")
+    # Started after: the six arrive in one fetch, one batch.
+    consumer = InboxConsumer(target, settings, "g", [Subscription(topic, Ping, refuse_35)])
+    async with running(consumer):
+        await wait_for(lambda: _count_is(target, 5), what="the five other events")
+        [letter] = await _read_all(settings, dlq_name(topic), 1)
+    assert await effects(target) == [0, 7, 14, 21, 28]
+    dead = json.loads(letter)
+    assert dead["reason"].startswith("unprocessable: CheckViolationError"), dead["reason"]
+    assert json.loads(dead["value"])["payload"]["n"] == 35
+    assert dead["offset"] == 3 and not dead["truncated"]
+    assert consumer.stats.dead_lettered == 1 and consumer.stats.last_error is None
