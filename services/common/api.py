@@ -13,7 +13,12 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.auth import Role, require_role
-from services.common.db import DbConnection
+from services.common.db import (
+    CONNECTION_LOST_ERRORS,
+    DbConnection,
+    connection_lost,
+    database_status,
+)
 from services.common.logging import get_logger
 from services.common.outbox import unpublished_count
 
@@ -92,10 +97,33 @@ def create_app(title: str, description: str, rule_errors: tuple[type[Exception],
     for error in rule_errors:
         app.add_exception_handler(error, conflict)
     app.add_exception_handler(LookupError, not_found)
+    # Not the lost races: RetryOnConflict runs those requests again.
+    for error in CONNECTION_LOST_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)
     app.include_router(_health_router())
     app.include_router(_parked_router())
     app.include_router(_outbox_router())
     return app
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A request that met a lost or refused database connection: 503, try again, not 500.
+    Also how `/health` answers while the database is away."""
+    if not connection_lost(exc):
+        # A call asyncpg refused (a parameter it cannot encode): a server error, as before.
+        log.error("request_failed", path=request.url.path, error=repr(exc))
+        return JSONResponse(status_code=500, content={"detail": "Internal Server Error"})
+    pool = getattr(request.app.state, "pool", None)
+    state: dict[str, Any] = {"state": "down"}
+    if pool is not None:
+        status = database_status(pool)
+        status.failed(exc, f"{request.method} {request.url.path}")
+        state = {"state": "down", "since": status.since.isoformat()}
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "the database is unavailable; try again", "database_connection": state},
+        headers={"Retry-After": "1"},
+    )
 
 
 async def connection(request: Request) -> Any:
@@ -124,6 +152,7 @@ def _health_router() -> APIRouter:
             },
             "consumer": consumer.stats.__dict__ if consumer else None,
             "parked_events": await conn.fetchval("SELECT count(*) FROM dwsim_parked_event"),
+            "database_connection": database_status(state.pool).as_dict(),
         }
 
     return router

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ValidationError
 from schemas.envelope import Envelope, envelope_of
 from schemas.receipts import DeadLetter
 from schemas.topics import dlq_name
-from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
+from services.common.backoff import Backoff
+from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection, database_status
 from services.common.kafka import make_consumer, make_producer
 from services.common.logging import correlation, get_logger
 from services.common.parking import park, retry_parked
@@ -215,7 +216,8 @@ class InboxConsumer:
         """Consume until stopped."""
         self._consumer = make_consumer(self._settings, self._group_id, *self._subs)
         await self._consumer.start()
-        backoff = 0.1
+        database = database_status(self._pool)
+        backoff = Backoff(self._settings.database_retry_max_backoff_s)
         try:
             while not self._stopping.is_set():
                 batch = await self._consumer.getmany(timeout_ms=200)
@@ -226,20 +228,26 @@ class InboxConsumer:
                     continue
                 try:
                     await self._process(batch)
-                    backoff = 0.1
+                    backoff.reset()
+                    database.reachable()
                     self.stats.last_error = None
                 except (*TRANSIENT_DATABASE_ERRORS, KafkaError, asyncpg.PostgresError) as exc:
+                    # Nothing of the batch committed, or all of it did and only its offsets
+                    # did not (a COMMIT whose answer was lost): either way it is read again
+                    # and the inbox drops what was applied. No offset moved past it.
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    database.failed(exc, f"consumer {self._group_id}")
+                    retry_in = backoff.next_delay()
                     log.warning(
                         "consumer_batch_failed",
                         group=self._group_id,
                         error=self.stats.last_error,
-                        retry_in=backoff,
+                        retry_in=round(retry_in, 2),
                     )
                     for tp, messages in batch.items():
                         self._consumer.seek(tp, messages[0].offset)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), retry_in)
         finally:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
