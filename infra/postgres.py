@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import asyncpg
 
@@ -250,8 +251,12 @@ def start(settings: Settings, deadline_s: float = 60.0) -> PostgresStatus:
     return status(settings)
 
 
-def stop(settings: Settings) -> bool:
-    """Stop the PostgreSQL we started; True if there was one."""
+def stop(settings: Settings, mode: Literal["fast", "immediate"] = "fast") -> bool:
+    """Stop the PostgreSQL we started; True if there was one.
+
+    `immediate` is a crash as far as the server is concerned: no shutdown checkpoint, every
+    backend gone at once, crash recovery at the next start (the tests use it as a fault).
+    """
     if settings.database_url:
         return False
     path = settings.state_file(POSTGRES_STATE)
@@ -262,7 +267,7 @@ def stop(settings: Settings) -> bool:
         with contextlib.suppress(InfraError, subprocess.TimeoutExpired):
             _pg(
                 "pg_ctl",
-                ["-D", str(_data_dir(settings)), "-m", "fast", "-w", "stop"],
+                ["-D", str(_data_dir(settings)), "-m", mode, "-w", "stop"],
                 _system_user(),
                 timeout=30,
             )

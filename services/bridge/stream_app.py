@@ -6,7 +6,11 @@ Guards against faust's known hazards (DESIGN.md, "The bridge"):
   PostgreSQL transaction committed: faust's stream acks an event in a `finally`, so with
   automatic acks an agent that is cancelled (SIGTERM) or raises mid-event would have that
   event acked and its offset committed although nothing was applied;
-- an agent that fails for anything but a parked event crashes the whole process at once
+- a database that is unreachable is waited out: the agent keeps its events un-acked and
+  retries them with backoff for as long as it takes, and the process stays up (it used to
+  crash after 30 s, and at once on asyncpg's `InternalClientError`, leaving the bridge down
+  until someone restarted it);
+- an agent that fails for anything else but a parked event crashes the whole process at once
   (`os._exit`), before any offset commit: faust would otherwise restart the actor or leave the
   worker running without it; the restarted worker re-reads from the last committed offset;
 - no faust Tables: every durable fact lives in the bridge's PostgreSQL database;
@@ -22,7 +26,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,22 +46,20 @@ from services.bridge.handlers import (
     seed,
 )
 from services.bridge.workers import CatchUpWorker, RedriveWorker
-from services.common.db import create_pool, migrate_service
+from services.common.backoff import Backoff
+from services.common.db import create_pool, database_status, migrate_service
 from services.common.dead_letters import send_dead_letter
 from services.common.kafka import make_producer
 from services.common.logging import get_logger
 from services.common.outbox import OutboxRelay
 from services.common.ports import free_port
-from services.common.service import service_state_file
+from services.common.service import service_state_file, supervise
 from services.common.settings import Settings
 
 log = get_logger(__name__)
 
 SERVICE = "bridge"
 MIGRATIONS = Path(__file__).parent / "migrations"
-# How long an agent retries an event while the database is unreachable before it crashes
-# the process (the event is not acked; the restarted worker applies it).
-DATABASE_RETRY_S = 30.0
 # Exit code of a worker that crashed on purpose (an agent failed).
 EXIT_AGENT_CRASHED = 70
 
@@ -138,8 +139,12 @@ class BridgeRuntime(mode.Service):
                 app, host=settings.api_host, port=self.port, log_level="warning", lifespan="off"
             )
         )
+        database = database_status(self.pool)
         self._background = [
-            asyncio.create_task(self._guard(w.run(), type(w).__name__)) for w in self._workers
+            asyncio.create_task(
+                self._guard(supervise(w, type(w).__name__, database, settings), type(w).__name__)
+            )
+            for w in self._workers
         ]
         self._background.append(asyncio.create_task(self._guard(self._server.serve(), "api")))
         self._tracker = asyncio.create_task(self._track_assignment())
@@ -215,19 +220,32 @@ class BridgeRuntime(mode.Service):
             for m in messages
         ]
         topic = messages[0].topic
-        deadline = time.monotonic() + DATABASE_RETRY_S
-        backoff = 0.1
+        database = database_status(self.processor.pool)
+        backoff = Backoff(self.settings.database_retry_max_backoff_s)
         try:
             while True:
                 try:
                     outcomes = await self.processor.process_batch(batch)
+                    database.reachable()
                     break
                 except DATABASE_UNAVAILABLE as exc:
-                    if time.monotonic() > deadline:
-                        raise
-                    log.warning("event_retry", topic=topic, events=len(batch), error=repr(exc))
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    # No deadline: while the database is away nothing of the batch committed
+                    # (or all of it did, and the inbox drops the repeat), the events stay
+                    # un-acked so no offset moves past them, and a restart would find the
+                    # database just as away. A stop cancels the wait; the events are re-read.
+                    self.processor.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    database.failed(exc, f"agent {topic}")
+                    retry_in = backoff.next_delay()
+                    log.warning(
+                        "event_retry",
+                        topic=topic,
+                        events=len(batch),
+                        error=repr(exc),
+                        retry_in=round(retry_in, 2),
+                    )
+                    await asyncio.sleep(retry_in)
+            if backoff.failures:
+                self.processor.stats.last_error = None
             for message, outcome in zip(messages, outcomes, strict=True):
                 if outcome.dead_letter is None:
                     continue

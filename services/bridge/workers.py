@@ -14,6 +14,8 @@ from typing import Final
 from services.bridge import repository as repo
 from services.bridge.domain import MapState
 from services.bridge.handlers import DATABASE_UNAVAILABLE, BridgeProcessor
+from services.common.backoff import Backoff
+from services.common.db import database_status
 from services.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -23,9 +25,12 @@ REDRIVE_BATCH: Final = 500
 
 
 class _Periodic:
-    """Runs `tick` every `interval` seconds until stopped; a database outage is retried."""
+    """Runs `tick` every `interval` seconds until stopped; while the database is unreachable,
+    the next tick comes after a backoff instead (each tick is its own transactions: a failed
+    one left nothing behind and is done again)."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, processor: BridgeProcessor, interval: float) -> None:
+        self._processor = processor
         self._interval = interval
         self._stopping = asyncio.Event()
 
@@ -33,15 +38,27 @@ class _Periodic:
         self._stopping.set()
 
     async def run(self) -> None:
+        database = database_status(self._processor.pool)
+        backoff = Backoff(self._processor.settings.database_retry_max_backoff_s)
         while not self._stopping.is_set():
             busy = False
+            wait = self._interval
             try:
                 busy = await self.tick()
+                backoff.reset()
+                database.reachable()
             except DATABASE_UNAVAILABLE as exc:
-                log.warning("worker_tick_failed", worker=type(self).__name__, error=repr(exc))
+                database.failed(exc, type(self).__name__)
+                wait = backoff.next_delay()
+                log.warning(
+                    "worker_tick_failed",
+                    worker=type(self).__name__,
+                    error=repr(exc),
+                    retry_in=round(wait, 2),
+                )
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._interval)
+                    await asyncio.wait_for(self._stopping.wait(), wait)
 
     async def tick(self) -> bool:
         """One round; True when there is more to do at once."""
@@ -52,8 +69,7 @@ class CatchUpWorker(_Periodic):
     """Drains the queue of resuming and initializing maps in order, then sets them running."""
 
     def __init__(self, processor: BridgeProcessor, interval: float = 0.2) -> None:
-        super().__init__(interval)
-        self._processor = processor
+        super().__init__(processor, interval)
 
     async def tick(self) -> bool:
         async with self._processor.pool.acquire() as conn:
@@ -69,8 +85,7 @@ class RedriveWorker(_Periodic):
 
     def __init__(self, processor: BridgeProcessor) -> None:
         timeout = processor.settings.receipt_timeout_s
-        super().__init__(min(1.0, timeout / 4))
-        self._processor = processor
+        super().__init__(processor, min(1.0, timeout / 4))
         self._timeout = timedelta(seconds=timeout)
 
     async def tick(self) -> bool:

@@ -20,7 +20,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.auth import Role, bearer, require_role, role_of
-from services.common.db import DbConnection
+from services.common.db import (
+    CONNECTION_LOST_ERRORS,
+    DbConnection,
+    connection_lost,
+    database_status,
+)
 from services.common.errors import NotFound, RuleError
 from services.common.logging import get_logger
 from services.common.outbox import parked_rows, unpublished_count
@@ -241,10 +246,33 @@ def create_app(title: str, description: str) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, method_not_allowed)
     app.add_exception_handler(RuleError, conflict)
     app.add_exception_handler(NotFound, not_found)
+    # Not the lost races: RetryOnConflict runs those requests again.
+    for error in CONNECTION_LOST_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)
     app.include_router(_health_router())
     app.include_router(_parked_router())
     app.include_router(_outbox_router())
     return app
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A request that met a lost or refused database connection: 503, try again, not 500.
+    Also how `/health` answers while the database is away."""
+    if not connection_lost(exc):
+        # A call asyncpg refused (a parameter it cannot encode): a server error, as before.
+        log.error("request_failed", path=request.url.path, error=repr(exc))
+        return JSONResponse(status_code=500, content={"detail": "Internal Server Error"})
+    pool = getattr(request.app.state, "pool", None)
+    state: dict[str, Any] = {"state": "down"}
+    if pool is not None:
+        status = database_status(pool)
+        status.failed(exc, f"{request.method} {request.url.path}")
+        state = {"state": "down", "since": status.since.isoformat()}
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "the database is unavailable; try again", "database_connection": state},
+        headers={"Retry-After": "1"},
+    )
 
 
 async def connection(request: Request) -> Any:
@@ -283,9 +311,12 @@ def _health_router() -> APIRouter:
                 "unpublished": await unpublished_count(conn),
                 "published": relay.published if relay else 0,
                 "last_error": relay.last_error if relay else None,
+                # Rows too large to publish, kept with their reason (GET /outbox/parked).
+                "parked": await conn.fetchval("SELECT count(*) FROM dwsim_outbox_parked"),
             },
             "consumer": consumer.stats.__dict__ if consumer else None,
             "parked_events": await conn.fetchval("SELECT count(*) FROM dwsim_parked_event"),
+            "database_connection": database_status(state.pool).as_dict(),
         }
 
     return router

@@ -23,14 +23,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from schemas.receipts import DeadLetter
 from schemas.topics import dlq_name
-from services.common.db import TRANSIENT_DATABASE_ERRORS
+from services.common.db import is_transient
 from services.common.errors import DwsimError
 from services.common.logging import get_logger
 
@@ -44,15 +43,6 @@ _MAX_HEADERS = 16
 _MAX_HEADER_VALUE_BYTES = 1024
 # The `reason` header lets a tool filter a `.dlq` without parsing the letters.
 _MAX_REASON_HEADER_BYTES = 1000
-
-# Database failures beyond TRANSIENT_DATABASE_ERRORS that say the server is away, not that a
-# message is bad: a shutdown or crash (a statement cancelled with it), a lost connection, a
-# server out of resources (disk full, too many connections).
-_SERVER_AWAY: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -162,12 +152,11 @@ def is_outage(exc: BaseException) -> bool:
     """Whether a failure says that the database or the broker is away (retry the work later)
     rather than something about the messages (find the culprit and dead-letter it).
 
-    Beyond TRANSIENT_DATABASE_ERRORS, `_SERVER_AWAY`; and every broker error but a refusal of
-    a message's size: a dead letter is the only thing a consumer sends, and it is made to fit.
+    TRANSIENT_DATABASE_ERRORS (the database away, or a lost race), and every broker error but
+    a refusal of a message's size: a dead letter is the only thing a consumer sends, and it is
+    made to fit.
     """
-    if isinstance(exc, TRANSIENT_DATABASE_ERRORS):
-        return True
-    if isinstance(exc, _SERVER_AWAY):
+    if is_transient(exc):
         return True
     return isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError)
 

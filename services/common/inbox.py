@@ -31,7 +31,13 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel, ValidationError
 
 from schemas.envelope import Envelope, envelope_of
-from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
+from services.common.backoff import Backoff
+from services.common.db import (
+    TRANSIENT_DATABASE_ERRORS,
+    DbConnection,
+    database_status,
+    is_transient,
+)
 from services.common.dead_letters import (
     dead_letter,
     is_outage,
@@ -143,9 +149,9 @@ async def apply_batch_once(
                             await apply_one(conn, delivery)
                 else:
                     await apply_many(conn, fresh)
-        except TRANSIENT_DATABASE_ERRORS:
-            raise
         except Exception as exc:  # find the failing events; the others still apply
+            if is_transient(exc):
+                raise
             log.info("batch_failed_applying_one_by_one", events=len(fresh), error=repr(exc))
             for delivery in fresh:
                 outcome[delivery.event.event_id] = await _apply_or_park(conn, delivery, apply_one)
@@ -173,9 +179,9 @@ async def _apply_or_park(conn: DbConnection, delivery: Delivery, apply_one: Appl
             async with conn.transaction():
                 await apply_one(conn, delivery)
             return "applied"
-        except TRANSIENT_DATABASE_ERRORS:
-            raise
         except Exception as exc:  # a failing event must not take the loop down
+            if is_transient(exc):
+                raise
             reason = f"{type(exc).__name__}: {exc}"
             log.error("event_parked", event_id=str(event.event_id), reason=reason)
             await park(conn, event, delivery.topic, delivery.key, delivery.value, reason)
@@ -209,7 +215,8 @@ class InboxConsumer:
         """Consume until stopped."""
         self._consumer = make_consumer(self._settings, self._group_id, *self._subs)
         await self._consumer.start()
-        backoff = 0.1
+        database = database_status(self._pool)
+        backoff = Backoff(self._settings.database_retry_max_backoff_s)
         try:
             while not self._stopping.is_set():
                 batch = await self._consumer.getmany(timeout_ms=200)
@@ -220,20 +227,26 @@ class InboxConsumer:
                     continue
                 try:
                     await self._process(batch)
-                    backoff = 0.1
+                    backoff.reset()
+                    database.reachable()
                     self.stats.last_error = None
                 except (*TRANSIENT_DATABASE_ERRORS, KafkaError, asyncpg.PostgresError) as exc:
+                    # Nothing of the batch committed, or all of it did and only its offsets
+                    # did not (a COMMIT whose answer was lost): either way it is read again
+                    # and the inbox drops what was applied. No offset moved past it.
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    database.failed(exc, f"consumer {self._group_id}")
+                    retry_in = backoff.next_delay()
                     log.warning(
                         "consumer_batch_failed",
                         group=self._group_id,
                         error=self.stats.last_error,
-                        retry_in=backoff,
+                        retry_in=round(retry_in, 2),
                     )
                     for tp, messages in batch.items():
                         self._consumer.seek(tp, messages[0].offset)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), retry_in)
         finally:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()

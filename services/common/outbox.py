@@ -14,7 +14,14 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel
 
 from schemas.envelope import Envelope
-from services.common.db import DbConnection, session_connection
+from services.common.backoff import Backoff
+from services.common.db import (
+    TRANSIENT_DATABASE_ERRORS,
+    DbConnection,
+    database_status,
+    session_alive,
+    session_connection,
+)
 from services.common.kafka import make_producer
 from services.common.logging import get_logger
 from services.common.settings import Settings
@@ -129,7 +136,8 @@ class OutboxRelay:
     A batch is published and then marked in one transaction that holds its rows locked; a
     crash between publish and mark re-publishes the batch (consumers' inboxes drop the
     repeats), it never loses a row. While the broker is away the relay retries with
-    exponential backoff, capped by `relay_max_backoff_s`.
+    exponential backoff, capped by `relay_max_backoff_s`; while the database is, capped by
+    `database_retry_max_backoff_s`, and it is leader again before it publishes.
     """
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, name: str) -> None:
@@ -141,6 +149,8 @@ class OutboxRelay:
         self.published = 0
         self.polls = 0
         self.last_error: str | None = None
+        self._database = database_status(pool)
+        self._database_backoff = Backoff(settings.database_retry_max_backoff_s)
 
     def stop(self) -> None:
         """Ask the relay to finish its current batch and return."""
@@ -148,15 +158,39 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
-        """Relay until stopped."""
-        # The leader lock and LISTEN end with the session: the connection is closed after.
-        async with session_connection(self._pool) as leader:
-            # Holding the leader lock for the relay's life; a second relay waits here.
-            while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LEADER_LOCK):
-                if await self._sleep(1.0):
+        """Relay until stopped; a lost database is waited out, never fatal.
+
+        The leader session (advisory lock and LISTEN) ends with its connection, and the lock
+        with it: another process's relay may hold it by the time the database is back. So
+        after a lost connection the relay opens a new session and is leader again before it
+        publishes anything, and it never publishes on a session it has lost.
+        """
+        while not self._stopping.is_set():
+            try:
+                # The leader lock and LISTEN end with the session: the connection is closed after.
+                async with session_connection(self._pool) as leader:
+                    # Holding the leader lock for the session's life; a second relay waits here.
+                    while not await leader.fetchval(
+                        "SELECT pg_try_advisory_lock($1)", _RELAY_LEADER_LOCK
+                    ):
+                        self._database.reachable()
+                        if await self._sleep(1.0):
+                            return
+                    await leader.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                    self._database.reachable()
+                    if await self._relay_loop(leader):
+                        return
+            except TRANSIENT_DATABASE_ERRORS as exc:
+                if await self._database_lost(exc):
                     return
-            await leader.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            await self._relay_loop()
+
+    async def _database_lost(self, exc: BaseException) -> bool:
+        """Record a lost or refused connection and back off; True when stopping."""
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._database.failed(exc, "outbox relay")
+        delay = self._database_backoff.next_delay()
+        log.warning("outbox_database_unavailable", error=self.last_error, retry_in=round(delay, 2))
+        return await self._sleep(delay)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -168,34 +202,52 @@ class OutboxRelay:
         self._wake.clear()
         return self._stopping.is_set()
 
-    async def _relay_loop(self) -> None:
-        backoff = 0.1
+    async def _relay_loop(self, leader: DbConnection) -> bool:
+        """Publish while the leader session lasts: True when stopping, False when the session
+        was lost (the caller becomes leader again first)."""
+        broker_backoff = Backoff(self._settings.relay_max_backoff_s)
         producer: AIOKafkaProducer | None = None
         try:
             while not self._stopping.is_set():
+                if not session_alive(leader):
+                    log.warning("outbox_leader_session_lost")
+                    return False
                 try:
                     if producer is None:
                         producer = make_producer(self._settings, f"{self._name}-relay")
                         await producer.start()
                     sent = await self._publish_batch(producer)
-                    backoff = 0.1
+                    broker_backoff.reset()
+                    self._database_backoff.reset()
+                    self._database.reachable()
                     self.last_error = None
                     if sent == 0 and await self._sleep(self._settings.relay_idle_interval_s):
-                        return
-                except (TimeoutError, KafkaError, OSError) as exc:
+                        return True
+                except (TimeoutError, KafkaError) as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("outbox_publish_failed", error=self.last_error, retry_in=backoff)
+                    retry_in = broker_backoff.next_delay()
+                    log.warning("outbox_publish_failed", error=self.last_error, retry_in=retry_in)
                     if producer is not None:
                         with contextlib.suppress(Exception):
                             await producer.stop()
                         producer = None
-                    if await self._sleep(backoff):
-                        return
-                    backoff = min(backoff * 2, self._settings.relay_max_backoff_s)
+                    if await self._sleep(retry_in):
+                        return True
+                except TRANSIENT_DATABASE_ERRORS as exc:
+                    # The batch's transaction rolled back: its rows are published again (the
+                    # consumers' inboxes drop what the broker already had), never lost.
+                    if not session_alive(leader):
+                        # Backing off is the caller's, which must reconnect anyway.
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        self._database.failed(exc, "outbox relay")
+                        return False
+                    if await self._database_lost(exc):
+                        return True
         finally:
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await producer.stop()
+        return True
 
     async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
         self.polls += 1

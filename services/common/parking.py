@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas.envelope import Envelope
-from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection
+from services.common.db import DbConnection, is_transient
 from services.common.errors import NotFound
 
 
@@ -57,9 +57,9 @@ async def retry_parked(pool: asyncpg.Pool, event_id: UUID, apply: ApplyParked) -
         try:
             async with conn.transaction():
                 await apply(conn, row)
-        except TRANSIENT_DATABASE_ERRORS:
-            raise
         except Exception as exc:
+            if is_transient(exc):
+                raise
             await conn.execute(
                 "UPDATE dwsim_parked_event SET reason = $2, attempts = attempts + 1 "
                 "WHERE event_id = $1",

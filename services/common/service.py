@@ -2,6 +2,8 @@
 
 Every background task is owned here: SIGTERM or SIGINT stops them all; a task that dies with an
 error stops the process with exit code 1 rather than leaving a half-working service behind.
+A lost database is not such an error: each worker waits it out itself, and one that lets a
+transient database error escape is run again after a backoff (`supervise`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ import asyncpg
 import uvicorn
 from fastapi import FastAPI
 
-from services.common.db import create_pool, migrate_service
+from services.common.backoff import Backoff
+from services.common.db import (
+    TRANSIENT_DATABASE_ERRORS,
+    DatabaseStatus,
+    create_pool,
+    database_status,
+    migrate_service,
+)
 from services.common.event_loop import new_event_loop
 from services.common.inbox import InboxConsumer, Subscription
 from services.common.logging import configure_logging, get_logger
@@ -106,19 +115,51 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> int:
                 app, host=settings.api_host, port=port, log_level="warning", lifespan="off"
             )
         )
-        return await _run_all(definition.name, settings, server, port, workers)
+        return await _run_all(
+            definition.name, settings, server, port, workers, database_status(pool)
+        )
     finally:
         await pool.close()
 
 
+async def supervise(
+    worker: Worker, name: str, database: DatabaseStatus, settings: Settings
+) -> None:
+    """Run `worker` until it returns; a transient database error that escapes it (each worker
+    waits out a lost database itself; this is the net under them) runs it again after a
+    backoff rather than ending the process. Any other error ends this, as before."""
+    backoff = Backoff(settings.database_retry_max_backoff_s)
+    while True:
+        try:
+            await worker.run()
+            return
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            database.failed(exc, name)
+            retry_in = backoff.next_delay()
+            log.warning(
+                "worker_restarting", worker=name, error=repr(exc), retry_in=round(retry_in, 2)
+            )
+            await asyncio.sleep(retry_in)
+
+
 async def _run_all(
-    name: str, settings: Settings, server: uvicorn.Server, port: int, workers: list[Worker]
+    name: str,
+    settings: Settings,
+    server: uvicorn.Server,
+    port: int,
+    workers: list[Worker],
+    database: DatabaseStatus,
 ) -> int:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    tasks = {asyncio.create_task(w.run(), name=type(w).__name__): w for w in workers}
+    tasks = {
+        asyncio.create_task(
+            supervise(w, type(w).__name__, database, settings), name=type(w).__name__
+        ): w
+        for w in workers
+    }
     api = asyncio.create_task(server.serve(), name="api")
     state_file = service_state_file(settings, name)
     state_file.parent.mkdir(parents=True, exist_ok=True)

@@ -135,6 +135,16 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1, description="Outbox rows per publish.")
     relay_idle_interval_s: float = Field(default=0.05, gt=0, description="Relay poll when idle.")
     relay_max_backoff_s: float = Field(default=5.0, gt=0, description="Broker-outage backoff cap.")
+    # Every relay, consumer, bridge agent and periodic worker retries while PostgreSQL is
+    # unreachable, forever, backing off up to this; the cap bounds how long work waits after
+    # the database is back (half of it to all of it), against one connection attempt per
+    # worker per interval while it is down.
+    database_retry_max_backoff_s: float = Field(
+        default=2.0,
+        ge=0.1,
+        description="Cap of the backoff (with jitter) between retries while the database is "
+        "unreachable.",
+    )
 
     api_host: str = Field(default="127.0.0.1", description="Address the HTTP APIs bind.")
     dataverse_port: int = Field(default=0, ge=0, description="Dataverse API port; 0 = free one.")

@@ -19,7 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from services.common.db import DbConnection
+from services.common.backoff import Backoff
+from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection, database_status
 from services.common.logging import get_logger
 from services.common.settings import Settings
 from services.finance import repository
@@ -264,15 +265,28 @@ class ImportWorker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Import until stopped; a failing run is logged and the next one tries again."""
+        """Import until stopped; a failing run is logged and the next one tries again (after
+        a backoff instead of the interval while the database is unreachable)."""
+        database = database_status(self._pool)
+        backoff = Backoff(self._settings.database_retry_max_backoff_s)
         while not self._stopping.is_set():
+            wait = self._settings.import_interval_s
             try:
                 await import_from_staging(self._pool, self._settings)
                 self.last_error = None
-            except Exception as exc:  # a failed run must not stop the service's imports
+                backoff.reset()
+                database.reachable()
+            except TRANSIENT_DATABASE_ERRORS as exc:
                 # Each unit of work rolled back on its own; the next run tries them again.
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                database.failed(exc, "import from staging")
+                wait = backoff.next_delay()
+                log.warning(
+                    "import_from_staging_retry", error=self.last_error, retry_in=round(wait, 2)
+                )
+            except Exception as exc:  # a failed run must not stop the service's imports
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("import_from_staging_failed", error=self.last_error)
             self.runs += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._settings.import_interval_s)
+                await asyncio.wait_for(self._stopping.wait(), wait)
