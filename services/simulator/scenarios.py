@@ -20,25 +20,24 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 
-from infra import broker
-from infra.topics import provision_async
 from schemas.topics import Topic, dlq_name, topic_name
-from services.common.kafka import make_producer
+from services.common.errors import DwsimError
 from services.common.settings import Settings
 from services.finance.domain import NOT_POSTED_YET, ONE_WAY_MESSAGE
+from services.simulator import faults
 from services.simulator.clients import ApiError, Services
+from services.simulator.deadlines import DeadlinePassed, until
 from services.simulator.demo import DemoFailed, DemoRun, new_progress
-from services.simulator.processes import service_status, start_service, stop_service
 from services.simulator.reconcile import POSTED, Report, reconcile
 from services.simulator.seed import ContractPlan, DemoPlan, EntryPlan, plan_demo
 from services.simulator.snapshot import fetch_snapshot
 from services.simulator.stack import running_stack
+from services.simulator.topic_reader import read_to_end, read_values
 
 Step = Callable[["ScenarioContext"], Awaitable[None]]
 
@@ -125,39 +124,8 @@ async def _finish(run: DemoRun) -> None:
     await run.wait_accounting_back()
 
 
-async def _map_state(ctx: ScenarioContext, slug: str) -> str:
-    return str((await ctx.services.bridge.get(f"/maps/{slug}"))["state"])
-
-
-async def _wait_map_state(
-    ctx: ScenarioContext, slug: str, states: set[str], deadline_s: float = 120
-) -> str:
-    async def reached() -> str | None:
-        state = await _map_state(ctx, slug)
-        return state if state in states else None
-
-    return await _until(reached, f"map {slug} to reach {sorted(states)}", deadline_s)
-
-
-class ScenarioFailed(RuntimeError):
+class ScenarioFailed(DwsimError):
     """A scenario's expectation did not hold; the message says which."""
-
-
-T = TypeVar("T")
-
-
-async def _until(
-    check: Callable[[], Awaitable[T | None]], what: str, deadline_s: float, poll_s: float = 0.25
-) -> T:
-    """The first truthy value of `check()`, polled until the deadline; else ScenarioFailed."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise ScenarioFailed(f"timed out after {deadline_s:.0f} s waiting for {what}")
-        await asyncio.sleep(poll_s)
 
 
 def replay_order_breaks(
@@ -201,7 +169,7 @@ async def _check_header_order(ctx: ScenarioContext, invoice_ids: Sequence[str]) 
     }
     topic = topic_name(Topic.FO_INVOICE_PROPOSALS, ctx.settings.topic_prefix)
     delivered: dict[str, tuple[int, int]] = {}
-    for message in await _read_to_end(ctx.settings, topic):
+    for message in await read_to_end(ctx.settings, topic):
         key = message.key.decode() if message.key else ""
         delivered.setdefault(key, (message.partition, message.offset))
     source_order = sorted(confirmed, key=confirmed.__getitem__)
@@ -242,13 +210,11 @@ async def _finance_down(ctx: ScenarioContext) -> None:
         await run.setup()
         await run.approve_entries()
         await run.sync_and_post_journals()
-        stop_service(ctx.settings, "finance")
-        ctx.check(
-            "Finance stopped", not service_status(ctx.settings, "finance").running, "process gone"
-        )
+        faults.stop(ctx.settings, "finance")
+        ctx.check("Finance stopped", not faults.running(ctx.settings, "finance"), "process gone")
         ctx.say("confirming invoices while Finance is down")
         await run.invoice()
-        state = await _wait_map_state(ctx, "invoices", {"paused"})
+        state = await faults.wait_map_state(ctx.services, "invoices", ("paused",))
         errors = await ctx.services.bridge.get("/errors", status="open")
         timeouts = [e for e in errors if e.get("error_type") == "timeout"]
         ctx.check(
@@ -269,13 +235,13 @@ async def _finance_down(ctx: ScenarioContext) -> None:
             state == "paused" and bool(by_rule),
             f"map {state}; {len(by_rule)} pause(s) by an alert rule in its activity log",
         )
-        start_service(ctx.settings, "finance")
-        ctx.check("Finance back", service_status(ctx.settings, "finance").running, "healthy again")
+        faults.start(ctx.settings, "finance")
+        ctx.check("Finance back", faults.running(ctx.settings, "finance"), "healthy again")
         for slug in ("invoices", "actuals"):
-            if await _map_state(ctx, slug) == "paused":
+            if await faults.map_state(ctx.services, slug) == "paused":
                 await ctx.services.bridge.post(f"/maps/{slug}/resume")
                 ctx.say(f"map {slug} resumed: catch-up replays its queue")
-        await _wait_map_state(ctx, "invoices", {"running"})
+        await faults.wait_map_state(ctx.services, "invoices", ("running",))
         await ctx.services.bridge.post("/errors/retry-all")
         await _finish(run)
         await _check_header_order(ctx, list(run.invoice_ids.values()))
@@ -287,16 +253,15 @@ async def _map_paused(ctx: ScenarioContext) -> None:
     plan = plan_demo(seed=13, invoices=ctx.settings.partitions + 2, business_date=BUSINESS_DATE)
     with new_progress() as progress:
         run = _run_for(ctx, plan, progress)
-        await ctx.services.bridge.post("/maps/invoices/pause")
-        state = await _map_state(ctx, "invoices")
+        state = await faults.pause_map(ctx.services, "invoices")
         ctx.check("proposal map paused before any load", state == "paused", f"map {state}")
         await run.setup()
         await run.approve_entries()
         await run.sync_and_post_journals()
         await run.invoice()
         expected = len(plan.contracts)
-        await _wait_queued(ctx, "invoices", expected)
-        count = int((await ctx.services.bridge.get("/maps/invoices/queue")).get("count", 0))
+        await faults.wait_queued(ctx.services, "invoices", expected)
+        count = await faults.queued(ctx.services, "invoices")
         ctx.check(
             f"{expected} headers queued, one per confirmed invoice",
             count == expected,
@@ -315,21 +280,10 @@ async def _map_paused(ctx: ScenarioContext) -> None:
             f"{len(report.differences)} difference(s), {len(report.unexplained)} unexplained "
             f"{sorted({d.kind for d in report.unexplained})}, {len(queued)} headers queued",
         )
-        await ctx.services.bridge.post("/maps/invoices/resume")
-        state = await _wait_map_state(ctx, "invoices", {"running"})
+        state = await faults.resume_map(ctx.services, "invoices")
         ctx.check("resumed: the map is back to running", state == "running", f"map {state}")
         await _finish(run)
         await _check_header_order(ctx, list(run.invoice_ids.values()))
-
-
-async def _wait_queued(ctx: ScenarioContext, slug: str, n: int, deadline_s: float = 60) -> int:
-    """Wait until the paused map holds `n` records in its queue."""
-
-    async def queued() -> int | None:
-        count = int((await ctx.services.bridge.get(f"/maps/{slug}/queue")).get("count", 0))
-        return count if count >= n else None
-
-    return await _until(queued, f"{n} queued records on map {slug}", deadline_s)
 
 
 async def _direct_proposal_refused(ctx: ScenarioContext) -> None:
@@ -391,7 +345,7 @@ async def _one_way_violations(ctx: ScenarioContext, invoice_id: str, deadline_s:
         activity = await ctx.services.bridge.get("/activity", kind="one_way_violation", limit=200)
         return sum(1 for a in activity if a.get("invoice_id") == invoice_id)
 
-    return await _until(
+    return await until(
         logged, f"the bridge to log a one-way violation for {invoice_id}", deadline_s
     )
 
@@ -529,8 +483,8 @@ async def _wait_waiting_reason(
         return current if current.startswith(expected) else None
 
     try:
-        return await _until(reason, f"proposal {invoice_id} to wait: {expected}", deadline_s)
-    except ScenarioFailed as exc:
+        return await until(reason, f"proposal {invoice_id} to wait: {expected}", deadline_s)
+    except DeadlinePassed as exc:
         raise ScenarioFailed(f"{exc}; last waiting reason: {seen[-1] if seen else None!r}") from exc
 
 
@@ -580,18 +534,12 @@ async def _poison_event(ctx: ScenarioContext) -> None:
         b'"invoice.confirmed","occurred_at":"2026-10-01T00:00:00Z","source":"x",'
         b'"payload":{"invoice_id":"nope"}}',
     )
-    producer = make_producer(ctx.settings, "scenario-poison")
-    await producer.start()
-    try:
-        for value in poison:
-            await producer.send_and_wait(topic, value, key=b"poison")
-    finally:
-        await producer.stop()
+    await faults.send_raw(ctx.settings, topic, poison, key=b"poison")
     ctx.say("two poison events sent on invoice-confirmed")
     plan = plan_demo(seed=18, invoices=3, business_date=BUSINESS_DATE)
     with new_progress() as progress:
         await _run_for(ctx, plan, progress).run()
-    letters = [json.loads(letter) for letter in await _read_topic(ctx.settings, dlq_name(topic), 2)]
+    letters = [json.loads(v) for v in await read_values(ctx.settings, dlq_name(topic), 2)]
     for value in poison:
         kept = [x for x in letters if x.get("value") == value.decode()]
         reason = str(kept[0].get("reason") or "") if kept else ""
@@ -602,29 +550,6 @@ async def _poison_event(ctx: ScenarioContext) -> None:
         )
 
 
-async def _read_topic(
-    settings: Settings, topic: str, n: int, deadline_s: float = 30
-) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers(),
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
-    )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        end = time.monotonic() + deadline_s
-        while len(values) < n and time.monotonic() < end:
-            batch = await consumer.getmany(timeout_ms=200)
-            values += [m.value for ms in batch.values() for m in ms if m.value]
-    finally:
-        await consumer.stop()
-    if len(values) < n:
-        raise ScenarioFailed(f"expected {n} dead letters on {topic}, found {len(values)}")
-    return values
-
-
 async def _bridge_killed(ctx: ScenarioContext) -> None:
     plan = plan_demo(seed=19, invoices=8, business_date=BUSINESS_DATE)
     with new_progress() as progress:
@@ -633,23 +558,21 @@ async def _bridge_killed(ctx: ScenarioContext) -> None:
         await run.approve_entries()
         await run.sync_and_post_journals()
         await run.invoice(limit=4)
-        killed = stop_service(ctx.settings, "bridge", kill=True)
+        killed = faults.kill(ctx.settings, "bridge")
         ctx.check(
             "bridge killed with SIGKILL after 4 confirmations",
-            killed
-            and not service_status(ctx.settings, "bridge").running
-            and len(run.invoice_ids) == 4,
+            killed and not faults.running(ctx.settings, "bridge") and len(run.invoice_ids) == 4,
             f"{len(run.invoice_ids)} confirmed before the kill",
         )
         await run.invoice()
         confirmed = await ctx.services.dataverse.get("/invoices", status="confirmed")
         ctx.check(
             "4 more confirmed while the bridge is down",
-            len(confirmed) == 8 and not service_status(ctx.settings, "bridge").running,
+            len(confirmed) == 8 and not faults.running(ctx.settings, "bridge"),
             f"{len(confirmed)} confirmed in Dataverse",
         )
         started = time.monotonic()
-        start_service(ctx.settings, "bridge")
+        faults.start(ctx.settings, "bridge")
         maps = await ctx.services.bridge.get("/maps")
         ctx.check(
             "bridge restarted and answering",
@@ -668,11 +591,9 @@ async def _broker_restarted_empty(ctx: ScenarioContext) -> None:
         await run.approve_entries()
         await run.sync_and_post_journals()
         await run.invoice(limit=4)
-        broker.stop(ctx.settings)
-        broker.start(ctx.settings)
-        await provision_async(ctx.settings)
+        await faults.restart_broker_empty(ctx.settings)
         held = len(
-            await _read_to_end(
+            await read_to_end(
                 ctx.settings, topic_name(Topic.INVOICE_CONFIRMED, ctx.settings.topic_prefix)
             )
         )
@@ -682,55 +603,13 @@ async def _broker_restarted_empty(ctx: ScenarioContext) -> None:
             f"{held} events on invoice-confirmed after the restart",
         )
         await run.invoice()
-        for service in (ctx.services.dataverse, ctx.services.finance, ctx.services.bridge):
-            replayed = await service.call(
-                "POST",
-                "/outbox/replay",
-                params={"since": since.isoformat()},
-                token=ctx.settings.token_administrator,
-            )
+        for service, replayed in (await faults.replay_outboxes(ctx.services, since)).items():
             ctx.check(
-                f"{service.service} published its events again",
-                int(replayed["replayed"]) > 0,
-                f"{replayed['replayed']} events",
+                f"{service} published its events again",
+                replayed > 0,
+                f"{replayed} events",
             )
         await _finish(run)
-
-
-async def _read_to_end(
-    settings: Settings, topic: str, deadline_s: float = 15
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record a topic holds, read from its beginning up to each partition's high-water
-    mark as fetch responses carry it (ListOffsets under-reports on the default broker,
-    DESIGN.md)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers(),
-        enable_auto_commit=False,
-        fetch_max_wait_ms=20,
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()  # loads the metadata that partitions_for_topic reads
-        partitions = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            raise ScenarioFailed(f"topic {topic} does not exist")
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        held: list[ConsumerRecord[bytes, bytes]] = []
-        end = time.monotonic() + deadline_s
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            held += [record for records in batch.values() for record in records]
-            marks = [consumer.highwater(p) for p in partitions]
-            positions = [await consumer.position(p) for p in partitions]
-            if all(m is not None and pos >= m for m, pos in zip(marks, positions, strict=True)):
-                return held
-            if time.monotonic() > end:
-                raise ScenarioFailed(f"could not read {topic} to its high-water mark")
-    finally:
-        await consumer.stop()
 
 
 def _detail(activity: Mapping[str, Any]) -> dict[str, Any]:
@@ -817,7 +696,7 @@ async def _run(settings: Settings, scenario: Scenario, console: Console) -> Scen
     try:
         try:
             await scenario.steps(ctx)
-        except (ScenarioFailed, DemoFailed, ApiError) as exc:
+        except (ScenarioFailed, DeadlinePassed, DemoFailed, ApiError) as exc:
             # A step that could not go on is a failed check; the rest is not run.
             ctx.check("scenario ran to its end", False, str(exc))
             return result
