@@ -224,7 +224,12 @@ def demo(
 
 @app.command()
 def reconcile(
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (--format json)."),
+    fmt: str = typer.Option(
+        "table",
+        "--format",
+        help="table, json, junit (one test case per invoice, for CI), csv or html.",
+    ),
     strict: bool = typer.Option(False, help="Fail on any difference, explained or not."),
 ) -> None:
     """Compare Dataverse and Finance through their APIs and explain every difference.
@@ -233,18 +238,22 @@ def reconcile(
     unexplained; with --strict, 1 on any difference.
     """
     from services.simulator.reconcile import reconcile as compare
+    from services.simulator.report import REPORT_FORMATS, render_report
     from services.simulator.snapshot import fetch_snapshot
 
+    fmt = "json" if as_json else fmt
+    if fmt not in REPORT_FORMATS:
+        raise _fail(f"unknown format {fmt!r}: one of {', '.join(REPORT_FORMATS)}")
     settings = Settings()
 
     async def work(services: Services) -> Any:
         return compare(await fetch_snapshot(services))
 
     report = _run(settings, work)
-    if as_json:
-        typer.echo(json.dumps(report.to_json(), default=str))
-    else:
+    if fmt == "table":
         print_report(console, report)
+    else:
+        typer.echo(render_report(report, fmt), nl=False)
     if report.unexplained:
         raise typer.Exit(2)
     if strict and not report.agree:

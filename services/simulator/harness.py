@@ -595,6 +595,7 @@ class DwsimTest:
             report.invoices += part.invoices
             report.proposals += part.proposals
             report.differences += part.differences
+            report.invoice_ids += part.invoice_ids
             report.compared = _add_counts(report.compared, part.compared)
         self.stack.timings.reconcile_s.append(time.monotonic() - began)
         return report

@@ -207,6 +207,8 @@ class Report:
     proposals: int
     differences: list[Difference] = field(default_factory=list)
     compared: list[Comparison] = field(default_factory=list)
+    # The confirmed invoices compared, in the order compared (one JUnit test case each).
+    invoice_ids: list[str] = field(default_factory=list)
 
     @property
     def agree(self) -> bool:
@@ -335,6 +337,7 @@ class _Reconciliation:
     def run(self) -> Report:
         for invoice in self.snapshot.invoices:
             self.counts[INVOICES] += 1
+            self.report.invoice_ids.append(invoice.invoice_id)
             self.invoice(invoice)
         self.synced_actuals()
         self.orphans()
