@@ -89,7 +89,7 @@ async def test_while_finance_is_down_and_the_map_paused_nothing_is_notified_then
     dwsim.start_service("finance")
     # Finance is back, the map still paused: the header waits in the queue, a difference with
     # a known cause, and there is nothing to notify.
-    with pytest.raises(AssertionError, match="queued: map .* is paused") as failure:
+    with pytest.raises(AssertionError, match=r"queued: map .* is paused") as failure:
         await dwsim.assert_reconciled()
     assert "confirmed invoice has no proposal" in str(failure.value)
     report = await dwsim.assert_reconciled(allow_explained=True)
