@@ -19,6 +19,9 @@ demo: $(STAMP)  ## The whole flow end to end, with a report (starts and stops wh
 
 test: $(STAMP)  ## All tests; starts the embedded broker and PostgreSQL unless configured
 	$(BIN)/pytest
+	# The example's own tests, from its folder: only the installed pytest plugin (entry point
+	# pytest11) gives them the stack, never tests/conftest.py.
+	cd examples/invoice_notifier && ../../$(BIN)/pytest -p no:cacheprovider
 
 lint: $(STAMP)  ## ruff (format + lint) and mypy
 	$(BIN)/ruff format --check .

@@ -224,7 +224,12 @@ def demo(
 
 @app.command()
 def reconcile(
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (--format json)."),
+    fmt: str = typer.Option(
+        "table",
+        "--format",
+        help="table, json, junit (one test case per invoice, for CI), csv or html.",
+    ),
     strict: bool = typer.Option(False, help="Fail on any difference, explained or not."),
 ) -> None:
     """Compare Dataverse and Finance through their APIs and explain every difference.
@@ -233,18 +238,22 @@ def reconcile(
     unexplained; with --strict, 1 on any difference.
     """
     from services.simulator.reconcile import reconcile as compare
+    from services.simulator.report import REPORT_FORMATS, render_report
     from services.simulator.snapshot import fetch_snapshot
 
+    fmt = "json" if as_json else fmt
+    if fmt not in REPORT_FORMATS:
+        raise _fail(f"unknown format {fmt!r}: one of {', '.join(REPORT_FORMATS)}")
     settings = Settings()
 
     async def work(services: Services) -> Any:
         return compare(await fetch_snapshot(services))
 
     report = _run(settings, work)
-    if as_json:
-        typer.echo(json.dumps(report.to_json(), default=str))
-    else:
+    if fmt == "table":
         print_report(console, report)
+    else:
+        typer.echo(render_report(report, fmt), nl=False)
     if report.unexplained:
         raise typer.Exit(2)
     if strict and not report.agree:
@@ -354,41 +363,56 @@ def scenario_list() -> None:
 
 @scenario_app.command("run")
 def scenario_run(
-    name: str,
+    name: str = typer.Argument(
+        ..., help="A built-in scenario's name, or a Python file of your own scenarios."
+    ),
     keep: bool = typer.Option(False, help="Leave the stack running afterwards."),
     as_json: bool = typer.Option(
         False, "--json", help="Print each check (name, passed, detail) and the report as JSON."
     ),
 ) -> None:
-    """Run one scenario; exit 0 only if every check it states holds, the closing
-    reconciliation's agreement included."""
-    from services.simulator.scenarios import SCENARIOS, run_scenario
+    """Run one scenario, or every scenario a file defines (docs/scenarios.md); exit 0 only if
+    every check they state holds, the closing reconciliation's agreement included."""
+    from pathlib import Path
 
-    if name not in SCENARIOS:
-        raise _fail(f"no scenario {name!r}; see `dwsim scenario list`")
+    from services.simulator.scenario import ScenarioFileError, load_file, run_scenario
+    from services.simulator.scenarios import SCENARIOS
+
+    if name.endswith(".py") or Path(name).is_file():
+        try:
+            chosen = load_file(Path(name))
+        except ScenarioFileError as exc:
+            raise _fail(str(exc)) from exc
+    elif name in SCENARIOS:
+        chosen = [SCENARIOS[name]]
+    else:
+        raise _fail(f"no scenario {name!r}; see `dwsim scenario list`, or give a .py file")
     settings = Settings()
     # Narration and checks go to stderr with --json, so that stdout is the result alone.
     err = Console(stderr=True)
     out = err if as_json else console
-    try:
-        result = run_scenario(settings, SCENARIOS[name], out, keep=keep)
-    except (InfraError, ServiceStartFailed) as exc:
-        raise _fail(
-            f"scenario {name} failed: {exc} (logs: {settings.home}/scenarios/{name}/logs)"
-        ) from exc
-    if as_json:
-        typer.echo(json.dumps(result.to_json(), default=str))
-    else:
-        if result.report is not None:
-            print_report(console, result.report)
-        for check in result.failed:
-            err.print(f"[red]✘ {check.name}[/red]: {check.detail}")
-    if not result.passed:
-        if not as_json:
-            err.print(
-                f"scenario {name}: {len(result.failed)} of {len(result.checks)} checks failed "
-                f"(logs: {settings.home}/scenarios/{name}/logs)"
-            )
+    failed = []
+    for scenario in chosen:
+        logs = f"{settings.home}/scenarios/{scenario.name}/logs"
+        try:
+            result = run_scenario(settings, scenario, out, keep=keep)
+        except (InfraError, ServiceStartFailed) as exc:
+            raise _fail(f"scenario {scenario.name} failed: {exc} (logs: {logs})") from exc
+        if as_json:
+            typer.echo(json.dumps(result.to_json(), default=str))
+        else:
+            if result.report is not None:
+                print_report(console, result.report)
+            for check in result.failed:
+                err.print(f"[red]✘ {check.name}[/red]: {check.detail}")
+        if not result.passed:
+            failed.append(scenario.name)
+            if not as_json:
+                err.print(
+                    f"scenario {scenario.name}: {len(result.failed)} of {len(result.checks)} "
+                    f"checks failed (logs: {logs})"
+                )
+    if failed:
         raise typer.Exit(1)
 
 

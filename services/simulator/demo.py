@@ -20,9 +20,17 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from services.simulator.builders import (
+    Contract,
+    approve_entry,
+    confirm_invoice,
+    create_contract,
+    create_customer,
+    set_up_legal_entity,
+)
 from services.simulator.clients import ApiError, Services
 from services.simulator.reconcile import Report, reconcile
-from services.simulator.seed import EXCHANGE_RATES, LEGAL_ENTITIES, ContractPlan, DemoPlan
+from services.simulator.seed import EXCHANGE_RATES, LEGAL_ENTITIES, DemoPlan
 from services.simulator.snapshot import fetch_snapshot
 
 
@@ -104,6 +112,7 @@ class DemoRun:
         self.deadline_s = deadline_s
         self.result = DemoResult(len(plan.contracts))
         self.contract_ids: dict[int, str] = {}
+        self.contracts: dict[int, Contract] = {}
         self.synced_actuals = 0
         self.staged_before = 0
         self.invoice_ids: dict[int, str] = {}
@@ -131,78 +140,23 @@ class DemoRun:
         years = sorted({self.plan.business_date.year, date.today().year})
         task = self.progress.add_task("setup legal entities", total=len(LEGAL_ENTITIES))
         for entity, (currency, _) in sorted(LEGAL_ENTITIES.items()):
-            for year in years:
-                await self.s.finance.call(
-                    "PUT",
-                    f"/legal-entities/{entity}",
-                    {"accounting_currency": currency, "fiscal_year": year},
-                )
-            for (src, dst), rate in EXCHANGE_RATES.items():
-                if dst == currency and (src, dst) not in skip_rates:
-                    await self.s.finance.post(
-                        f"/legal-entities/{entity}/exchange-rates",
-                        {
-                            "from_currency": src,
-                            "to_currency": dst,
-                            "valid_from": f"{years[0]}-01-01",
-                            "rate": str(rate),
-                        },
-                    )
+            rates = {
+                src: rate
+                for (src, dst), rate in EXCHANGE_RATES.items()
+                if dst == currency and (src, dst) not in skip_rates
+            }
+            await set_up_legal_entity(self.s, entity, currency, years, rates)
             self.progress.advance(task)
         task = self.progress.add_task("create contracts", total=len(self.plan.contracts))
         accounts: dict[tuple[str, str], str] = {}
-        for contract in self.plan.contracts:
-            key = (contract.customer, contract.legal_entity)
+        for plan in self.plan.contracts:
+            key = (plan.customer, plan.legal_entity)
             if key not in accounts:
-                account = await self.s.dataverse.post(
-                    "/accounts", {"name": contract.customer, "legal_entity": contract.legal_entity}
-                )
-                accounts[key] = account["account_id"]
-            await self._create_contract(contract, accounts[key])
+                accounts[key] = await create_customer(self.s, plan.customer, plan.legal_entity)
+            contract = await create_contract(self.s, plan, accounts[key], self.plan.business_date)
+            self.contracts[plan.index] = contract
+            self.contract_ids[plan.index] = contract.contract_id
             self.progress.advance(task)
-
-    async def _create_contract(self, plan: ContractPlan, customer_id: str) -> None:
-        project = await self.s.dataverse.post(
-            "/projects",
-            {
-                "name": f"Project {plan.name}",
-                "legal_entity": plan.legal_entity,
-                "customer_id": customer_id,
-            },
-        )
-        contract = await self.s.dataverse.post(
-            "/contracts",
-            {
-                "name": plan.name,
-                "legal_entity": plan.legal_entity,
-                "customer_id": customer_id,
-                "currency": plan.currency,
-                "lines": [
-                    {
-                        "name": "Services",
-                        "project_id": project["project_id"],
-                        "billing_method": plan.billing_method,
-                        "bill_rate": "200",
-                        "cost_rate": "100",
-                    }
-                ],
-            },
-        )
-        self.contract_ids[plan.index] = contract["contract_id"]
-        line_id = contract["lines"][0]["contract_line_id"]
-        self._lines = getattr(self, "_lines", {})
-        self._lines[plan.index] = (project["project_id"], line_id)
-        for n, amount in enumerate(plan.milestones):
-            milestone = await self.s.dataverse.post(
-                f"/contracts/{contract['contract_id']}/milestones",
-                {
-                    "contract_line_id": line_id,
-                    "name": f"Milestone {n + 1}",
-                    "amount": str(amount),
-                    "milestone_date": str(self.plan.business_date),
-                },
-            )
-            await self.s.dataverse.post(f"/milestones/{milestone['milestone_id']}/ready")
 
     async def approve_entries(self) -> None:
         """Approve every entry and mark its chargeable unbilled sales ready to invoice."""
@@ -210,32 +164,9 @@ class DemoRun:
         self.staged_before = await self._staged()
         entries = [(c, e) for c in self.plan.contracts for e in c.entries]
         task = self.progress.add_task("approve entries", total=len(entries))
-        for contract, entry in entries:
-            project_id, line_id = self._lines[contract.index]
-            approved = await self.s.dataverse.post(
-                "/entries/approve",
-                {
-                    "transaction_class": entry.transaction_class,
-                    "project_id": project_id,
-                    "contract_line_id": line_id,
-                    "quantity": str(entry.quantity),
-                    "billable_quantity": str(entry.billable_quantity),
-                    "cost_rate": str(entry.cost_rate),
-                    "bill_rate": str(entry.bill_rate),
-                    "document_date": str(entry.document_date),
-                    "resource": entry.resource,
-                    "role": entry.role,
-                },
-            )
-            actuals = approved["actuals"]
+        for plan, entry in entries:
+            actuals = await approve_entry(self.s, self.contracts[plan.index], entry)
             self.synced_actuals += sum(1 for a in actuals if not a.get("skip_sync"))
-            ready = [
-                a["actual_id"]
-                for a in actuals
-                if a["transaction_type"] == "unbilled_sales" and a["billing_type"] == "chargeable"
-            ]
-            if ready:
-                await self.s.dataverse.post("/actuals/ready", {"actual_ids": ready})
             self.progress.advance(task)
 
     async def _staged(self) -> int:
@@ -270,21 +201,12 @@ class DemoRun:
         todo = [c for c in self.plan.contracts if c.index not in self.invoice_ids][:limit]
         task = self.progress.add_task("proformas confirmed", total=len(todo))
         for plan in todo:
-            contract_id = self.contract_ids[plan.index]
-            invoice = await self.s.dataverse.post(
-                f"/contracts/{contract_id}/invoices",
-                {"invoice_date": str(self.plan.business_date)},
+            iid = await confirm_invoice(
+                self.s,
+                self.contract_ids[plan.index],
+                self.plan.business_date,
+                plan.quantity_edits,
             )
-            iid = invoice["invoice_id"]
-            details = [d for line in invoice["lines"] for d in line["details"]]
-            for index, quantity in plan.quantity_edits.items():
-                if index < len(details):
-                    await self.s.dataverse.call(
-                        "PATCH",
-                        f"/invoices/{iid}/details/{details[index]['detail_id']}",
-                        {"quantity": str(quantity)},
-                    )
-            await self.s.dataverse.post(f"/invoices/{iid}/confirm")
             self.confirmed_at[iid] = time.monotonic()
             self.invoice_ids[plan.index] = iid
             self.progress.advance(task)

@@ -207,6 +207,8 @@ class Report:
     proposals: int
     differences: list[Difference] = field(default_factory=list)
     compared: list[Comparison] = field(default_factory=list)
+    # The confirmed invoices compared, in the order compared (one JUnit test case each).
+    invoice_ids: list[str] = field(default_factory=list)
 
     @property
     def agree(self) -> bool:
@@ -335,6 +337,7 @@ class _Reconciliation:
     def run(self) -> Report:
         for invoice in self.snapshot.invoices:
             self.counts[INVOICES] += 1
+            self.report.invoice_ids.append(invoice.invoice_id)
             self.invoice(invoice)
         self.synced_actuals()
         self.orphans()
@@ -783,6 +786,30 @@ class _Reconciliation:
                         row.actual_id,
                     )
                 )
+
+
+def scoped(snapshot: Snapshot, invoice_ids: Iterable[str], actual_ids: Iterable[str]) -> Snapshot:
+    """The part of a snapshot that concerns these invoices and actuals, and nothing else.
+
+    Several tests share one stack: each reconciles only what it created (its invoices, and the
+    actuals of its projects), so another test's records in flight never show as a difference
+    here. Proposals and customer invoices are kept by invoice id (a proposal's id is its
+    invoice's), staged rows and journal lines by actual id, bridge records by either key.
+    """
+    invoices, actuals = set(invoice_ids), set(actual_ids)
+    keys = invoices | actuals
+    return Snapshot(
+        invoices=tuple(i for i in snapshot.invoices if i.invoice_id in invoices),
+        proposals=tuple(p for p in snapshot.proposals if p.proposal_id in invoices),
+        actuals=tuple(a for a in snapshot.actuals if a.actual_id in actuals),
+        staging_rows=tuple(r for r in snapshot.staging_rows if r.actual_id in actuals),
+        journal_lines=tuple(j for j in snapshot.journal_lines if j.actual_id in actuals),
+        customer_invoices=tuple(c for c in snapshot.customer_invoices if c.proposal_id in invoices),
+        bridge_records=tuple(
+            r for r in snapshot.bridge_records if r.invoice_id in keys or r.record_key in keys
+        ),
+        paused_maps=snapshot.paused_maps,
+    )
 
 
 def reconcile(snapshot: Snapshot) -> Report:

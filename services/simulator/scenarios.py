@@ -1,4 +1,6 @@
-"""Named, deterministic scenarios: each replays a pain real users know and ends reconciled.
+"""The ten built-in scenarios, written on the public scenario API (`scenario.py`): each
+replays a pain real users know and ends reconciled. The fault scenarios are phased (setup,
+load, fault, recovery, expect); the others are one story each (`@scenario`).
 
 Each scenario runs on a stack of its own (its own `DWSIM_HOME` under `.dwsim/scenarios/`), so
 what one leaves behind never colours another's reconciliation. Faults are injected by the
@@ -11,153 +13,35 @@ the scenario does, never for what it found. The closing reconciliation is the la
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from rich.console import Console
-from rich.progress import Progress
-
-from infra import broker
-from infra.topics import provision_async
 from schemas.topics import Topic, dlq_name, topic_name
-from services.common.kafka import make_producer
-from services.common.settings import Settings
 from services.finance.domain import NOT_POSTED_YET, ONE_WAY_MESSAGE
-from services.simulator.clients import ApiError, Services
-from services.simulator.demo import DemoFailed, DemoRun, new_progress
-from services.simulator.processes import service_status, start_service, stop_service
-from services.simulator.reconcile import POSTED, Report, reconcile
+from services.simulator import faults
+from services.simulator.clients import ApiError
+from services.simulator.deadlines import DeadlinePassed, until
+from services.simulator.reconcile import POSTED
+from services.simulator.scenario import (
+    Scenario,
+    ScenarioContext,
+    ScenarioFailed,
+    ScenarioResult,
+    run_scenario,
+    scenario,
+)
 from services.simulator.seed import ContractPlan, DemoPlan, EntryPlan, plan_demo
-from services.simulator.snapshot import fetch_snapshot
-from services.simulator.stack import running_stack
+from services.simulator.topic_reader import read_to_end, read_values
 
-Step = Callable[["ScenarioContext"], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Check:
-    """One fact a scenario states, and whether the sides' records bear it out."""
-
-    name: str
-    passed: bool
-    detail: str = ""
-
-
-@dataclass
-class ScenarioResult:
-    """A scenario's checks, in the order they were made, and its closing reconciliation."""
-
-    name: str
-    checks: list[Check] = field(default_factory=list)
-    report: Report | None = None
-
-    @property
-    def passed(self) -> bool:
-        """True when the scenario made its checks and every one held."""
-        return bool(self.checks) and all(c.passed for c in self.checks)
-
-    @property
-    def failed(self) -> list[Check]:
-        """The checks that did not hold."""
-        return [c for c in self.checks if not c.passed]
-
-    def to_json(self) -> dict[str, Any]:
-        """As a JSON object (`dwsim scenario run --json`)."""
-        return {
-            "scenario": self.name,
-            "passed": self.passed,
-            "checks": [asdict(c) for c in self.checks],
-            "report": self.report.to_json() if self.report else None,
-        }
-
-
-@dataclass
-class ScenarioContext:
-    """What a scenario's steps work with."""
-
-    settings: Settings
-    services: Services
-    console: Console
-    result: ScenarioResult
-
-    def say(self, text: str) -> None:
-        """Narrate what the scenario does (not a finding: findings are checks)."""
-        self.console.print(f"  • {text}")
-
-    def check(self, name: str, passed: bool, detail: str = "") -> bool:
-        """State a fact and record whether it holds; a failed check fails the scenario."""
-        self.result.checks.append(Check(name, passed, detail))
-        mark = "[green]✔[/green]" if passed else "[red]✘[/red]"
-        self.console.print(f"  {mark} {name}" + (f" — {detail}" if detail else ""))
-        return passed
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A named scenario: what it shows, its settings, and its steps."""
-
-    name: str
-    description: str
-    steps: Step
-    settings: dict[str, object] | None = None
-
+__all__ = ["SCENARIOS", "ScenarioFailed", "ScenarioResult", "replay_order_breaks", "run_scenario"]
 
 BUSINESS_DATE = date(2026, 10, 1)
-
-
-def _run_for(ctx: ScenarioContext, plan: DemoPlan, progress: Progress) -> DemoRun:
-    return DemoRun(ctx.services, plan, progress, deadline_s=240)
-
-
-async def _finish(run: DemoRun) -> None:
-    """From confirmed invoices to accounting detail back in Dataverse."""
-    await run.import_proposal_lines()
-    await run.post_proposals()
-    await run.wait_accounting_back()
-
-
-async def _map_state(ctx: ScenarioContext, slug: str) -> str:
-    return str((await ctx.services.bridge.get(f"/maps/{slug}"))["state"])
-
-
-async def _wait_map_state(
-    ctx: ScenarioContext, slug: str, states: set[str], deadline_s: float = 120
-) -> str:
-    async def reached() -> str | None:
-        state = await _map_state(ctx, slug)
-        return state if state in states else None
-
-    return await _until(reached, f"map {slug} to reach {sorted(states)}", deadline_s)
-
-
-class ScenarioFailed(RuntimeError):
-    """A scenario's expectation did not hold; the message says which."""
-
-
-T = TypeVar("T")
-
-
-async def _until(
-    check: Callable[[], Awaitable[T | None]], what: str, deadline_s: float, poll_s: float = 0.25
-) -> T:
-    """The first truthy value of `check()`, polled until the deadline; else ScenarioFailed."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise ScenarioFailed(f"timed out after {deadline_s:.0f} s waiting for {what}")
-        await asyncio.sleep(poll_s)
 
 
 def replay_order_breaks(
@@ -201,7 +85,7 @@ async def _check_header_order(ctx: ScenarioContext, invoice_ids: Sequence[str]) 
     }
     topic = topic_name(Topic.FO_INVOICE_PROPOSALS, ctx.settings.topic_prefix)
     delivered: dict[str, tuple[int, int]] = {}
-    for message in await _read_to_end(ctx.settings, topic):
+    for message in await read_to_end(ctx.settings, topic):
         key = message.key.decode() if message.key else ""
         delivered.setdefault(key, (message.partition, message.offset))
     source_order = sorted(confirmed, key=confirmed.__getitem__)
@@ -215,17 +99,14 @@ async def _check_header_order(ctx: ScenarioContext, invoice_ids: Sequence[str]) 
     )
 
 
-async def _check_agreement(ctx: ScenarioContext, what: str) -> Report:
-    report = reconcile(await fetch_snapshot(ctx.services))
-    ctx.check(what, report.agree, f"{len(report.differences)} difference(s); {report.summary()}")
-    return report
-
-
 async def _happy_path(ctx: ScenarioContext) -> None:
     plan = plan_demo(seed=11, invoices=6, business_date=BUSINESS_DATE)
-    with new_progress() as progress:
-        result = await _run_for(ctx, plan, progress).run()
-    report = result.report
+    result = await ctx.flow(plan).run()
+    ctx.state["report"] = result.report
+
+
+async def _happy_path_expect(ctx: ScenarioContext) -> None:
+    report = ctx.state["report"]
     posted = report.count(POSTED) if report else 0
     ctx.check(
         "6 invoices confirmed, synced, imported and posted, with their accounting detail back",
@@ -234,156 +115,153 @@ async def _happy_path(ctx: ScenarioContext) -> None:
     )
 
 
-async def _finance_down(ctx: ScenarioContext) -> None:
+async def _setup_entries(ctx: ScenarioContext, plan: DemoPlan) -> None:
+    """Business data and approved work, synced and journal-posted: ready to invoice."""
+    run = ctx.flow(plan)
+    await run.setup()
+    await run.approve_entries()
+    await run.sync_and_post_journals()
+
+
+async def _finance_down_setup(ctx: ScenarioContext) -> None:
     # Twelve headers: enough receipts time out to cross the default rule (10 in 15 minutes).
-    plan = plan_demo(seed=12, invoices=12, business_date=BUSINESS_DATE)
-    with new_progress() as progress:
-        run = _run_for(ctx, plan, progress)
-        await run.setup()
-        await run.approve_entries()
-        await run.sync_and_post_journals()
-        stop_service(ctx.settings, "finance")
-        ctx.check(
-            "Finance stopped", not service_status(ctx.settings, "finance").running, "process gone"
-        )
-        ctx.say("confirming invoices while Finance is down")
-        await run.invoice()
-        state = await _wait_map_state(ctx, "invoices", {"paused"})
-        errors = await ctx.services.bridge.get("/errors", status="open")
-        timeouts = [e for e in errors if e.get("error_type") == "timeout"]
-        ctx.check(
-            "receipts timed out: at least 10 time-out errors (the default rule's count)",
-            len(timeouts) >= 10,
-            f"{len(timeouts)} of {len(errors)} open errors are receipt time-outs",
-        )
-        activity = await ctx.services.bridge.get("/activity", map="invoices", limit=500)
-        by_rule = [
-            a
-            for a in activity
-            if a.get("kind") == "state_changed"
-            and _detail(a).get("by") == "alert rule"
-            and _detail(a).get("to") == "paused"
-        ]
-        ctx.check(
-            "the alert rule paused the proposal map",
-            state == "paused" and bool(by_rule),
-            f"map {state}; {len(by_rule)} pause(s) by an alert rule in its activity log",
-        )
-        start_service(ctx.settings, "finance")
-        ctx.check("Finance back", service_status(ctx.settings, "finance").running, "healthy again")
-        for slug in ("invoices", "actuals"):
-            if await _map_state(ctx, slug) == "paused":
-                await ctx.services.bridge.post(f"/maps/{slug}/resume")
-                ctx.say(f"map {slug} resumed: catch-up replays its queue")
-        await _wait_map_state(ctx, "invoices", {"running"})
-        await ctx.services.bridge.post("/errors/retry-all")
-        await _finish(run)
-        await _check_header_order(ctx, list(run.invoice_ids.values()))
+    await _setup_entries(ctx, plan_demo(seed=12, invoices=12, business_date=BUSINESS_DATE))
 
 
-async def _map_paused(ctx: ScenarioContext) -> None:
+async def _finance_down_fault(ctx: ScenarioContext) -> None:
+    faults.stop(ctx.settings, "finance")
+    ctx.check("Finance stopped", not faults.running(ctx.settings, "finance"), "process gone")
+    ctx.say("confirming invoices while Finance is down")
+    await ctx.flow_run.invoice()
+    state = await faults.wait_map_state(ctx.services, "invoices", ("paused",))
+    errors = await ctx.services.bridge.get("/errors", status="open")
+    timeouts = [e for e in errors if e.get("error_type") == "timeout"]
+    ctx.check(
+        "receipts timed out: at least 10 time-out errors (the default rule's count)",
+        len(timeouts) >= 10,
+        f"{len(timeouts)} of {len(errors)} open errors are receipt time-outs",
+    )
+    activity = await ctx.services.bridge.get("/activity", map="invoices", limit=500)
+    by_rule = [
+        a
+        for a in activity
+        if a.get("kind") == "state_changed"
+        and _detail(a).get("by") == "alert rule"
+        and _detail(a).get("to") == "paused"
+    ]
+    ctx.check(
+        "the alert rule paused the proposal map",
+        state == "paused" and bool(by_rule),
+        f"map {state}; {len(by_rule)} pause(s) by an alert rule in its activity log",
+    )
+
+
+async def _finance_down_recovery(ctx: ScenarioContext) -> None:
+    faults.start(ctx.settings, "finance")
+    ctx.check("Finance back", faults.running(ctx.settings, "finance"), "healthy again")
+    for slug in faults.MAPS:
+        if await faults.map_state(ctx.services, slug) == "paused":
+            await ctx.services.bridge.post(f"/maps/{slug}/resume")
+            ctx.say(f"map {slug} resumed: catch-up replays its queue")
+    await faults.wait_map_state(ctx.services, "invoices", ("running",))
+    await ctx.services.bridge.post("/errors/retry-all")
+    await ctx.finish()
+
+
+async def _headers_in_commit_order(ctx: ScenarioContext) -> None:
+    await _check_header_order(ctx, list(ctx.flow_run.invoice_ids.values()))
+
+
+async def _map_paused_fault(ctx: ScenarioContext) -> None:
+    state = await faults.pause_map(ctx.services, "invoices")
+    ctx.check("proposal map paused before any load", state == "paused", f"map {state}")
+
+
+async def _map_paused_load(ctx: ScenarioContext) -> None:
     # More invoices than partitions: at least two headers share a partition, so the order
     # check below always compares something.
     plan = plan_demo(seed=13, invoices=ctx.settings.partitions + 2, business_date=BUSINESS_DATE)
-    with new_progress() as progress:
-        run = _run_for(ctx, plan, progress)
-        await ctx.services.bridge.post("/maps/invoices/pause")
-        state = await _map_state(ctx, "invoices")
-        ctx.check("proposal map paused before any load", state == "paused", f"map {state}")
-        await run.setup()
-        await run.approve_entries()
-        await run.sync_and_post_journals()
-        await run.invoice()
-        expected = len(plan.contracts)
-        await _wait_queued(ctx, "invoices", expected)
-        count = int((await ctx.services.bridge.get("/maps/invoices/queue")).get("count", 0))
-        ctx.check(
-            f"{expected} headers queued, one per confirmed invoice",
-            count == expected,
-            f"{count} queued",
-        )
-        report = reconcile(await fetch_snapshot(ctx.services))
-        queued = {
-            d.invoice_id
-            for d in report.differences
-            if d.kind == "confirmed invoice has no proposal" and "is paused" in d.cause
-        }
-        ctx.check(
-            "meanwhile reconciliation explains every difference: each header queued behind "
-            "the paused map",
-            not report.unexplained and queued == set(run.invoice_ids.values()),
-            f"{len(report.differences)} difference(s), {len(report.unexplained)} unexplained "
-            f"{sorted({d.kind for d in report.unexplained})}, {len(queued)} headers queued",
-        )
-        await ctx.services.bridge.post("/maps/invoices/resume")
-        state = await _wait_map_state(ctx, "invoices", {"running"})
-        ctx.check("resumed: the map is back to running", state == "running", f"map {state}")
-        await _finish(run)
-        await _check_header_order(ctx, list(run.invoice_ids.values()))
+    await _setup_entries(ctx, plan)
+    run = ctx.flow_run
+    await run.invoice()
+    expected = len(plan.contracts)
+    await faults.wait_queued(ctx.services, "invoices", expected)
+    count = await faults.queued(ctx.services, "invoices")
+    ctx.check(
+        f"{expected} headers queued, one per confirmed invoice",
+        count == expected,
+        f"{count} queued",
+    )
+    report = await ctx.reconcile()
+    queued = {
+        d.invoice_id
+        for d in report.differences
+        if d.kind == "confirmed invoice has no proposal" and "is paused" in d.cause
+    }
+    ctx.check(
+        "meanwhile reconciliation explains every difference: each header queued behind "
+        "the paused map",
+        not report.unexplained and queued == set(run.invoice_ids.values()),
+        f"{len(report.differences)} difference(s), {len(report.unexplained)} unexplained "
+        f"{sorted({d.kind for d in report.unexplained})}, {len(queued)} headers queued",
+    )
 
 
-async def _wait_queued(ctx: ScenarioContext, slug: str, n: int, deadline_s: float = 60) -> int:
-    """Wait until the paused map holds `n` records in its queue."""
-
-    async def queued() -> int | None:
-        count = int((await ctx.services.bridge.get(f"/maps/{slug}/queue")).get("count", 0))
-        return count if count >= n else None
-
-    return await _until(queued, f"{n} queued records on map {slug}", deadline_s)
+async def _map_paused_recovery(ctx: ScenarioContext) -> None:
+    state = await faults.resume_map(ctx.services, "invoices")
+    ctx.check("resumed: the map is back to running", state == "running", f"map {state}")
+    await ctx.finish()
 
 
 async def _direct_proposal_refused(ctx: ScenarioContext) -> None:
     plan = plan_demo(seed=14, invoices=2, business_date=BUSINESS_DATE)
-    with new_progress() as progress:
-        run = _run_for(ctx, plan, progress)
-        await run.setup()
-        await run.approve_entries()
-        await run.sync_and_post_journals()
-        await run.invoice()
-        await run.import_proposal_lines()
-        before = await ctx.services.finance.get("/proposals")
-        target = before[0]["proposal_id"]
-        refusals = (
-            ("POST", "/proposals", f"cannot create proposal (new) in Finance: {ONE_WAY_MESSAGE}"),
-            (
-                "DELETE",
-                f"/proposals/{target}",
-                f"cannot delete proposal {target} in Finance: {ONE_WAY_MESSAGE}",
-            ),
-        )
-        for method, path, expected in refusals:
-            try:
-                await ctx.services.finance.call(method, path, {} if method == "POST" else None)
-            except ApiError as exc:
-                ctx.check(
-                    f"{method} {path} refused with 405: {expected}",
-                    exc.status == 405 and exc.detail == expected,
-                    f"answered {exc.status}: {exc.detail}",
-                )
-            else:
-                ctx.check(f"{method} {path} refused with 405: {expected}", False, "accepted")
-        after = await ctx.services.finance.get("/proposals")
-        ctx.check("nothing changed in Finance", after == before, f"{len(after)} proposals")
-        invoice_before = await ctx.services.dataverse.get(f"/invoices/{target}")
-        await ctx.services.finance.call(
-            "PATCH", f"/proposals/{target}", {"sales_tax_group": "EXEMPT"}
-        )
-        violations = await _one_way_violations(ctx, target)
-        edited = await ctx.services.finance.get(f"/proposals/{target}")
-        ctx.check(
-            "sales tax group edited in Finance stays in Finance",
-            edited.get("sales_tax_group") == "EXEMPT",
-            f"Finance's proposal has sales tax group {edited.get('sales_tax_group')}",
-        )
-        invoice_after = await ctx.services.dataverse.get(f"/invoices/{target}")
-        ctx.check(
-            "the bridge refused to carry the edit back: a one-way violation logged, Dataverse's "
-            "invoice unchanged",
-            violations >= 1 and invoice_after == invoice_before,
-            f"{violations} one-way violation(s) for {target} in the bridge's activity log",
-        )
-        await run.post_proposals()
-        await run.wait_accounting_back()
+    run = ctx.flow(plan)
+    await run.setup()
+    await run.approve_entries()
+    await run.sync_and_post_journals()
+    await run.invoice()
+    await run.import_proposal_lines()
+    before = await ctx.services.finance.get("/proposals")
+    target = before[0]["proposal_id"]
+    refusals = (
+        ("POST", "/proposals", f"cannot create proposal (new) in Finance: {ONE_WAY_MESSAGE}"),
+        (
+            "DELETE",
+            f"/proposals/{target}",
+            f"cannot delete proposal {target} in Finance: {ONE_WAY_MESSAGE}",
+        ),
+    )
+    for method, path, expected in refusals:
+        try:
+            await ctx.services.finance.call(method, path, {} if method == "POST" else None)
+        except ApiError as exc:
+            ctx.check(
+                f"{method} {path} refused with 405: {expected}",
+                exc.status == 405 and exc.detail == expected,
+                f"answered {exc.status}: {exc.detail}",
+            )
+        else:
+            ctx.check(f"{method} {path} refused with 405: {expected}", False, "accepted")
+    after = await ctx.services.finance.get("/proposals")
+    ctx.check("nothing changed in Finance", after == before, f"{len(after)} proposals")
+    invoice_before = await ctx.services.dataverse.get(f"/invoices/{target}")
+    await ctx.services.finance.call("PATCH", f"/proposals/{target}", {"sales_tax_group": "EXEMPT"})
+    violations = await _one_way_violations(ctx, target)
+    edited = await ctx.services.finance.get(f"/proposals/{target}")
+    ctx.check(
+        "sales tax group edited in Finance stays in Finance",
+        edited.get("sales_tax_group") == "EXEMPT",
+        f"Finance's proposal has sales tax group {edited.get('sales_tax_group')}",
+    )
+    invoice_after = await ctx.services.dataverse.get(f"/invoices/{target}")
+    ctx.check(
+        "the bridge refused to carry the edit back: a one-way violation logged, Dataverse's "
+        "invoice unchanged",
+        violations >= 1 and invoice_after == invoice_before,
+        f"{violations} one-way violation(s) for {target} in the bridge's activity log",
+    )
+    await run.post_proposals()
+    await run.wait_accounting_back()
 
 
 async def _one_way_violations(ctx: ScenarioContext, invoice_id: str, deadline_s: float = 30) -> int:
@@ -391,7 +269,7 @@ async def _one_way_violations(ctx: ScenarioContext, invoice_id: str, deadline_s:
         activity = await ctx.services.bridge.get("/activity", kind="one_way_violation", limit=200)
         return sum(1 for a in activity if a.get("invoice_id") == invoice_id)
 
-    return await _until(
+    return await until(
         logged, f"the bridge to log a one-way violation for {invoice_id}", deadline_s
     )
 
@@ -423,92 +301,90 @@ async def _missing_exchange_rate(ctx: ScenarioContext) -> None:
             for i in range(2)
         ),
     )
-    with new_progress() as progress:
-        run = _run_for(ctx, plan, progress)
-        await run.setup(skip_rates=(("EUR", "USD"),))
-        entity = await ctx.services.finance.get("/legal-entities/USPM")
-        rates = {(r["from_currency"], r["to_currency"]) for r in entity.get("exchange_rates", [])}
-        ctx.check(
-            "USPM (USD) sells in EUR but has no EUR→USD rate",
-            entity.get("accounting_currency") == "USD" and ("EUR", "USD") not in rates,
-            f"rates: {sorted(rates)}",
-        )
-        await run.approve_entries()
-        await run.sync_and_post_journals()
-        rows = await ctx.services.finance.get("/staging", imported=False)
-        # Finance's exact reason, on each row's own accounting date.
-        wrong = [
-            f"{r['actual_id']}: {r.get('reason')!r}"
-            for r in rows
-            if r.get("reason") != f"no exchange rate for EUR→USD on {r['accounting_date']}"
-        ]
-        ctx.check(
-            "every synced actual waits in staging with the reason "
-            "'no exchange rate for EUR→USD on <its accounting date>'",
-            len(rows) == run.synced_actuals and not wrong,
-            f"{len(rows)} of {run.synced_actuals} rows not imported: "
-            f"{sorted({str(r.get('reason')) for r in rows})}"
-            + (f"; other reasons: {wrong}" if wrong else ""),
-        )
-        await ctx.services.finance.post(
-            "/legal-entities/USPM/exchange-rates",
-            {
-                "from_currency": "EUR",
-                "to_currency": "USD",
-                "valid_from": "2026-01-01",
-                "rate": "1.0850",
-            },
-        )
-        ctx.say("EUR→USD rate added")
-        await run.sync_and_post_journals()
-        left = await ctx.services.finance.get("/staging", imported=False)
-        ctx.check(
-            "the next import takes the rows",
-            not left,
-            f"{len(rows) - len(left)} of {len(rows)} imported",
-        )
-        await run.invoice()
-        await _finish(run)
+    run = ctx.flow(plan)
+    await run.setup(skip_rates=(("EUR", "USD"),))
+    entity = await ctx.services.finance.get("/legal-entities/USPM")
+    rates = {(r["from_currency"], r["to_currency"]) for r in entity.get("exchange_rates", [])}
+    ctx.check(
+        "USPM (USD) sells in EUR but has no EUR→USD rate",
+        entity.get("accounting_currency") == "USD" and ("EUR", "USD") not in rates,
+        f"rates: {sorted(rates)}",
+    )
+    await run.approve_entries()
+    await run.sync_and_post_journals()
+    rows = await ctx.services.finance.get("/staging", imported=False)
+    # Finance's exact reason, on each row's own accounting date.
+    wrong = [
+        f"{r['actual_id']}: {r.get('reason')!r}"
+        for r in rows
+        if r.get("reason") != f"no exchange rate for EUR→USD on {r['accounting_date']}"
+    ]
+    ctx.check(
+        "every synced actual waits in staging with the reason "
+        "'no exchange rate for EUR→USD on <its accounting date>'",
+        len(rows) == run.synced_actuals and not wrong,
+        f"{len(rows)} of {run.synced_actuals} rows not imported: "
+        f"{sorted({str(r.get('reason')) for r in rows})}"
+        + (f"; other reasons: {wrong}" if wrong else ""),
+    )
+    await ctx.services.finance.post(
+        "/legal-entities/USPM/exchange-rates",
+        {
+            "from_currency": "EUR",
+            "to_currency": "USD",
+            "valid_from": "2026-01-01",
+            "rate": "1.0850",
+        },
+    )
+    ctx.say("EUR→USD rate added")
+    await run.sync_and_post_journals()
+    left = await ctx.services.finance.get("/staging", imported=False)
+    ctx.check(
+        "the next import takes the rows",
+        not left,
+        f"{len(rows) - len(left)} of {len(rows)} imported",
+    )
+    await run.invoice()
+    await ctx.finish()
 
 
 async def _journal_not_posted(ctx: ScenarioContext) -> None:
     plan = plan_demo(seed=16, invoices=3, business_date=BUSINESS_DATE)
     tm = DemoPlan(plan.seed, plan.business_date, tuple(c for c in plan.contracts if c.entries))
-    with new_progress() as progress:
-        run = _run_for(ctx, tm, progress)
-        await run.setup()
-        await run.approve_entries()
-        await run.sync_and_post_journals(post=False)
-        drafts = await ctx.services.finance.get("/journals", status="draft")
-        posted = await ctx.services.finance.get("/journals", status="posted")
-        ctx.check(
-            "unbilled sales imported into integration journals, but none posted",
-            bool(drafts) and not posted,
-            f"{len(drafts)} draft journal(s), {len(posted)} posted",
-        )
-        await run.invoice()
-        reasons = {
-            iid: await _wait_waiting_reason(ctx, iid, NOT_POSTED_YET)
-            for iid in run.invoice_ids.values()
-        }
-        ctx.check(
-            f"each proposal waits: '{NOT_POSTED_YET}'",
-            all(r.startswith(NOT_POSTED_YET) for r in reasons.values()),
-            f"{len(reasons)} proposals; first: {next(iter(reasons.values()))!r}",
-        )
-        await run.s.finance.post("/journals/post", {})
-        drafts = await ctx.services.finance.get("/journals", status="draft")
-        ctx.check("journals posted", not drafts, f"{len(drafts)} draft journal(s) left")
-        await _finish(run)
-        lines = [
-            len((await ctx.services.finance.get(f"/proposals/{iid}")).get("lines") or [])
-            for iid in run.invoice_ids.values()
-        ]
-        ctx.check(
-            "the next import made the proposal lines",
-            all(lines),
-            f"lines per proposal: {lines}",
-        )
+    run = ctx.flow(tm)
+    await run.setup()
+    await run.approve_entries()
+    await run.sync_and_post_journals(post=False)
+    drafts = await ctx.services.finance.get("/journals", status="draft")
+    posted = await ctx.services.finance.get("/journals", status="posted")
+    ctx.check(
+        "unbilled sales imported into integration journals, but none posted",
+        bool(drafts) and not posted,
+        f"{len(drafts)} draft journal(s), {len(posted)} posted",
+    )
+    await run.invoice()
+    reasons = {
+        iid: await _wait_waiting_reason(ctx, iid, NOT_POSTED_YET)
+        for iid in run.invoice_ids.values()
+    }
+    ctx.check(
+        f"each proposal waits: '{NOT_POSTED_YET}'",
+        all(r.startswith(NOT_POSTED_YET) for r in reasons.values()),
+        f"{len(reasons)} proposals; first: {next(iter(reasons.values()))!r}",
+    )
+    await run.s.finance.post("/journals/post", {})
+    drafts = await ctx.services.finance.get("/journals", status="draft")
+    ctx.check("journals posted", not drafts, f"{len(drafts)} draft journal(s) left")
+    await ctx.finish()
+    lines = [
+        len((await ctx.services.finance.get(f"/proposals/{iid}")).get("lines") or [])
+        for iid in run.invoice_ids.values()
+    ]
+    ctx.check(
+        "the next import made the proposal lines",
+        all(lines),
+        f"lines per proposal: {lines}",
+    )
 
 
 async def _wait_waiting_reason(
@@ -529,47 +405,46 @@ async def _wait_waiting_reason(
         return current if current.startswith(expected) else None
 
     try:
-        return await _until(reason, f"proposal {invoice_id} to wait: {expected}", deadline_s)
-    except ScenarioFailed as exc:
+        return await until(reason, f"proposal {invoice_id} to wait: {expected}", deadline_s)
+    except DeadlinePassed as exc:
         raise ScenarioFailed(f"{exc}; last waiting reason: {seen[-1] if seen else None!r}") from exc
 
 
 async def _corrective_invoice(ctx: ScenarioContext) -> None:
     plan = plan_demo(seed=17, invoices=3, business_date=BUSINESS_DATE)
     tm = DemoPlan(plan.seed, plan.business_date, tuple(c for c in plan.contracts if c.entries))
-    with new_progress() as progress:
-        run = _run_for(ctx, tm, progress)
-        await run.run()
-        original = next(iter(run.invoice_ids.values()))
-        corrective = await ctx.services.dataverse.post(
-            f"/invoices/{original}/correct", {"invoice_date": str(BUSINESS_DATE)}
+    run = ctx.flow(tm)
+    await run.run()
+    original = next(iter(run.invoice_ids.values()))
+    corrective = await ctx.services.dataverse.post(
+        f"/invoices/{original}/correct", {"invoice_date": str(BUSINESS_DATE)}
+    )
+    cid = corrective["invoice_id"]
+    details = [d for line in corrective["lines"] for d in line["details"]]
+    for detail in details:
+        billed = Decimal(str(detail.get("original_quantity") or 0))
+        await ctx.services.dataverse.call(
+            "PATCH",
+            f"/invoices/{cid}/details/{detail['detail_id']}",
+            {"quantity": str(billed / 2)},
         )
-        cid = corrective["invoice_id"]
-        details = [d for line in corrective["lines"] for d in line["details"]]
-        for detail in details:
-            billed = Decimal(str(detail.get("original_quantity") or 0))
-            await ctx.services.dataverse.call(
-                "PATCH",
-                f"/invoices/{cid}/details/{detail['detail_id']}",
-                {"quantity": str(billed / 2)},
-            )
-        await ctx.services.dataverse.post(f"/invoices/{cid}/confirm")
-        ctx.say(f"invoice {original[:8]} corrected to half its quantity and confirmed")
-        # From here on the run follows the corrective invoice alone.
-        run.invoice_ids = {-1: cid}
-        run.confirmed_at[cid] = time.monotonic()
-        await _finish(run)
-        posted = {
-            str(c["proposal_id"]): Decimal(str(c["net_amount"]))
-            for c in await ctx.services.finance.get("/customer-invoices")
-        }
-        first, credit = posted.get(original), posted.get(cid)
-        ctx.check(
-            "credit and rebill reached Finance: the corrective invoice posted at minus half "
-            "the original's net",
-            first is not None and credit is not None and credit == -first / 2,
-            f"original net {first}, corrective net {credit}",
-        )
+    await ctx.services.dataverse.post(f"/invoices/{cid}/confirm")
+    ctx.say(f"invoice {original[:8]} corrected to half its quantity and confirmed")
+    # From here on the run follows the corrective invoice alone.
+    run.invoice_ids = {-1: cid}
+    run.confirmed_at[cid] = time.monotonic()
+    await ctx.finish()
+    posted = {
+        str(c["proposal_id"]): Decimal(str(c["net_amount"]))
+        for c in await ctx.services.finance.get("/customer-invoices")
+    }
+    first, credit = posted.get(original), posted.get(cid)
+    ctx.check(
+        "credit and rebill reached Finance: the corrective invoice posted at minus half "
+        "the original's net",
+        first is not None and credit is not None and credit == -first / 2,
+        f"original net {first}, corrective net {credit}",
+    )
 
 
 async def _poison_event(ctx: ScenarioContext) -> None:
@@ -580,18 +455,11 @@ async def _poison_event(ctx: ScenarioContext) -> None:
         b'"invoice.confirmed","occurred_at":"2026-10-01T00:00:00Z","source":"x",'
         b'"payload":{"invoice_id":"nope"}}',
     )
-    producer = make_producer(ctx.settings, "scenario-poison")
-    await producer.start()
-    try:
-        for value in poison:
-            await producer.send_and_wait(topic, value, key=b"poison")
-    finally:
-        await producer.stop()
+    await faults.send_raw(ctx.settings, topic, poison, key=b"poison")
     ctx.say("two poison events sent on invoice-confirmed")
     plan = plan_demo(seed=18, invoices=3, business_date=BUSINESS_DATE)
-    with new_progress() as progress:
-        await _run_for(ctx, plan, progress).run()
-    letters = [json.loads(letter) for letter in await _read_topic(ctx.settings, dlq_name(topic), 2)]
+    await ctx.flow(plan).run()
+    letters = [json.loads(v) for v in await read_values(ctx.settings, dlq_name(topic), 2)]
     for value in poison:
         kept = [x for x in letters if x.get("value") == value.decode()]
         reason = str(kept[0].get("reason") or "") if kept else ""
@@ -602,135 +470,65 @@ async def _poison_event(ctx: ScenarioContext) -> None:
         )
 
 
-async def _read_topic(
-    settings: Settings, topic: str, n: int, deadline_s: float = 30
-) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers(),
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
+async def _half_invoiced(ctx: ScenarioContext, seed: int) -> None:
+    """Eight contracts ready to invoice, four of them confirmed."""
+    await _setup_entries(ctx, plan_demo(seed=seed, invoices=8, business_date=BUSINESS_DATE))
+    await ctx.flow_run.invoice(limit=4)
+
+
+async def _bridge_killed_fault(ctx: ScenarioContext) -> None:
+    run = ctx.flow_run
+    killed = faults.kill(ctx.settings, "bridge")
+    ctx.check(
+        "bridge killed with SIGKILL after 4 confirmations",
+        killed and not faults.running(ctx.settings, "bridge") and len(run.invoice_ids) == 4,
+        f"{len(run.invoice_ids)} confirmed before the kill",
     )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        end = time.monotonic() + deadline_s
-        while len(values) < n and time.monotonic() < end:
-            batch = await consumer.getmany(timeout_ms=200)
-            values += [m.value for ms in batch.values() for m in ms if m.value]
-    finally:
-        await consumer.stop()
-    if len(values) < n:
-        raise ScenarioFailed(f"expected {n} dead letters on {topic}, found {len(values)}")
-    return values
-
-
-async def _bridge_killed(ctx: ScenarioContext) -> None:
-    plan = plan_demo(seed=19, invoices=8, business_date=BUSINESS_DATE)
-    with new_progress() as progress:
-        run = _run_for(ctx, plan, progress)
-        await run.setup()
-        await run.approve_entries()
-        await run.sync_and_post_journals()
-        await run.invoice(limit=4)
-        killed = stop_service(ctx.settings, "bridge", kill=True)
-        ctx.check(
-            "bridge killed with SIGKILL after 4 confirmations",
-            killed
-            and not service_status(ctx.settings, "bridge").running
-            and len(run.invoice_ids) == 4,
-            f"{len(run.invoice_ids)} confirmed before the kill",
-        )
-        await run.invoice()
-        confirmed = await ctx.services.dataverse.get("/invoices", status="confirmed")
-        ctx.check(
-            "4 more confirmed while the bridge is down",
-            len(confirmed) == 8 and not service_status(ctx.settings, "bridge").running,
-            f"{len(confirmed)} confirmed in Dataverse",
-        )
-        started = time.monotonic()
-        start_service(ctx.settings, "bridge")
-        maps = await ctx.services.bridge.get("/maps")
-        ctx.check(
-            "bridge restarted and answering",
-            bool(maps),
-            f"healthy after {time.monotonic() - started:.1f} s",
-        )
-        await _finish(run)
-
-
-async def _broker_restarted_empty(ctx: ScenarioContext) -> None:
-    plan = plan_demo(seed=20, invoices=8, business_date=BUSINESS_DATE)
-    since = datetime.now(UTC)
-    with new_progress() as progress:
-        run = _run_for(ctx, plan, progress)
-        await run.setup()
-        await run.approve_entries()
-        await run.sync_and_post_journals()
-        await run.invoice(limit=4)
-        broker.stop(ctx.settings)
-        broker.start(ctx.settings)
-        await provision_async(ctx.settings)
-        held = len(
-            await _read_to_end(
-                ctx.settings, topic_name(Topic.INVOICE_CONFIRMED, ctx.settings.topic_prefix)
-            )
-        )
-        ctx.check(
-            "broker restarted empty (memory storage): the events are gone",
-            held == 0,
-            f"{held} events on invoice-confirmed after the restart",
-        )
-        await run.invoice()
-        for service in (ctx.services.dataverse, ctx.services.finance, ctx.services.bridge):
-            replayed = await service.call(
-                "POST",
-                "/outbox/replay",
-                params={"since": since.isoformat()},
-                token=ctx.settings.token_administrator,
-            )
-            ctx.check(
-                f"{service.service} published its events again",
-                int(replayed["replayed"]) > 0,
-                f"{replayed['replayed']} events",
-            )
-        await _finish(run)
-
-
-async def _read_to_end(
-    settings: Settings, topic: str, deadline_s: float = 15
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record a topic holds, read from its beginning up to each partition's high-water
-    mark as fetch responses carry it (ListOffsets under-reports on the default broker,
-    DESIGN.md)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers(),
-        enable_auto_commit=False,
-        fetch_max_wait_ms=20,
+    await run.invoice()
+    confirmed = await ctx.services.dataverse.get("/invoices", status="confirmed")
+    ctx.check(
+        "4 more confirmed while the bridge is down",
+        len(confirmed) == 8 and not faults.running(ctx.settings, "bridge"),
+        f"{len(confirmed)} confirmed in Dataverse",
     )
-    await consumer.start()
-    try:
-        await consumer.topics()  # loads the metadata that partitions_for_topic reads
-        partitions = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            raise ScenarioFailed(f"topic {topic} does not exist")
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        held: list[ConsumerRecord[bytes, bytes]] = []
-        end = time.monotonic() + deadline_s
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            held += [record for records in batch.values() for record in records]
-            marks = [consumer.highwater(p) for p in partitions]
-            positions = [await consumer.position(p) for p in partitions]
-            if all(m is not None and pos >= m for m, pos in zip(marks, positions, strict=True)):
-                return held
-            if time.monotonic() > end:
-                raise ScenarioFailed(f"could not read {topic} to its high-water mark")
-    finally:
-        await consumer.stop()
+
+
+async def _bridge_killed_recovery(ctx: ScenarioContext) -> None:
+    started = time.monotonic()
+    faults.start(ctx.settings, "bridge")
+    maps = await ctx.services.bridge.get("/maps")
+    ctx.check(
+        "bridge restarted and answering",
+        bool(maps),
+        f"healthy after {time.monotonic() - started:.1f} s",
+    )
+    await ctx.finish()
+
+
+async def _broker_empty_fault(ctx: ScenarioContext) -> None:
+    await faults.restart_broker_empty(ctx.settings)
+    held = len(
+        await read_to_end(
+            ctx.settings, topic_name(Topic.INVOICE_CONFIRMED, ctx.settings.topic_prefix)
+        )
+    )
+    ctx.check(
+        "broker restarted empty (memory storage): the events are gone",
+        held == 0,
+        f"{held} events on invoice-confirmed after the restart",
+    )
+    await ctx.flow_run.invoice()
+
+
+async def _broker_empty_recovery(ctx: ScenarioContext) -> None:
+    since = ctx.state["since"]
+    for service, replayed in (await faults.replay_outboxes(ctx.services, since)).items():
+        ctx.check(
+            f"{service} published its events again",
+            replayed > 0,
+            f"{replayed} events",
+        )
+    await ctx.finish()
 
 
 def _detail(activity: Mapping[str, Any]) -> dict[str, Any]:
@@ -739,89 +537,78 @@ def _detail(activity: Mapping[str, Any]) -> dict[str, Any]:
     return dict(json.loads(detail) if isinstance(detail, str) else detail)
 
 
-SCENARIOS: dict[str, Scenario] = {
-    s.name: s
-    for s in (
-        Scenario("happy-path", "The whole flow with nothing broken.", _happy_path),
-        Scenario(
-            "finance-down",
-            "Finance down → receipts time out → the alert pauses the map → Finance back → "
-            "resume → catch-up → agree.",
-            _finance_down,
-            {"receipt_timeout_s": 3.0},
-        ),
-        Scenario(
-            "map-paused",
-            "The proposal map paused for the whole load, then resumed: nothing lost, order kept.",
-            _map_paused,
-        ),
-        Scenario(
-            "direct-proposal-refused",
-            "Creating or deleting a proposal in Finance is refused; header edits stay in Finance.",
-            _direct_proposal_refused,
-        ),
-        Scenario(
-            "missing-exchange-rate",
-            "A contract currency without an exchange rate: rows "
-            "wait with the reason until the rate is added.",
-            _missing_exchange_rate,
-        ),
-        Scenario(
-            "journal-not-posted",
-            "The integration journal is not posted: the proposal "
-            "waits ('project transaction not posted yet') until it is.",
-            _journal_not_posted,
-        ),
-        Scenario(
-            "corrective-invoice",
-            "A confirmed invoice corrected: credit, rebill and "
-            "backlog return reach Finance like any invoice.",
-            _corrective_invoice,
-        ),
-        Scenario(
-            "poison-event",
-            "Malformed events go to the .dlq with their reason; the flow goes on.",
-            _poison_event,
-        ),
-        Scenario(
-            "bridge-killed",
-            "The bridge killed mid-stream (SIGKILL) and restarted: nothing lost, nothing twice.",
-            _bridge_killed,
-        ),
-        Scenario(
-            "broker-restarted-empty",
-            "The broker restarted empty mid-stream: re-drive and outbox replay lose nothing.",
-            _broker_restarted_empty,
-        ),
-    )
-}
+async def _broker_empty_setup(ctx: ScenarioContext) -> None:
+    # The operator's replay covers everything published since the scenario began.
+    ctx.state["since"] = datetime.now(UTC)
+    await _half_invoiced(ctx, seed=20)
 
 
-def run_scenario(
-    settings: Settings, scenario: Scenario, console: Console, keep: bool = False
-) -> ScenarioResult:
-    """Run a scenario on its own stack; its result holds every check, the closing
-    reconciliation's agreement last."""
-    own = settings.model_copy(
-        update={"home": settings.home / "scenarios" / scenario.name, **(scenario.settings or {})}
-    )
-    console.print(f"[bold]{scenario.name}[/bold]: {scenario.description}")
-    with running_stack(own, keep=keep):
-        return asyncio.run(_run(own, scenario, console))
+async def _bridge_killed_setup(ctx: ScenarioContext) -> None:
+    await _half_invoiced(ctx, seed=19)
 
 
-async def _run(settings: Settings, scenario: Scenario, console: Console) -> ScenarioResult:
-    services = Services(settings)
-    result = ScenarioResult(scenario.name)
-    ctx = ScenarioContext(settings, services, console, result)
-    try:
-        try:
-            await scenario.steps(ctx)
-        except (ScenarioFailed, DemoFailed, ApiError) as exc:
-            # A step that could not go on is a failed check; the rest is not run.
-            ctx.check("scenario ran to its end", False, str(exc))
-            return result
-        result.report = await _check_agreement(ctx, "Dataverse and Finance agree")
-        return result
-    finally:
-        await services.close()
+BUILT_IN: tuple[Scenario, ...] = (
+    Scenario(
+        "happy-path",
+        "The whole flow with nothing broken.",
+        load=_happy_path,
+        expect=_happy_path_expect,
+    ),
+    Scenario(
+        "finance-down",
+        "Finance down → receipts time out → the alert pauses the map → Finance back → "
+        "resume → catch-up → agree.",
+        setup=_finance_down_setup,
+        fault=_finance_down_fault,
+        recovery=_finance_down_recovery,
+        expect=_headers_in_commit_order,
+        settings={"receipt_timeout_s": 3.0},
+    ),
+    Scenario(
+        "map-paused",
+        "The proposal map paused for the whole load, then resumed: nothing lost, order kept.",
+        # The pause comes first: the whole load runs into the paused map.
+        setup=_map_paused_fault,
+        load=_map_paused_load,
+        recovery=_map_paused_recovery,
+        expect=_headers_in_commit_order,
+    ),
+    scenario(
+        "direct-proposal-refused",
+        "Creating or deleting a proposal in Finance is refused; header edits stay in Finance.",
+    )(_direct_proposal_refused),
+    scenario(
+        "missing-exchange-rate",
+        "A contract currency without an exchange rate: rows "
+        "wait with the reason until the rate is added.",
+    )(_missing_exchange_rate),
+    scenario(
+        "journal-not-posted",
+        "The integration journal is not posted: the proposal "
+        "waits ('project transaction not posted yet') until it is.",
+    )(_journal_not_posted),
+    scenario(
+        "corrective-invoice",
+        "A confirmed invoice corrected: credit, rebill and "
+        "backlog return reach Finance like any invoice.",
+    )(_corrective_invoice),
+    scenario(
+        "poison-event",
+        "Malformed events go to the .dlq with their reason; the flow goes on.",
+    )(_poison_event),
+    Scenario(
+        "bridge-killed",
+        "The bridge killed mid-stream (SIGKILL) and restarted: nothing lost, nothing twice.",
+        setup=_bridge_killed_setup,
+        fault=_bridge_killed_fault,
+        recovery=_bridge_killed_recovery,
+    ),
+    Scenario(
+        "broker-restarted-empty",
+        "The broker restarted empty mid-stream: re-drive and outbox replay lose nothing.",
+        setup=_broker_empty_setup,
+        fault=_broker_empty_fault,
+        recovery=_broker_empty_recovery,
+    ),
+)
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in BUILT_IN}

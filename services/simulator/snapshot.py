@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -17,6 +19,7 @@ from services.simulator.reconcile import (
     ProposalLine,
     Snapshot,
     StagingRow,
+    scoped,
 )
 
 
@@ -94,34 +97,36 @@ def proposal_from_json(detail: dict[str, Any]) -> Proposal:
     )
 
 
-async def fetch_snapshot(services: Services) -> Snapshot:
-    """Dataverse's confirmed invoices and actuals; Finance's proposals with their lines, staged
-    rows, journal lines and customer invoices; the bridge's record statuses.
-
-    The sides are read one after the other, not at one instant: on a settled stack that makes
-    no difference; under load, a record created between the reads can show as a difference.
-    """
-    invoices = tuple(
-        ConfirmedInvoice(
-            invoice_id=str(inv["invoice_id"]),
-            legal_entity=str(inv["legal_entity"]),
-            currency=str(inv["currency"]),
-            net_amount=_dec(inv["total_amount_excluding_tax"]),
-            tax_amount=_dec(inv["tax_amount"]),
-            expected_billed_lines=int(inv.get("expected_billed_lines") or 0),
-        )
-        for inv in await services.dataverse.get("/invoices", status="confirmed")
+def confirmed_invoice_from_json(inv: dict[str, Any]) -> ConfirmedInvoice:
+    """A confirmed Dataverse proforma invoice's header as the API shows it."""
+    return ConfirmedInvoice(
+        invoice_id=str(inv["invoice_id"]),
+        legal_entity=str(inv["legal_entity"]),
+        currency=str(inv["currency"]),
+        net_amount=_dec(inv["total_amount_excluding_tax"]),
+        tax_amount=_dec(inv["tax_amount"]),
+        expected_billed_lines=int(inv.get("expected_billed_lines") or 0),
     )
-    actuals = tuple(actual_from_json(a) for a in await services.dataverse.get("/actuals"))
-    proposals = []
-    for summary in await services.finance.get("/proposals"):
-        detail = await services.finance.get(f"/proposals/{summary['proposal_id']}")
-        proposals.append(proposal_from_json(detail))
-    staging = tuple(staging_row_from_json(r) for r in await services.finance.get("/staging"))
-    journal_lines = []
-    for journal in await services.finance.get("/journals"):
+
+
+def customer_invoice_from_json(c: dict[str, Any]) -> CustomerInvoice:
+    """A Finance posted customer invoice as the API shows it."""
+    return CustomerInvoice(
+        invoice_number=str(c["invoice_number"]),
+        proposal_id=str(c["proposal_id"]),
+        currency=str(c["currency"]),
+        net_amount=_dec(c["net_amount"]),
+        tax_amount=_dec(c["tax_amount"]),
+        total_amount=_dec(c["total_amount"]),
+        voucher=str(c["voucher"]),
+    )
+
+
+async def _journal_lines(services: Services, legal_entity: str | None = None) -> list[JournalLine]:
+    lines: list[JournalLine] = []
+    for journal in await services.finance.get("/journals", legal_entity=legal_entity):
         detail = await services.finance.get(f"/journals/{journal['journal_id']}")
-        journal_lines += [
+        lines += [
             JournalLine(
                 journal_id=str(journal["journal_id"]),
                 actual_id=str(line["actual_id"]),
@@ -132,18 +137,11 @@ async def fetch_snapshot(services: Services) -> Snapshot:
             )
             for line in detail.get("lines") or []
         ]
-    customer_invoices = tuple(
-        CustomerInvoice(
-            invoice_number=str(c["invoice_number"]),
-            proposal_id=str(c["proposal_id"]),
-            currency=str(c["currency"]),
-            net_amount=_dec(c["net_amount"]),
-            tax_amount=_dec(c["tax_amount"]),
-            total_amount=_dec(c["total_amount"]),
-            voucher=str(c["voucher"]),
-        )
-        for c in await services.finance.get("/customer-invoices")
-    )
+    return lines
+
+
+async def _bridge_view(services: Services) -> tuple[tuple[BridgeRecord, ...], tuple[str, ...]]:
+    """The bridge's records and its paused maps (none when the bridge does not answer)."""
     try:
         raw_records = await services.bridge.get("/records", limit=100_000)
         maps = await services.bridge.get("/maps")
@@ -161,14 +159,94 @@ async def fetch_snapshot(services: Services) -> Snapshot:
         )
         for r in raw_records
     )
-    paused = tuple(m["name"] for m in maps if m.get("state") == "paused")
+    return records, tuple(m["name"] for m in maps if m.get("state") == "paused")
+
+
+async def fetch_snapshot(services: Services) -> Snapshot:
+    """Dataverse's confirmed invoices and actuals; Finance's proposals with their lines, staged
+    rows, journal lines and customer invoices; the bridge's record statuses.
+
+    The sides are read one after the other, not at one instant: on a settled stack that makes
+    no difference; under load, a record created between the reads can show as a difference.
+    """
+    invoices = tuple(
+        confirmed_invoice_from_json(inv)
+        for inv in await services.dataverse.get("/invoices", status="confirmed")
+    )
+    actuals = tuple(actual_from_json(a) for a in await services.dataverse.get("/actuals"))
+    proposals = []
+    for summary in await services.finance.get("/proposals"):
+        detail = await services.finance.get(f"/proposals/{summary['proposal_id']}")
+        proposals.append(proposal_from_json(detail))
+    staging = tuple(staging_row_from_json(r) for r in await services.finance.get("/staging"))
+    customer_invoices = tuple(
+        customer_invoice_from_json(c) for c in await services.finance.get("/customer-invoices")
+    )
+    records, paused = await _bridge_view(services)
     return Snapshot(
         invoices=invoices,
         proposals=tuple(proposals),
         actuals=actuals,
         staging_rows=staging,
-        journal_lines=tuple(journal_lines),
+        journal_lines=tuple(await _journal_lines(services)),
         customer_invoices=customer_invoices,
         bridge_records=records,
         paused_maps=paused,
     )
+
+
+async def fetch_snapshot_of(
+    services: Services, legal_entity: str, contract_ids: Iterable[str], project_ids: Iterable[str]
+) -> Snapshot:
+    """The part of the sides that one legal entity's contracts and projects make (what one test
+    of the pytest plugin created): their confirmed invoices, the actuals of their projects, and
+    on Finance's side only what concerns those (`reconcile.scoped`).
+
+    Reads per contract, per project, per proposal and per legal entity, so its cost follows the
+    test's own records, not everything the shared stack holds; only the customer invoices and
+    the bridge's records are read whole.
+    """
+    invoices = [
+        confirmed_invoice_from_json(inv)
+        for contract_id in contract_ids
+        for inv in await services.dataverse.get(
+            "/invoices", status="confirmed", contract_id=contract_id
+        )
+    ]
+    actuals = [
+        actual_from_json(a)
+        for project_id in project_ids
+        for a in await services.dataverse.get("/actuals", project_id=project_id)
+    ]
+    proposals = []
+    for invoice in invoices:
+        try:
+            detail = await services.finance.get(f"/proposals/{invoice.invoice_id}")
+        except ApiError as exc:
+            if exc.status != 404:  # a header not in Finance (yet) is a difference, not an error
+                raise
+            continue
+        proposals.append(proposal_from_json(detail))
+    staging = [
+        staging_row_from_json(r)
+        for r in await services.finance.get("/staging", legal_entity=legal_entity)
+    ]
+    customer_invoices = [
+        customer_invoice_from_json(c) for c in await services.finance.get("/customer-invoices")
+    ]
+    journal_lines = tuple(await _journal_lines(services, legal_entity))
+    records, paused = await _bridge_view(services)
+    whole = Snapshot(
+        invoices=tuple(invoices),
+        proposals=tuple(proposals),
+        actuals=tuple(actuals),
+        staging_rows=tuple(staging),
+        journal_lines=journal_lines,
+        customer_invoices=tuple(customer_invoices),
+        bridge_records=records,
+        paused_maps=paused,
+    )
+    mine = scoped(whole, [i.invoice_id for i in invoices], [a.actual_id for a in actuals])
+    # Every staged row and journal line of the legal entity is the test's own: one that no
+    # actual of its projects accounts for is a difference to show (a ghost row), not to hide.
+    return replace(mine, staging_rows=tuple(staging), journal_lines=journal_lines)

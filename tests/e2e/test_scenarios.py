@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.settings import PROJECT_ROOT
 from services.finance.domain import NOT_POSTED_YET, ONE_WAY_MESSAGE
 from services.simulator.scenarios import SCENARIOS
 from tests.e2e.conftest import run_dwsim
@@ -83,3 +84,18 @@ def test_scenario_list_names_every_scenario(dwsim_home: Path) -> None:
     assert result.returncode == 0, result.stderr
     for name in SCENARIOS:
         assert name in result.stdout
+
+
+def test_a_users_scenario_file_runs_like_a_built_in_one(dwsim_home: Path) -> None:
+    # Written from docs/scenarios.md only; a fault no built-in scenario injects (SIGSTOP).
+    user_file = PROJECT_ROOT / "examples" / "scenarios" / "broker_hangs.py"
+    result = run_dwsim(dwsim_home, "scenario", "run", str(user_file), "--json", timeout=600)
+    output = result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.stdout.strip(), output
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["scenario"] == "broker-hangs"
+    names = [c["name"] for c in outcome["checks"]]
+    assert "4 invoices confirmed while the broker hung" in names
+    assert names[-1] == "Dataverse and Finance agree"
+    assert outcome["passed"] is True and result.returncode == 0, output
+    assert outcome["report"]["agree"] is True

@@ -27,6 +27,7 @@ from services.simulator.reconcile import (
     Snapshot,
     StagingRow,
     reconcile,
+    scoped,
 )
 
 PROPOSAL_MAP = "Project invoice proposal V2 (invoices)"
@@ -465,3 +466,27 @@ def test_a_staged_row_no_import_has_seen_yet_is_explained_as_such() -> None:
     assert difference.cause == (
         "cost c1: staged row not imported: no import from staging has run on it yet"
     )
+
+
+# --- scoped to one test's records ----------------------------------------------------------------
+
+
+def test_a_scoped_reconciliation_ignores_another_tests_unfinished_invoice() -> None:
+    # Another test's invoice, confirmed but not yet synced, with an actual not yet staged.
+    other_invoice = replace(INVOICE, invoice_id="inv-2")
+    other_cost = replace(COST, actual_id="c2", voucher=None)
+    shared = agreeing(
+        invoices=(INVOICE, other_invoice), actuals=(B1, B2, COST, UNBILLED, REVERSAL, other_cost)
+    )
+    assert {d.invoice_id for d in reconcile(shared).differences} >= {"inv-2"}
+    mine = scoped(shared, ["inv-1"], ["b1", "b2", "c1", "u1", "r1"])
+    report = reconcile(mine)
+    assert report.agree, report.differences
+    assert report.count(BILLED_LINES) == 2 and report.count(STAGED) == 2
+
+
+def test_a_scoped_reconciliation_still_finds_a_difference_of_its_own() -> None:
+    wrong = replace(PROPOSAL, lines=(replace(line(B1), amount=D("1500.00")), line(B2)))
+    mine = scoped(agreeing(proposals=(wrong,)), ["inv-1"], ["b1", "b2", "c1", "u1", "r1"])
+    kinds = {d.kind for d in reconcile(mine).differences}
+    assert "proposal line differs from its billed actual" in kinds
