@@ -16,7 +16,13 @@ from infra import broker, postgres, tokens
 from infra.errors import InfraError
 from services.common.settings import SERVICES, Settings
 from services.simulator.clients import ApiError, Services
-from services.simulator.processes import ServiceStartFailed, service_status, stop_all
+from services.simulator.processes import (
+    CONSOLE,
+    ServiceStartFailed,
+    console_login_link,
+    service_status,
+    stop_all,
+)
 from services.simulator.report import print_figures, print_report
 from services.simulator.stack import bring_up, forget, recall, remember, running_stack, take_down
 
@@ -42,10 +48,12 @@ scenario_app = typer.Typer(
 app.add_typer(map_app, name="map")
 app.add_typer(scenario_app, name="scenario")
 console = Console()
+# Errors go to stderr, so that `dwsim maps --json | jq` never reads an error line as data.
+_err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    _err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -75,14 +83,17 @@ def up() -> None:
     for line in tokens.describe_new_tokens(settings, tokens.ensure_tokens(settings)):
         console.print(line, soft_wrap=True, highlight=False)
     try:
-        started, statuses = bring_up(settings)
+        started, statuses = bring_up(settings, console=True)
     except (InfraError, ServiceStartFailed) as exc:
         raise _fail(str(exc)) from exc
     remember(settings, started)
     table = Table("service", "API", "OpenAPI page", "pid")
     for s in statuses:
-        table.add_row(s.name, s.url or "-", s.openapi or "-", str(s.pid))
+        table.add_row(s.name, s.url or "-", (s.name != CONSOLE and s.openapi) or "-", str(s.pid))
     console.print(table)
+    link = console_login_link(settings)
+    if link:
+        console.print(f"Console (one-time login link, as administrator): {link}", soft_wrap=True)
     console.print(f"Bearer tokens of the roles: {tokens.tokens_path(settings)}")
     console.print("Stop everything with `dwsim down`.")
 
@@ -114,22 +125,39 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         "services": {},
         "maps": [],
     }
-    for name in SERVICES:
+    for name in (*SERVICES, CONSOLE):
         s = service_status(settings, name)
         data["services"][name] = {"running": s.running, "url": s.url, "pid": s.pid}
+    data["console_login"] = console_login_link(settings)
     if service_status(settings, "bridge").running:
         data["maps"] = _run(settings, _maps_with_counts)
+    # What `dwsim up` starts is expected to run, as `python -m infra status` expects the broker
+    # and PostgreSQL: a script can trust the exit code.
+    down = [
+        name
+        for name, running in (
+            ("broker", b.running),
+            ("postgres", p.running),
+            *((name, s["running"]) for name, s in data["services"].items()),
+        )
+        if not running
+    ]
     if as_json:
         typer.echo(json.dumps(data, default=str))
-        return
-    table = Table("part", "state", "where")
-    table.add_row("broker", "up" if b.running else "down", b.bootstrap or "-")
-    table.add_row("postgres", "up" if p.running else "down", p.url or "-")
-    for name, s in data["services"].items():
-        table.add_row(name, "up" if s["running"] else "down", s["url"] or "-")
-    console.print(table)
-    if data["maps"]:
-        _print_maps(data["maps"])
+    else:
+        table = Table("part", "state", "where")
+        table.add_row("broker", "up" if b.running else "down", b.bootstrap or "-")
+        table.add_row("postgres", "up" if p.running else "down", p.url or "-")
+        for name, s in data["services"].items():
+            table.add_row(name, "up" if s["running"] else "down", s["url"] or "-")
+        console.print(table)
+        if data["console_login"]:
+            console.print(f"Console login link: {data['console_login']}", soft_wrap=True)
+        if data["maps"]:
+            _print_maps(data["maps"])
+    if down:
+        _err.print(f"down: {', '.join(down)} (`dwsim up` starts them)", soft_wrap=True)
+        raise typer.Exit(3)
 
 
 async def _maps_with_counts(services: Services) -> list[dict[str, Any]]:

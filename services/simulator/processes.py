@@ -20,6 +20,8 @@ from infra.processes import pid_alive, read_state, remembered_port, stop_process
 from services.common.settings import SERVICES, Settings
 
 LAUNCHED = "launched.json"
+# The web console: started by `dwsim up` beside the services, it has no database of its own.
+CONSOLE = "console"
 
 
 class ServiceStartFailed(RuntimeError):
@@ -58,6 +60,16 @@ def service_status(settings: Settings, name: str) -> ServiceStatus:
     return ServiceStatus(name, True, state["pid"], state["url"])
 
 
+def console_login_link(settings: Settings) -> str | None:
+    """The console's current one-time login link (it makes a new one after each use), or
+    None when the console is not running."""
+    if not service_status(settings, CONSOLE).running:
+        return None
+    state = read_state(_state_path(settings, CONSOLE)) or {}
+    link = state.get("login_url")
+    return str(link) if link else None
+
+
 def service_url(settings: Settings, name: str) -> str:
     """API address of a running service; raises when it is not running."""
     status = service_status(settings, name)
@@ -81,9 +93,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 def _stable_port(settings: Settings, name: str) -> int:
     """The port the service had before (if still free), else its setting, else a free one."""
-    return remembered_port(
-        settings.home, name, getattr(settings, f"{name}_port", 0), settings.api_host
-    )
+    host = getattr(settings, f"{name}_host", settings.api_host)
+    return remembered_port(settings.home, name, getattr(settings, f"{name}_port", 0), host)
 
 
 def start_service(settings: Settings, name: str, deadline_s: float = 60.0) -> ServiceStatus:
