@@ -54,7 +54,12 @@ def log_path(settings: Settings, name: str) -> Path:
 
 def service_status(settings: Settings, name: str) -> ServiceStatus:
     """Read a service's state file and check that its process lives."""
-    state = read_state(_state_path(settings, name))
+    try:
+        state = read_state(_state_path(settings, name))
+    except ValueError:
+        # A service writes its state file in place: read between the truncation and the write,
+        # it is empty, and the service is not listening yet either.
+        state = None
     if state is None or not pid_alive(state.get("pid")):
         return ServiceStatus(name, False, None, None)
     return ServiceStatus(name, True, state["pid"], state["url"])
