@@ -14,7 +14,8 @@ from rich.table import Table
 
 from infra import broker, postgres, tokens
 from infra.errors import InfraError
-from services.common.settings import SERVICES, Settings
+from services.common.settings import SERVICES, InfrastructureNotStarted, Settings
+from services.simulator.cli_twins import register as register_twins
 from services.simulator.clients import ApiError, Services
 from services.simulator.processes import (
     CONSOLE,
@@ -38,7 +39,7 @@ app = typer.Typer(
         "  dwsim scenario list        faults to replay: Finance down, map paused, bad records…"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
 )
 map_app = typer.Typer(help="Run, pause, resume or stop a table map.", no_args_is_help=True)
@@ -68,10 +69,27 @@ async def _with_services(settings: Settings, work: Any) -> Any:
 def _run(settings: Settings, work: Any) -> Any:
     try:
         return asyncio.run(_with_services(settings, work))
-    except ServiceStartFailed as exc:
+    except (ServiceStartFailed, InfrastructureNotStarted) as exc:
         raise _fail(str(exc)) from exc
     except ApiError as exc:
         raise _fail(str(exc)) from exc
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        typer.echo(f"dwsim {version('dwsim')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """dwsim: run, break and inspect the Project Operations invoice integration locally."""
 
 
 @app.command()
@@ -327,27 +345,33 @@ def map_run(name: str = typer.Argument(..., help="'invoices', 'actuals' or a ful
 def errors(
     retry: str | None = typer.Option(None, "--retry", help="Retry the error with this id."),
     retry_all: bool = typer.Option(False, "--retry-all", help="Retry every error."),
+    status: str | None = typer.Option(
+        None, help="Only errors in this status: open, retried, resolved."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The bridge's error queue: list, retry one, or retry all."""
+    """The bridge's error queue with each error's status: list, retry one, or retry all."""
 
     async def work(services: Services) -> Any:
         if retry:
             return await services.bridge.post(f"/errors/{retry}/retry")
         if retry_all:
             return await services.bridge.post("/errors/retry-all")
-        return await services.bridge.get("/errors")
+        return await services.bridge.get("/errors", status=status)
 
     result = _run(Settings(), work)
     if as_json or retry or retry_all:
         typer.echo(json.dumps(result, default=str, indent=None if as_json else 2))
         return
-    table = Table("id", "map", "record", "reason", "at")
+    table = Table("id", "map", "status", "type", "record", "invoice", "reason", "at")
     for e in result:
         table.add_row(
             str(e.get("error_id", e.get("id"))),
             str(e.get("map_name")),
+            str(e.get("status")),
+            str(e.get("error_type")),
             str(e.get("record_key")),
+            str(e.get("invoice_id") or ""),
             str(e.get("reason")),
             str(e.get("created_at")),
         )
@@ -355,14 +379,21 @@ def errors(
 
 
 @app.command()
-def trace(invoice_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def trace(
+    invoice_id: str = typer.Argument(..., help="The invoice's id, or a prefix that names one"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """An invoice's journey across Dataverse, the bridge and Finance."""
-    from services.simulator.trace import collect_trace, print_trace
+    from services.simulator.trace import collect_trace, print_trace, resolve_invoice_id
 
     async def work(services: Services) -> Any:
-        return await collect_trace(services, invoice_id)
+        known = [str(i["invoice_id"]) for i in await services.dataverse.get("/invoices")]
+        return await collect_trace(services, resolve_invoice_id(known, invoice_id))
 
-    journey = _run(Settings(), work)
+    try:
+        journey = _run(Settings(), work)
+    except LookupError as exc:
+        raise _fail(str(exc).strip("'\"")) from exc
     if as_json:
         typer.echo(json.dumps(journey, default=str))
     else:
@@ -482,3 +513,7 @@ def bench(
 
 async def _bench_run(settings: Settings, sizes: Any, console: Console, run: Any) -> Any:
     return await run(settings, sizes, console)
+
+
+# The console's views in the terminal (services/simulator/cli_twins.py).
+register_twins(app, _run, _fail, console)

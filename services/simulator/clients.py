@@ -85,25 +85,27 @@ class Services:
         self.settings = settings
         self._clients: dict[str, ApiClient] = {}
 
-    def _client(self, name: str, token: str) -> ApiClient:
+    def _client(self, name: str, role: str) -> ApiClient:
         if name not in self._clients:
-            self._clients[name] = ApiClient(name, service_url(self.settings, name), token)
+            # The address first: a service that is not running is the error to name.
+            url = service_url(self.settings, name)
+            self._clients[name] = ApiClient(name, url, self.settings.role_token(role))
         return self._clients[name]
 
     @property
     def dataverse(self) -> ApiClient:
         """Dataverse, as the project manager."""
-        return self._client("dataverse", self.settings.token_project_manager)
+        return self._client("dataverse", "project_manager")
 
     @property
     def finance(self) -> ApiClient:
         """Finance, as the project accountant."""
-        return self._client("finance", self.settings.token_accountant)
+        return self._client("finance", "accountant")
 
     @property
     def bridge(self) -> ApiClient:
         """The bridge's admin API, as the administrator."""
-        return self._client("bridge", self.settings.token_administrator)
+        return self._client("bridge", "administrator")
 
     @property
     def clerk_token(self) -> str:
