@@ -99,7 +99,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1440,1000",
+        "--window-size=1600,1000",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):
         options.add_argument(flag)

@@ -24,16 +24,16 @@ from tests.browser.conftest import README_IMAGES, Stack
 from tests.e2e.conftest import run_dwsim
 
 pytestmark = pytest.mark.integration
-README_SHOTS = {"overview": "console-overview.png", "invoice": "console-invoice.png"}
+README_SHOTS = {"overview-after": "console-overview.png", "invoice": "console-invoice.png"}
 
 
 def _shoot(driver: WebDriver, folder: Path, name: str) -> Path:
     """Save the whole page (the window made as tall as the page) as a PNG."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1440, max(900, min(int(height), 3000)))
+    driver.set_window_size(1600, max(900, min(int(height) + 200, 3200)))
     path = folder / f"{name}.png"
     driver.save_screenshot(str(path))
-    driver.set_window_size(1440, 1000)
+    driver.set_window_size(1600, 1000)
     if name in README_SHOTS and _readme_images_wanted():
         README_IMAGES.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, README_IMAGES / README_SHOTS[name])
