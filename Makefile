@@ -50,5 +50,7 @@ schemas: $(STAMP)  ## Export JSON Schema of every topic to schemas/json/
 docs: $(STAMP)  ## Regenerate docs/configuration.md from the settings (services/common/settings.py)
 	$(BIN)/python -m services.common.configuration_page
 
-clean: down  ## Stop everything and remove .dwsim/ (data, logs, passwords)
+clean: $(STAMP)  ## Stop everything (what `dwsim up` started too) and remove .dwsim/
+	-$(BIN)/dwsim down
+	$(BIN)/python -m infra down
 	rm -rf .dwsim

@@ -7,13 +7,16 @@ reason; an unknown map, record or error 404.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.bridge import repository as repo
-from services.bridge.domain import MapAction, describe
+from services.bridge.alert_rules import edit_alert_rule
+from services.bridge.domain import AlertAction, ErrorType, MapAction, describe
 from services.bridge.handlers import MAPS_BY_NAME, BridgeProcessor
 from services.common.api import connection, create_app, error_responses
 from services.common.auth import Role, require_role
@@ -22,7 +25,23 @@ from services.common.db import DbConnection
 ADMIN = require_role(Role.ADMINISTRATOR)
 # An error id is a PostgreSQL bigint: a larger one is refused as 422, not sent to the database.
 ErrorId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 CONN = Depends(connection)
+
+
+class AlertRuleIn(BaseModel):
+    """An alert rule's new settings: `count` errors of `error_type` within `window_s` seconds
+    fire `action`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_type: ErrorType
+    count: int = Field(ge=1, le=1_000_000, description="Errors in the window that fire the rule")
+    # Up to 30 days: longer than the paused queue's day, and no error is kept in mind longer.
+    window_s: float = Field(
+        gt=0, le=30 * 86_400, allow_inf_nan=False, description="Window in seconds"
+    )
+    action: AlertAction
 
 
 def _processor(request: Request) -> BridgeProcessor:
@@ -84,14 +103,23 @@ def _maps_router() -> APIRouter:
 
     @router.get("/maps/{map}/queue", summary="The map's paused queue: count, bytes, oldest, list")
     async def queue(
-        map: str, limit: int = Query(100, ge=1, le=10_000), conn: DbConnection = CONN
+        map: str,
+        request: Request,
+        limit: int = Query(100, ge=1, le=10_000),
+        conn: DbConnection = CONN,
     ) -> dict[str, Any]:
         row = await repo.get_map(conn, map)
         figures = await repo.queue_figures(conn, row.name)
         head = await repo.queue_head(conn, row.name, limit)
+        limits = _processor(request).limits
         return {
             "map": row.name,
             "state": row.state.value,
+            "limits": {
+                "max_age_s": limits.max_age.total_seconds(),
+                "max_bytes": limits.max_size_bytes,
+                "max_count": limits.max_count,
+            },
             "count": figures.count,
             "bytes": figures.bytes,
             "oldest": figures.oldest,
@@ -126,6 +154,24 @@ def _maps_router() -> APIRouter:
     @router.get("/alert-rules", summary="Alert rules: error type, count, window, action")
     async def alert_rules(conn: DbConnection = CONN) -> list[dict[str, Any]]:
         return await repo.list_alert_rules(conn)
+
+    @router.put(
+        "/alert-rules/{rule_id}",
+        summary="Change an alert rule's error type, count, window and action",
+        description="422 when a value makes no sense (nothing changes); 409 when the map has "
+        "a rule with these values already. The change is written to the map's activity log.",
+    )
+    async def put_alert_rule(
+        rule_id: RuleId, body: AlertRuleIn, conn: DbConnection = CONN
+    ) -> dict[str, Any]:
+        return await edit_alert_rule(
+            conn,
+            rule_id,
+            error_type=body.error_type,
+            count=body.count,
+            window=timedelta(seconds=body.window_s),
+            action=body.action,
+        )
 
     return router
 

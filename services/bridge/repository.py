@@ -546,6 +546,45 @@ async def list_alert_rules(conn: DbConnection) -> list[dict[str, Any]]:
     return [dict(r) for r in await conn.fetch("SELECT * FROM bridge_alert_rule ORDER BY id")]
 
 
+async def lock_alert_rule(conn: DbConnection, rule_id: int) -> StoredRule:
+    """One rule, locked for an edit in the caller's transaction; NotFound when unknown."""
+    row = await conn.fetchrow("SELECT * FROM bridge_alert_rule WHERE id = $1 FOR UPDATE", rule_id)
+    if row is None:
+        raise NotFound(f"no alert rule {rule_id}")
+    return StoredRule(
+        id=row["id"],
+        rule=AlertRule(
+            map_name=row["map_name"],
+            error_type=ErrorType(row["error_type"]),
+            count=row["error_count"],
+            window=timedelta(seconds=row["window_s"]),
+            action=AlertAction(row["action"]),
+        ),
+        last_fired_at=row["last_fired_at"],
+    )
+
+
+async def update_alert_rule(conn: DbConnection, rule_id: int, rule: AlertRule) -> None:
+    """Store a rule's new error type, count, window and action."""
+    await conn.execute(
+        "UPDATE bridge_alert_rule SET error_type = $2, error_count = $3, window_s = $4, "
+        "action = $5 WHERE id = $1",
+        rule_id,
+        rule.error_type.value,
+        rule.count,
+        rule.window.total_seconds(),
+        rule.action.value,
+    )
+
+
+async def alert_rule_view(conn: DbConnection, rule_id: int) -> dict[str, Any]:
+    """One rule as the API shows it; NotFound when unknown."""
+    row = await conn.fetchrow("SELECT * FROM bridge_alert_rule WHERE id = $1", rule_id)
+    if row is None:
+        raise NotFound(f"no alert rule {rule_id}")
+    return dict(row)
+
+
 # --------------------------------------------------------------------------------------------
 # Activity log
 

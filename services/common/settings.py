@@ -150,6 +150,15 @@ class Settings(BaseSettings):
     dataverse_port: int = Field(default=0, ge=0, description="Dataverse API port; 0 = free one.")
     finance_port: int = Field(default=0, ge=0, description="Finance API port; 0 = free one.")
     bridge_port: int = Field(default=0, ge=0, description="Bridge admin API port; 0 = free one.")
+    # The console acts for whoever logs in, the administrator included: local by default.
+    console_host: str = Field(
+        default="127.0.0.1",
+        description="Address the web console binds; keep it local unless others must reach it.",
+    )
+    console_port: int = Field(default=0, ge=0, description="Web console port; 0 = free one.")
+    console_refresh_s: float = Field(
+        default=2.0, gt=0, description="Console: how often the live overview refreshes itself."
+    )
 
     # Bearer tokens of the roles, as configured. Anyone on the machine could act as any role
     # with a constant default, so there is none: unset, a role's token is the one generated

@@ -14,9 +14,16 @@ from rich.table import Table
 
 from infra import broker, postgres, tokens
 from infra.errors import InfraError
-from services.common.settings import SERVICES, Settings
+from services.common.settings import SERVICES, InfrastructureNotStarted, Settings
+from services.simulator.cli_twins import register as register_twins
 from services.simulator.clients import ApiError, Services
-from services.simulator.processes import ServiceStartFailed, service_status, stop_all
+from services.simulator.processes import (
+    CONSOLE,
+    ServiceStartFailed,
+    console_login_link,
+    service_status,
+    stop_all,
+)
 from services.simulator.report import print_figures, print_report
 from services.simulator.stack import bring_up, forget, recall, remember, running_stack, take_down
 
@@ -32,7 +39,7 @@ app = typer.Typer(
         "  dwsim scenario list        faults to replay: Finance down, map paused, bad records…"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
 )
 map_app = typer.Typer(help="Run, pause, resume or stop a table map.", no_args_is_help=True)
@@ -42,10 +49,12 @@ scenario_app = typer.Typer(
 app.add_typer(map_app, name="map")
 app.add_typer(scenario_app, name="scenario")
 console = Console()
+# Errors go to stderr, so that `dwsim maps --json | jq` never reads an error line as data.
+_err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    _err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -60,10 +69,27 @@ async def _with_services(settings: Settings, work: Any) -> Any:
 def _run(settings: Settings, work: Any) -> Any:
     try:
         return asyncio.run(_with_services(settings, work))
-    except ServiceStartFailed as exc:
+    except (ServiceStartFailed, InfrastructureNotStarted) as exc:
         raise _fail(str(exc)) from exc
     except ApiError as exc:
         raise _fail(str(exc)) from exc
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        typer.echo(f"dwsim {version('dwsim')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """dwsim: run, break and inspect the Project Operations invoice integration locally."""
 
 
 @app.command()
@@ -75,14 +101,17 @@ def up() -> None:
     for line in tokens.describe_new_tokens(settings, tokens.ensure_tokens(settings)):
         console.print(line, soft_wrap=True, highlight=False)
     try:
-        started, statuses = bring_up(settings)
+        started, statuses = bring_up(settings, console=True)
     except (InfraError, ServiceStartFailed) as exc:
         raise _fail(str(exc)) from exc
     remember(settings, started)
     table = Table("service", "API", "OpenAPI page", "pid")
     for s in statuses:
-        table.add_row(s.name, s.url or "-", s.openapi or "-", str(s.pid))
+        table.add_row(s.name, s.url or "-", (s.name != CONSOLE and s.openapi) or "-", str(s.pid))
     console.print(table)
+    link = console_login_link(settings)
+    if link:
+        console.print(f"Console (one-time login link, as administrator): {link}", soft_wrap=True)
     console.print(f"Bearer tokens of the roles: {tokens.tokens_path(settings)}")
     console.print("Stop everything with `dwsim down`.")
 
@@ -114,22 +143,39 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         "services": {},
         "maps": [],
     }
-    for name in SERVICES:
+    for name in (*SERVICES, CONSOLE):
         s = service_status(settings, name)
         data["services"][name] = {"running": s.running, "url": s.url, "pid": s.pid}
+    data["console_login"] = console_login_link(settings)
     if service_status(settings, "bridge").running:
         data["maps"] = _run(settings, _maps_with_counts)
+    # What `dwsim up` starts is expected to run, as `python -m infra status` expects the broker
+    # and PostgreSQL: a script can trust the exit code.
+    down = [
+        name
+        for name, running in (
+            ("broker", b.running),
+            ("postgres", p.running),
+            *((name, s["running"]) for name, s in data["services"].items()),
+        )
+        if not running
+    ]
     if as_json:
         typer.echo(json.dumps(data, default=str))
-        return
-    table = Table("part", "state", "where")
-    table.add_row("broker", "up" if b.running else "down", b.bootstrap or "-")
-    table.add_row("postgres", "up" if p.running else "down", p.url or "-")
-    for name, s in data["services"].items():
-        table.add_row(name, "up" if s["running"] else "down", s["url"] or "-")
-    console.print(table)
-    if data["maps"]:
-        _print_maps(data["maps"])
+    else:
+        table = Table("part", "state", "where")
+        table.add_row("broker", "up" if b.running else "down", b.bootstrap or "-")
+        table.add_row("postgres", "up" if p.running else "down", p.url or "-")
+        for name, s in data["services"].items():
+            table.add_row(name, "up" if s["running"] else "down", s["url"] or "-")
+        console.print(table)
+        if data["console_login"]:
+            console.print(f"Console login link: {data['console_login']}", soft_wrap=True)
+        if data["maps"]:
+            _print_maps(data["maps"])
+    if down:
+        _err.print(f"down: {', '.join(down)} (`dwsim up` starts them)", soft_wrap=True)
+        raise typer.Exit(3)
 
 
 async def _maps_with_counts(services: Services) -> list[dict[str, Any]]:
@@ -308,27 +354,33 @@ def map_run(name: str = typer.Argument(..., help="'invoices', 'actuals' or a ful
 def errors(
     retry: str | None = typer.Option(None, "--retry", help="Retry the error with this id."),
     retry_all: bool = typer.Option(False, "--retry-all", help="Retry every error."),
+    status: str | None = typer.Option(
+        None, help="Only errors in this status: open, retried, resolved."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The bridge's error queue: list, retry one, or retry all."""
+    """The bridge's error queue with each error's status: list, retry one, or retry all."""
 
     async def work(services: Services) -> Any:
         if retry:
             return await services.bridge.post(f"/errors/{retry}/retry")
         if retry_all:
             return await services.bridge.post("/errors/retry-all")
-        return await services.bridge.get("/errors")
+        return await services.bridge.get("/errors", status=status)
 
     result = _run(Settings(), work)
     if as_json or retry or retry_all:
         typer.echo(json.dumps(result, default=str, indent=None if as_json else 2))
         return
-    table = Table("id", "map", "record", "reason", "at")
+    table = Table("id", "map", "status", "type", "record", "invoice", "reason", "at")
     for e in result:
         table.add_row(
             str(e.get("error_id", e.get("id"))),
             str(e.get("map_name")),
+            str(e.get("status")),
+            str(e.get("error_type")),
             str(e.get("record_key")),
+            str(e.get("invoice_id") or ""),
             str(e.get("reason")),
             str(e.get("created_at")),
         )
@@ -336,14 +388,21 @@ def errors(
 
 
 @app.command()
-def trace(invoice_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def trace(
+    invoice_id: str = typer.Argument(..., help="The invoice's id, or a prefix that names one"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """An invoice's journey across Dataverse, the bridge and Finance."""
-    from services.simulator.trace import collect_trace, print_trace
+    from services.simulator.trace import collect_trace, print_trace, resolve_invoice_id
 
     async def work(services: Services) -> Any:
-        return await collect_trace(services, invoice_id)
+        known = [str(i["invoice_id"]) for i in await services.dataverse.get("/invoices")]
+        return await collect_trace(services, resolve_invoice_id(known, invoice_id))
 
-    journey = _run(Settings(), work)
+    try:
+        journey = _run(Settings(), work)
+    except LookupError as exc:
+        raise _fail(str(exc).strip("'\"")) from exc
     if as_json:
         typer.echo(json.dumps(journey, default=str))
     else:
@@ -478,3 +537,7 @@ def bench(
 
 async def _bench_run(settings: Settings, sizes: Any, console: Console, run: Any) -> Any:
     return await run(settings, sizes, console)
+
+
+# The console's views in the terminal (services/simulator/cli_twins.py).
+register_twins(app, _run, _fail, console)

@@ -17,6 +17,7 @@ class ApiError(RuntimeError):
 
     def __init__(self, service: str, method: str, path: str, status: int, detail: Json) -> None:
         super().__init__(f"{service}: {method} {path} → {status}: {detail}")
+        self.service = service
         self.status = status
         self.detail = detail
 
@@ -68,21 +69,43 @@ class ApiClient:
         """POST a JSON body."""
         return await self.call("POST", path, body if body is not None else {}, token=token)
 
+    async def put(self, path: str, body: Json, token: str | None = None) -> Json:
+        """PUT a JSON body."""
+        return await self.call("PUT", path, body, token=token)
+
 
 class Services:
-    """Clients of all three services, with the tokens of the roles that use them."""
+    """Clients of all three services, with the tokens of the roles that use them.
+
+    Each client is made on first use, so that a command needing only the bridge says that the
+    bridge is not running, not that Dataverse is not.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.dataverse = ApiClient(
-            "dataverse", service_url(settings, "dataverse"), settings.token_project_manager
-        )
-        self.finance = ApiClient(
-            "finance", service_url(settings, "finance"), settings.token_accountant
-        )
-        self.bridge = ApiClient(
-            "bridge", service_url(settings, "bridge"), settings.token_administrator
-        )
+        self._clients: dict[str, ApiClient] = {}
+
+    def _client(self, name: str, role: str) -> ApiClient:
+        if name not in self._clients:
+            # The address first: a service that is not running is the error to name.
+            url = service_url(self.settings, name)
+            self._clients[name] = ApiClient(name, url, self.settings.role_token(role))
+        return self._clients[name]
+
+    @property
+    def dataverse(self) -> ApiClient:
+        """Dataverse, as the project manager."""
+        return self._client("dataverse", "project_manager")
+
+    @property
+    def finance(self) -> ApiClient:
+        """Finance, as the project accountant."""
+        return self._client("finance", "accountant")
+
+    @property
+    def bridge(self) -> ApiClient:
+        """The bridge's admin API, as the administrator."""
+        return self._client("bridge", "administrator")
 
     @property
     def clerk_token(self) -> str:
@@ -90,6 +113,6 @@ class Services:
         return self.settings.token_receivables_clerk
 
     async def close(self) -> None:
-        """Close every client."""
-        for client in (self.dataverse, self.finance, self.bridge):
+        """Close every client made."""
+        for client in self._clients.values():
             await client.close()

@@ -20,6 +20,8 @@ from infra.processes import pid_alive, read_state, remembered_port, stop_process
 from services.common.settings import SERVICES, Settings
 
 LAUNCHED = "launched.json"
+# The web console: started by `dwsim up` beside the services, it has no database of its own.
+CONSOLE = "console"
 
 
 class ServiceStartFailed(RuntimeError):
@@ -52,10 +54,25 @@ def log_path(settings: Settings, name: str) -> Path:
 
 def service_status(settings: Settings, name: str) -> ServiceStatus:
     """Read a service's state file and check that its process lives."""
-    state = read_state(_state_path(settings, name))
+    try:
+        state = read_state(_state_path(settings, name))
+    except ValueError:
+        # A service writes its state file in place: read between the truncation and the write,
+        # it is empty, and the service is not listening yet either.
+        state = None
     if state is None or not pid_alive(state.get("pid")):
         return ServiceStatus(name, False, None, None)
     return ServiceStatus(name, True, state["pid"], state["url"])
+
+
+def console_login_link(settings: Settings) -> str | None:
+    """The console's current one-time login link (it makes a new one after each use), or
+    None when the console is not running."""
+    if not service_status(settings, CONSOLE).running:
+        return None
+    state = read_state(_state_path(settings, CONSOLE)) or {}
+    link = state.get("login_url")
+    return str(link) if link else None
 
 
 def service_url(settings: Settings, name: str) -> str:
@@ -81,9 +98,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 def _stable_port(settings: Settings, name: str) -> int:
     """The port the service had before (if still free), else its setting, else a free one."""
-    return remembered_port(
-        settings.home, name, getattr(settings, f"{name}_port", 0), settings.api_host
-    )
+    host = getattr(settings, f"{name}_host", settings.api_host)
+    return remembered_port(settings.home, name, getattr(settings, f"{name}_port", 0), host)
 
 
 def start_service(settings: Settings, name: str, deadline_s: float = 60.0) -> ServiceStatus:

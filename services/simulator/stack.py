@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from infra import broker, postgres, tokens, topics
 from infra.processes import read_state, write_state
 from services.common.settings import SERVICES, Settings
-from services.simulator.processes import ServiceStatus, service_status, start_service, stop_all
+from services.simulator.processes import (
+    CONSOLE,
+    ServiceStatus,
+    service_status,
+    start_service,
+    stop_all,
+)
 
 
 @dataclass(frozen=True)
@@ -21,9 +27,9 @@ class Started:
     services: tuple[str, ...]
 
 
-def bring_up(settings: Settings) -> tuple[Started, list[ServiceStatus]]:
-    """Start what is not running: broker, PostgreSQL, topics, then each service; the home's
-    bearer tokens are generated first if it has none.
+def bring_up(settings: Settings, console: bool = False) -> tuple[Started, list[ServiceStatus]]:
+    """Start what is not running: broker, PostgreSQL, topics, then each service (and the web
+    console when `console`); the home's bearer tokens are generated first if it has none.
 
     If one of them fails to start, what this call started is stopped again before the error
     goes on: a PostgreSQL that cannot be reached left the broker running behind a failed
@@ -31,14 +37,15 @@ def bring_up(settings: Settings) -> tuple[Started, list[ServiceStatus]]:
     """
     broker_started = not settings.kafka_bootstrap and not broker.status(settings).running
     pg_started = not settings.database_url and not postgres.status(settings).running
-    new = tuple(name for name in SERVICES if not service_status(settings, name).running)
+    names = (*SERVICES, CONSOLE) if console else SERVICES
+    new = tuple(name for name in names if not service_status(settings, name).running)
     started = Started(broker_started, pg_started, new)
     try:
         tokens.ensure_tokens(settings)
         broker.start(settings)
         postgres.start(settings)
         topics.provision(settings)
-        statuses = [start_service(settings, name) for name in SERVICES]
+        statuses = [start_service(settings, name) for name in names]
     except BaseException:
         take_down(settings, started)
         raise

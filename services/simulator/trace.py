@@ -17,6 +17,25 @@ async def _maybe(call: Any) -> Any:
         return {"error": str(exc)} if exc.status != 404 else None
 
 
+def resolve_invoice_id(known: list[str], given: str) -> str:
+    """The one invoice id among `known` that `given` is, or is a prefix of; LookupError
+    naming the candidates when there is none or more than one."""
+    wanted = given.strip().lower()
+    matches = [i for i in known if i.lower().startswith(wanted)] if wanted else []
+    if wanted in (i.lower() for i in known):
+        return next(i for i in known if i.lower() == wanted)
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise LookupError(f"no invoice id starts with {given!r}")
+    raise LookupError(
+        f"{len(matches)} invoice ids start with {given!r}: "
+        + ", ".join(sorted(matches)[:5])
+        + ("…" if len(matches) > 5 else "")
+        + "; give more of the id"
+    )
+
+
 async def collect_trace(services: Services, invoice_id: str) -> dict[str, Any]:
     """What each side holds for the invoice, and the bridge's records of it."""
     return {
