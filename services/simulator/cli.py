@@ -429,6 +429,12 @@ def scenario_run(
     as_json: bool = typer.Option(
         False, "--json", help="Print each check (name, passed, detail) and the report as JSON."
     ),
+    web_console: bool = typer.Option(
+        False,
+        "--console",
+        help="Start the web console on the scenario's stack and print its login link: its "
+        "live overview shows the fault as it happens (receipts timing out, the map pausing).",
+    ),
 ) -> None:
     """Run one scenario, or every scenario a file defines (docs/scenarios.md); exit 0 only if
     every check they state holds, the closing reconciliation's agreement included."""
@@ -454,7 +460,7 @@ def scenario_run(
     for scenario in chosen:
         logs = f"{settings.home}/scenarios/{scenario.name}/logs"
         try:
-            result = run_scenario(settings, scenario, out, keep=keep)
+            result = run_scenario(settings, scenario, out, keep=keep, web_console=web_console)
         except (InfraError, ServiceStartFailed) as exc:
             raise _fail(f"scenario {scenario.name} failed: {exc} (logs: {logs})") from exc
         if as_json:

@@ -38,6 +38,7 @@ from services.common.settings import Settings
 from services.simulator.clients import ApiError, Services
 from services.simulator.deadlines import DeadlinePassed
 from services.simulator.demo import DemoFailed, DemoRun, new_progress
+from services.simulator.processes import console_login_link
 from services.simulator.reconcile import Report, reconcile
 from services.simulator.seed import DemoPlan
 from services.simulator.snapshot import fetch_snapshot
@@ -199,15 +200,25 @@ def load_file(path: Path) -> list[Scenario]:
 
 
 def run_scenario(
-    settings: Settings, scenario: Scenario, console: Console, keep: bool = False
+    settings: Settings,
+    scenario: Scenario,
+    console: Console,
+    keep: bool = False,
+    web_console: bool = False,
 ) -> ScenarioResult:
-    """Run a scenario on its own stack; its result holds every check, the closing
+    """Run a scenario on its own stack (with the web console on it when `web_console`, so its
+    live overview shows the fault as it happens); its result holds every check, the closing
     reconciliation's agreement last."""
     own = settings.model_copy(
         update={"home": settings.home / "scenarios" / scenario.name, **(scenario.settings or {})}
     )
     console.print(f"[bold]{scenario.name}[/bold]: {scenario.description}")
-    with running_stack(own, keep=keep):
+    with running_stack(own, keep=keep, console=web_console):
+        if web_console:
+            link = console_login_link(own)
+            console.print(
+                f"Console of this scenario's stack (one-time login link): {link}", soft_wrap=True
+            )
         return asyncio.run(_run(own, scenario, console))
 
 

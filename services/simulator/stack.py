@@ -91,9 +91,12 @@ def take_down(settings: Settings, started: Started) -> None:
 
 
 @contextmanager
-def running_stack(settings: Settings, keep: bool = False) -> Iterator[list[ServiceStatus]]:
-    """The stack for the block; stops afterwards what it started unless `keep`."""
-    started, statuses = bring_up(settings)
+def running_stack(
+    settings: Settings, keep: bool = False, console: bool = False
+) -> Iterator[list[ServiceStatus]]:
+    """The stack for the block (with the web console when `console`); stops afterwards what it
+    started unless `keep`."""
+    started, statuses = bring_up(settings, console=console)
     try:
         yield statuses
     finally:

@@ -61,9 +61,13 @@ def test_every_scenario_names_its_required_checks() -> None:
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario_holds_every_check_it_states(dwsim_home: Path, name: str) -> None:
-    result = run_dwsim(dwsim_home, "scenario", "run", name, "--json", timeout=600)
+    # One scenario also starts the web console on its stack, whose overview then shows it live.
+    console = ["--console"] if name == "happy-path" else []
+    result = run_dwsim(dwsim_home, "scenario", "run", name, "--json", *console, timeout=600)
     output = result.stdout[-4000:] + result.stderr[-4000:]
     assert result.stdout.strip(), output
+    if console:
+        assert "stack (one-time login link): http://127.0.0.1:" in result.stderr, output
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     failed = [c for c in outcome["checks"] if not c["passed"]]
     assert not failed, f"{failed}\n{output}"
