@@ -1,5 +1,8 @@
 """Finance's HTTP API: legal entity setup, staging, import, journals, proposals, posting, ledger.
 
+A route parses its request, calls one use case (`commands`, `importer`, `posting`) or a read of
+`repository`, and shapes the answer with a response model of `views`.
+
 Roles by bearer token: the project accountant sets up legal entities, runs the import and posts
 journals; the receivables clerk posts proposals; any known role reads. Bodies that do not
 validate get 422 naming the field; a business rule that refuses gets 409 (405 for creating or
@@ -8,9 +11,9 @@ deleting a proposal, which only Dataverse may do); in both cases nothing is writ
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
@@ -18,27 +21,36 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from schemas.decimal_text import POSITIVE, DecimalText
-from schemas.finance_events import ProposalHeaderChanged
-from schemas.topics import Topic, topic_name
 from schemas.vocabulary import BillingType
-from services.common import outbox
 from services.common.api import ErrorOut, connection, create_app
 from services.common.auth import Role, require_role
 from services.common.db import DbConnection
-from services.common.errors import NotFound, OneWayViolation
+from services.common.errors import OneWayViolation
 from services.common.logging import get_logger
 from services.finance import commands, repository, views
-from services.finance.commands import StoredFixedRate
 from services.finance.domain import (
-    ONE_WAY_MESSAGE,
-    FinanceRuleError,
-    ProposalStatus,
+    EDITABLE_HEADER_FIELDS,
     refuse_proposal_create,
     refuse_proposal_delete,
-    refuse_proposal_rekey,
 )
 from services.finance.importer import import_from_staging
 from services.finance.posting import post_all_journals, post_journal, post_proposal_invoice
+from services.finance.views import (
+    ContractFixedRateOut,
+    CustomerInvoiceOut,
+    ImportSummaryOut,
+    JournalDetailOut,
+    JournalOut,
+    JournalPostingOut,
+    LedgerEntryOut,
+    LegalEntityOut,
+    ProposalDetailOut,
+    ProposalOut,
+    RefusedRecordOut,
+    StagingCount,
+    StagingRowOut,
+    VoucherOut,
+)
 
 log = get_logger(__name__)
 
@@ -117,15 +129,6 @@ class FiscalPeriodBody(BaseModel):
     closed: StrictBool
 
 
-class StagingCount(BaseModel):
-    """How many staged actuals match, and when the latest of them arrived."""
-
-    count: int
-    last_received_at: datetime | None = Field(
-        description="When Finance received the latest matching row (null when none match)"
-    )
-
-
 class ImportBody(BaseModel):
     """Import everything, or one proposal's lines only."""
 
@@ -200,18 +203,16 @@ def _setup_router() -> APIRouter:
         body: LegalEntityBody,
         conn: DbConnection = CONN,
         _: Role = ACCOUNTANT,
-    ) -> dict[str, Any]:
-        async with conn.transaction():
-            created = await repository.upsert_legal_entity(
-                conn,
-                legal_entity_id,
-                body.accounting_currency,
-                body.line_properties,
-                body.move_to_next_open_period,
-                body.fiscal_year,
-            )
-        log.info("legal_entity_set_up", legal_entity=legal_entity_id, created=created)
-        return await _legal_entity(conn, legal_entity_id)
+    ) -> LegalEntityOut:
+        setup = await commands.set_up_legal_entity(
+            conn,
+            legal_entity_id,
+            accounting_currency=body.accounting_currency,
+            line_properties=body.line_properties,
+            move_to_next_open_period=body.move_to_next_open_period,
+            fiscal_year=body.fiscal_year,
+        )
+        return views.legal_entity_out(setup)
 
     @router.post("/{legal_entity_id}/exchange-rates", summary="Add or replace an exchange rate")
     async def post_exchange_rate(
@@ -219,17 +220,16 @@ def _setup_router() -> APIRouter:
         body: ExchangeRateBody,
         conn: DbConnection = CONN,
         _: Role = ACCOUNTANT,
-    ) -> dict[str, Any]:
-        async with conn.transaction():
-            await repository.add_exchange_rate(
-                conn,
-                legal_entity_id,
-                body.from_currency,
-                body.to_currency,
-                body.valid_from,
-                body.rate,
-            )
-        return await _legal_entity(conn, legal_entity_id)
+    ) -> LegalEntityOut:
+        setup = await commands.add_exchange_rate(
+            conn,
+            legal_entity_id,
+            from_currency=body.from_currency,
+            to_currency=body.to_currency,
+            valid_from=body.valid_from,
+            rate=body.rate,
+        )
+        return views.legal_entity_out(setup)
 
     @router.put("/{legal_entity_id}/fiscal-periods/{period}", summary="Open or close a period")
     async def put_fiscal_period(
@@ -238,36 +238,27 @@ def _setup_router() -> APIRouter:
         period: str = Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM"),
         conn: DbConnection = CONN,
         _: Role = ACCOUNTANT,
-    ) -> dict[str, Any]:
+    ) -> LegalEntityOut:
         year, month = (int(part) for part in period.split("-"))
-        async with conn.transaction():
-            await repository.set_fiscal_period(conn, legal_entity_id, year, month, body.closed)
-        log.info(
-            "fiscal_period_set", legal_entity=legal_entity_id, period=period, closed=body.closed
+        setup = await commands.set_fiscal_period(
+            conn, legal_entity_id, year=year, month=month, closed=body.closed
         )
-        return await _legal_entity(conn, legal_entity_id)
+        return views.legal_entity_out(setup)
 
     @router.get("", summary="Every legal entity with its setup")
     async def list_legal_entities(
         conn: DbConnection = CONN, _: Role = ANY_ROLE
-    ) -> list[dict[str, Any]]:
+    ) -> list[LegalEntityOut]:
         setups = await repository.load_setups(conn)
-        return [repository.setup_to_dict(setups[k]) for k in sorted(setups)]
+        return [views.legal_entity_out(setups[k]) for k in sorted(setups)]
 
     @router.get("/{legal_entity_id}", summary="One legal entity with its setup")
     async def get_legal_entity(
         legal_entity_id: str, conn: DbConnection = CONN, _: Role = ANY_ROLE
-    ) -> dict[str, Any]:
-        return await _legal_entity(conn, legal_entity_id)
+    ) -> LegalEntityOut:
+        return views.legal_entity_out(await commands.legal_entity_setup(conn, legal_entity_id))
 
     return router
-
-
-async def _legal_entity(conn: DbConnection, legal_entity_id: str) -> dict[str, Any]:
-    setups = await repository.load_setups(conn, [legal_entity_id])
-    if legal_entity_id not in setups:
-        raise NotFound(f"no legal entity {legal_entity_id}")
-    return repository.setup_to_dict(setups[legal_entity_id])
 
 
 # --- staging and import ---------------------------------------------------------------------------
@@ -285,7 +276,7 @@ def _staging_router() -> APIRouter:
         transaction_type: Literal["cost", "unbilled_sales", "billed_sales"] | None = None,
         conn: DbConnection = CONN,
         _: Role = ANY_ROLE,
-    ) -> list[dict[str, Any]]:
+    ) -> list[StagingRowOut]:
         rows = await repository.list_staging(
             conn,
             legal_entity,
@@ -294,7 +285,7 @@ def _staging_router() -> APIRouter:
             status,
             transaction_type,
         )
-        return [views.staging_view(r) for r in rows]
+        return [views.staging_out(r) for r in rows]
 
     @router.get(
         "/staging/count",
@@ -320,20 +311,22 @@ def _staging_router() -> APIRouter:
         return StagingCount(count=count, last_received_at=last_received_at)
 
     @router.get("/refused-records", summary="Records Finance refused (e.g. unknown legal entity)")
-    async def list_refused(conn: DbConnection = CONN, _: Role = ANY_ROLE) -> list[dict[str, Any]]:
-        return [views.row_view(r) for r in await repository.list_refused(conn)]
+    async def list_refused(conn: DbConnection = CONN, _: Role = ANY_ROLE) -> list[RefusedRecordOut]:
+        return [
+            RefusedRecordOut.model_validate(dict(r)) for r in await repository.list_refused(conn)
+        ]
 
     @router.post("/import", summary="Run import from staging now (all, or one proposal)")
     async def run_import(
         request: Request,
         body: ImportBody | None = Body(default=None),  # noqa: B008
         _: Role = ACCOUNTANT,
-    ) -> dict[str, Any]:
+    ) -> ImportSummaryOut:
         proposal_id = str(body.proposal_id) if body and body.proposal_id else None
         summary = await import_from_staging(
             request.app.state.pool, request.app.state.settings, proposal_id
         )
-        return summary.as_dict()
+        return views.import_summary_out(summary)
 
     return router
 
@@ -350,34 +343,36 @@ def _journal_router() -> APIRouter:
         legal_entity: str | None = None,
         conn: DbConnection = CONN,
         _: Role = ANY_ROLE,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JournalOut]:
         rows = await repository.list_journals(conn, status, legal_entity)
-        return [views.journal_view(r) for r in rows]
+        return [JournalOut.model_validate(dict(r)) for r in rows]
 
     @router.post("/post", summary="Post every unposted integration journal")
     async def post_journals(
         request: Request,
         body: PostJournalsBody | None = Body(default=None),  # noqa: B008
         _: Role = ACCOUNTANT,
-    ) -> list[dict[str, Any]]:
-        return await post_all_journals(
+    ) -> list[JournalPostingOut]:
+        postings = await post_all_journals(
             request.app.state.pool,
             request.app.state.settings,
             body.legal_entity if body else None,
         )
+        return [views.journal_posting_out(p) for p in postings]
 
     @router.get("/{journal_id}", summary="One integration journal with its lines")
     async def get_journal(
         journal_id: str, conn: DbConnection = CONN, _: Role = ANY_ROLE
-    ) -> dict[str, Any]:
+    ) -> JournalDetailOut:
         header = await repository.get_journal_row(conn, journal_id)
-        return views.journal_view(header, await repository.journal_line_rows(conn, journal_id))
+        return views.journal_out(header, await repository.journal_line_rows(conn, journal_id))
 
     @router.post("/{journal_id}/post", summary="Post one integration journal")
     async def post_one_journal(
         journal_id: str, request: Request, conn: DbConnection = CONN, _: Role = ACCOUNTANT
-    ) -> dict[str, Any]:
-        return await post_journal(conn, request.app.state.settings, journal_id)
+    ) -> JournalPostingOut:
+        posting = await post_journal(conn, request.app.state.settings, journal_id)
+        return views.journal_posting_out(posting)
 
     return router
 
@@ -393,8 +388,8 @@ def _proposal_router() -> APIRouter:
         status: Literal["open", "lines_imported", "posted"] | None = None,
         conn: DbConnection = CONN,
         _: Role = ANY_ROLE,
-    ) -> list[dict[str, Any]]:
-        return [views.proposal_view(r) for r in await repository.list_proposals(conn, status)]
+    ) -> list[ProposalOut]:
+        return [views.proposal_out(r) for r in await repository.list_proposals(conn, status)]
 
     @router.post(
         "",
@@ -410,10 +405,10 @@ def _proposal_router() -> APIRouter:
     @router.get("/{proposal_id}", summary="One proposal: header, lines, status, waiting reason")
     async def get_proposal(
         proposal_id: UUID, conn: DbConnection = CONN, _: Role = ANY_ROLE
-    ) -> dict[str, Any]:
+    ) -> ProposalDetailOut:
         header = await repository.get_proposal(conn, str(proposal_id))
         lines = await repository.proposal_line_rows(conn, str(proposal_id))
-        return views.proposal_view(header, lines)
+        return views.proposal_detail_out(header, lines)
 
     @router.delete(
         "/{proposal_id}",
@@ -433,12 +428,13 @@ def _proposal_router() -> APIRouter:
         request: Request,
         conn: DbConnection = CONN,
         _: Role = FINANCE_STAFF,
-    ) -> dict[str, Any]:
+    ) -> ProposalOut:
         return await _edit_header(conn, request, proposal_id, body, replace_whole=False)
 
     @router.put(
         "/{proposal_id}",
         summary="Replace the Finance-owned header fields; never creates nor re-keys",
+        response_model=ProposalOut,
         responses={405: {"model": ErrorOut, "description": "No such proposal: never created"}},
     )
     async def put_proposal(
@@ -447,11 +443,10 @@ def _proposal_router() -> APIRouter:
         request: Request,
         conn: DbConnection = CONN,
         _: Role = FINANCE_STAFF,
-    ) -> Any:
-        exists = await conn.fetchval(
-            "SELECT true FROM project_invoice_proposal WHERE proposal_id = $1", proposal_id
-        )
-        if not exists:
+    ) -> ProposalOut | JSONResponse:
+        # Checked apart from the edit: a proposal that never came is 405 (domain rule 1), where
+        # a re-key inside the edit is the 409 of any refused rule.
+        if not await repository.proposal_exists(conn, str(proposal_id)):
             try:
                 refuse_proposal_create(str(proposal_id))
             except OneWayViolation as exc:
@@ -465,14 +460,14 @@ def _proposal_router() -> APIRouter:
         body: PostProposalBody | None = Body(default=None),  # noqa: B008
         conn: DbConnection = CONN,
         _: Role = CLERK,
-    ) -> dict[str, Any]:
+    ) -> CustomerInvoiceOut:
         number = await post_proposal_invoice(
             conn,
             request.app.state.settings,
             str(proposal_id),
             body.posting_date if body else None,
         )
-        return views.row_view(await repository.get_customer_invoice(conn, number))
+        return _customer_invoice(await repository.get_customer_invoice(conn, number))
 
     return router
 
@@ -483,51 +478,18 @@ async def _edit_header(
     proposal_id: UUID,
     body: ProposalEditBody,
     replace_whole: bool,
-) -> dict[str, Any]:
-    """Apply allowed header edits and publish `proposal-header-changed` (the bridge refuses
-    to carry it back: the proposal map is one way)."""
-    pid = str(proposal_id)
-    editable = ("sales_tax_group", "payment_terms")
-    async with conn.transaction():
-        record = await repository.get_proposal(conn, pid, for_update=True)
-        if body.proposal_id is not None and body.proposal_id != proposal_id:
-            refuse_proposal_rekey(pid, str(body.proposal_id))
-        if record["status"] == ProposalStatus.POSTED:
-            raise FinanceRuleError(
-                f"proposal {pid} is posted as invoice {record['invoice_number']}: "
-                "its header is read-only"
-            )
-        given = body.model_fields_set if not replace_whole else set(editable)
-        changes = {
-            name: getattr(body, name)
-            for name in editable
-            if name in given and getattr(body, name) != record[name]
-        }
-        if changes:
-            await repository.update_proposal_header_fields(conn, pid, changes)
-            await outbox.add(
-                conn,
-                topic_name(Topic.PROPOSAL_HEADER_CHANGED, request.app.state.settings.topic_prefix),
-                pid,
-                outbox.envelope(
-                    "proposal.header_changed",
-                    "finance",
-                    ProposalHeaderChanged(
-                        invoice_id=proposal_id,
-                        legal_entity=record["legal_entity"],
-                        changed_fields={k: "" if v is None else str(v) for k, v in changes.items()},
-                    ),
-                    correlation_id=pid,
-                ),
-            )
-            log.info(
-                "proposal_header_edited_in_finance",
-                invoice_id=pid,
-                fields=sorted(changes),
-                note=ONE_WAY_MESSAGE,
-            )
-        record = await repository.get_proposal(conn, pid)
-    return views.proposal_view(record)
+) -> ProposalOut:
+    """PATCH edits the fields given; PUT replaces every Finance-owned field (absent: null)."""
+    given = set(EDITABLE_HEADER_FIELDS) if replace_whole else body.model_fields_set
+    requested = {name: getattr(body, name) for name in EDITABLE_HEADER_FIELDS if name in given}
+    record = await commands.edit_proposal_header(
+        conn,
+        request.app.state.settings,
+        proposal_id,
+        requested,
+        new_proposal_id=body.proposal_id,
+    )
+    return views.proposal_out(record)
 
 
 # --- posted documents -----------------------------------------------------------------------------
@@ -539,21 +501,21 @@ def _ledger_router() -> APIRouter:
     @router.get("/customer-invoices", summary="Posted customer invoices")
     async def list_customer_invoices(
         conn: DbConnection = CONN, _: Role = ANY_ROLE
-    ) -> list[dict[str, Any]]:
-        return [views.row_view(r) for r in await repository.list_customer_invoices(conn)]
+    ) -> list[CustomerInvoiceOut]:
+        return [_customer_invoice(r) for r in await repository.list_customer_invoices(conn)]
 
     @router.get("/customer-invoices/{invoice_number}", summary="One posted customer invoice")
     async def get_customer_invoice(
         invoice_number: str, conn: DbConnection = CONN, _: Role = ANY_ROLE
-    ) -> dict[str, Any]:
-        return views.row_view(await repository.get_customer_invoice(conn, invoice_number))
+    ) -> CustomerInvoiceOut:
+        return _customer_invoice(await repository.get_customer_invoice(conn, invoice_number))
 
     @router.get("/vouchers/{voucher}", summary="One voucher with its ledger entries")
     async def get_voucher(
         voucher: str, conn: DbConnection = CONN, _: Role = ANY_ROLE
-    ) -> dict[str, Any]:
+    ) -> VoucherOut:
         header = await repository.get_voucher(conn, voucher)
-        return views.voucher_view(header, await repository.ledger_entries(conn, voucher=voucher))
+        return views.voucher_out(header, await repository.ledger_entries(conn, voucher=voucher))
 
     @router.get("/ledger", summary="Ledger entries, by voucher and/or account")
     async def get_ledger(
@@ -561,10 +523,15 @@ def _ledger_router() -> APIRouter:
         account: str | None = Query(default=None),
         conn: DbConnection = CONN,
         _: Role = ANY_ROLE,
-    ) -> list[dict[str, Any]]:
-        return [views.row_view(e) for e in await repository.ledger_entries(conn, voucher, account)]
+    ) -> list[LedgerEntryOut]:
+        entries = await repository.ledger_entries(conn, voucher, account)
+        return [LedgerEntryOut.model_validate(dict(e)) for e in entries]
 
     return router
+
+
+def _customer_invoice(record: views.Row) -> CustomerInvoiceOut:
+    return CustomerInvoiceOut.model_validate(dict(record))
 
 
 # --- project contracts: fixed exchange rate -------------------------------------------------------
@@ -593,34 +560,6 @@ class ContractFixedRateBody(BaseModel):
     ]
 
 
-class ContractFixedRateView(BaseModel):
-    """A contract's fixed rate as Finance holds it."""
-
-    contract_id: UUID
-    legal_entity: str
-    contract_currency: str
-    accounting_currency: str
-    rate: str = Field(description="as a string, so that no client reads it through a float")
-    contract_seen: bool = Field(
-        description="whether Finance has a proposal or staged row of the contract yet; a rate "
-        "set before is kept and applies when the first one arrives"
-    )
-    updated_at: datetime
-
-
-def _fixed_rate_view(stored: StoredFixedRate) -> ContractFixedRateView:
-    fixed = stored.fixed
-    return ContractFixedRateView(
-        contract_id=UUID(fixed.contract_id),
-        legal_entity=fixed.legal_entity,
-        contract_currency=fixed.contract_currency,
-        accounting_currency=fixed.accounting_currency,
-        rate=str(fixed.rate),
-        contract_seen=stored.contract_seen,
-        updated_at=stored.updated_at,
-    )
-
-
 def _contract_router() -> APIRouter:
     router = APIRouter(prefix="/contracts", tags=["project contracts"])
 
@@ -637,7 +576,7 @@ def _contract_router() -> APIRouter:
         body: ContractFixedRateBody,
         conn: DbConnection = CONN,
         _: Role = ACCOUNTANT,
-    ) -> ContractFixedRateView:
+    ) -> ContractFixedRateOut:
         stored = await commands.set_contract_fixed_rate(
             conn,
             str(contract_id),
@@ -645,7 +584,7 @@ def _contract_router() -> APIRouter:
             contract_currency=body.contract_currency,
             rate=body.rate,
         )
-        return _fixed_rate_view(stored)
+        return views.fixed_rate_out(stored)
 
     @router.get(
         "/{contract_id}/fixed-exchange-rate",
@@ -654,8 +593,8 @@ def _contract_router() -> APIRouter:
     )
     async def get_fixed_rate(
         contract_id: UUID, conn: DbConnection = CONN, _: Role = ANY_ROLE
-    ) -> ContractFixedRateView:
-        return _fixed_rate_view(await commands.contract_fixed_rate(conn, str(contract_id)))
+    ) -> ContractFixedRateOut:
+        return views.fixed_rate_out(await commands.contract_fixed_rate(conn, str(contract_id)))
 
     @router.delete(
         "/{contract_id}/fixed-exchange-rate",

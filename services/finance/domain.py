@@ -1282,3 +1282,40 @@ def refuse_proposal_rekey(proposal_id: str, new_proposal_id: str) -> NoReturn:
     raise OneWayViolation(
         f"cannot re-key proposal {proposal_id} to {new_proposal_id} in Finance: {ONE_WAY_MESSAGE}"
     )
+
+
+# --- header edits made in Finance ---------------------------------------------------------------
+
+# The proposal header fields Finance owns: the only ones an edit in Finance may change.
+EDITABLE_HEADER_FIELDS = ("sales_tax_group", "payment_terms")
+
+
+def edit_proposal_header(
+    proposal_id: str,
+    status: ProposalStatus,
+    invoice_number: str | None,
+    current: Mapping[str, str | None],
+    requested: Mapping[str, str | None],
+    new_proposal_id: str | None = None,
+) -> dict[str, str | None]:
+    """The header fields a Finance edit changes: those `requested` whose value differs from
+    `current` (an edit that changes nothing changes nothing).
+
+    Refused, nothing changed: re-keying the proposal (`new_proposal_id` other than its own,
+    domain rule 1), and any edit of a posted proposal, whose header is read-only. The change
+    stays in Finance: it never travels back to Dataverse (domain rule 2).
+    """
+    if new_proposal_id is not None and new_proposal_id != proposal_id:
+        refuse_proposal_rekey(proposal_id, new_proposal_id)
+    if status == ProposalStatus.POSTED:
+        raise FinanceRuleError(
+            f"proposal {proposal_id} is posted as invoice {invoice_number}: its header is read-only"
+        )
+    unknown = sorted(set(requested) - set(EDITABLE_HEADER_FIELDS))
+    if unknown:
+        raise FinanceRuleError(f"header fields {unknown} are not Finance's to edit")
+    return {
+        name: requested[name]
+        for name in EDITABLE_HEADER_FIELDS
+        if name in requested and requested[name] != current[name]
+    }

@@ -1,5 +1,9 @@
 """Import from staging: periodic and on demand, one transaction per unit of work.
 
+A use-case module shaped like `commands.py` (lock, pure rule of `domain.py`, write through
+`repository`), kept apart because an import run is many units of work, not one command: the
+periodic `ImportWorker` and `POST /import` in `api.py` both call `import_from_staging`.
+
 Units of work:
 - the journal unit of one legal entity: its valid, unimported cost and unbilled-sales rows
   become integration journal lines (draft journals, at most `journal_max_lines` lines each);
@@ -15,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 
@@ -46,16 +49,6 @@ class ImportSummary:
     proposals_with_lines: list[str] = field(default_factory=list)
     waiting: dict[str, str] = field(default_factory=dict)
     rows_not_imported: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The summary as the API returns it."""
-        return {
-            "journal_lines_created": self.journal_lines_created,
-            "journals_created": self.journals_created,
-            "proposals_with_lines": self.proposals_with_lines,
-            "waiting": self.waiting,
-            "rows_not_imported": self.rows_not_imported,
-        }
 
     @property
     def changed_anything(self) -> bool:

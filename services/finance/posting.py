@@ -1,15 +1,17 @@
 """Posting: integration journals (project accountant) and proposals (receivables clerk).
 
-One posting is one transaction: numbers from the sequences, vouchers and ledger entries, the
-posted status, the accounting stamps on the staged rows and the outbox events that carry them
-to Dataverse. A rule that refuses (closed period, no lines, already posted) rolls all of it
-back, numbers included, so nothing is written.
+A use-case module shaped like `commands.py` (lock, pure rule of `domain.py`, write through
+`repository`, events to the outbox), kept apart because a posting is a unit of work of its own;
+`api.py` calls it as it calls a command. One posting is one transaction: numbers from the
+sequences, vouchers and ledger entries, the posted status, the accounting stamps on the staged
+rows and the outbox events that carry them to Dataverse. A rule that refuses (closed period, no
+lines, already posted) rolls all of it back, numbers included, so nothing is written.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -47,7 +49,17 @@ def _accounting(stamp: AccountingStamp) -> ActualAccounting:
     )
 
 
-async def post_journal(conn: DbConnection, settings: Settings, journal_id: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class JournalPosting:
+    """What posting one integration journal made: a voucher per line."""
+
+    journal_id: str
+    legal_entity: str
+    lines: int
+    vouchers: tuple[str, ...]
+
+
+async def post_journal(conn: DbConnection, settings: Settings, journal_id: str) -> JournalPosting:
     """Post one integration journal: a voucher per line, stamps, one `journal-posted` per line.
 
     Events are keyed by actual id (DESIGN.md), so each actual's accounting detail keeps its
@@ -102,24 +114,23 @@ async def post_journal(conn: DbConnection, settings: Settings, journal_id: str) 
         vouchers=len(posted.vouchers),
         first_voucher=numbers[0] if numbers else None,
     )
-    return {
-        "journal_id": journal_id,
-        "legal_entity": journal.legal_entity,
-        "status": "posted",
-        "lines": len(journal.lines),
-        "vouchers": [v.voucher for v in posted.vouchers],
-    }
+    return JournalPosting(
+        journal_id=journal_id,
+        legal_entity=journal.legal_entity,
+        lines=len(journal.lines),
+        vouchers=tuple(v.voucher for v in posted.vouchers),
+    )
 
 
 async def post_all_journals(
     pool: asyncpg.Pool, settings: Settings, legal_entity: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[JournalPosting]:
     """Post every unposted journal (draft, or error from an earlier try), each on its own.
 
     A journal a rule refuses is marked `error` with the reason (visible in GET /journals) and
     the others still post; the result lists the journals posted.
     """
-    posted: list[dict[str, Any]] = []
+    posted: list[JournalPosting] = []
     async with pool.acquire() as conn:
         candidates = [
             r["journal_id"]

@@ -183,28 +183,6 @@ async def load_setups(
     }
 
 
-def setup_to_dict(setup: LegalEntitySetup) -> dict[str, Any]:
-    """A legal entity's setup as the API shows it (amounts and rates as strings)."""
-    return {
-        "legal_entity_id": setup.legal_entity_id,
-        "accounting_currency": setup.accounting_currency,
-        "move_to_next_open_period": setup.move_to_next_open_period,
-        "line_properties": {str(bt): lp for bt, lp in sorted(setup.line_properties.items())},
-        "exchange_rates": [
-            {
-                "from_currency": r.from_currency,
-                "to_currency": r.to_currency,
-                "valid_from": r.valid_from.isoformat(),
-                "rate": str(r.rate),
-            }
-            for r in sorted(
-                setup.exchange_rates, key=lambda r: (r.from_currency, r.to_currency, r.valid_from)
-            )
-        ],
-        "fiscal_periods": [{"period": p.name, "closed": p.closed} for p in setup.fiscal_periods],
-    }
-
-
 # --- contract fixed exchange rates ----------------------------------------------------------------
 
 
@@ -718,6 +696,14 @@ async def get_proposal(
     if row is None:
         raise NotFound(f"no proposal {proposal_id}")
     return row
+
+
+async def proposal_exists(conn: DbConnection, proposal_id: str) -> bool:
+    """Whether Finance holds the proposal (a confirmed invoice sent its header)."""
+    found = await conn.fetchval(
+        "SELECT true FROM project_invoice_proposal WHERE proposal_id = $1", proposal_id
+    )
+    return bool(found)
 
 
 async def open_proposals_with_billed_counts(conn: DbConnection) -> list[asyncpg.Record]:
