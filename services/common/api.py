@@ -6,7 +6,8 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -15,7 +16,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import AwareDatetime, BaseModel, BeforeValidator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -93,6 +94,91 @@ class ErrorOut(BaseModel):
 
     detail: str
     rule: str | None = None
+
+
+class OutboxFigures(BaseModel):
+    """The outbox relay as /health shows it."""
+
+    unpublished: int = Field(description="rows waiting for the relay")
+    published: int = Field(description="rows this process published since it started")
+    # Optional fields are left out when None (/health excludes them): absent = no failure.
+    last_error: str | None = Field(default=None, description="the relay's last failure")
+    parked: int = Field(description="rows too large to publish, kept with their reason")
+
+
+class ConsumerFigures(BaseModel):
+    """The consumer loop as /health shows it (counters since the process started)."""
+
+    applied: int
+    duplicates: int
+    dead_lettered: int
+    parked: int
+    last_error: str | None = None
+    assigned: list[str] = Field(description="topic:partition pairs this process consumes")
+
+
+class DatabaseConnectionOut(BaseModel):
+    """Whether the process reaches its database, as its workers last found."""
+
+    state: Literal["up", "down"]
+    since: datetime
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    failed_attempts: int
+    outages: int
+
+
+class HealthOut(BaseModel):
+    """Up to anyone; the figures only with a role's token."""
+
+    service: str
+    status: Literal["ok"]
+    database: str | None = Field(default=None, description="the service's database (token)")
+    outbox: OutboxFigures | None = None
+    consumer: ConsumerFigures | None = None
+    parked_events: int | None = Field(default=None, description="events parked with a reason")
+    database_connection: DatabaseConnectionOut | None = None
+
+
+class ParkedEventOut(BaseModel):
+    """An event whose handler failed, kept with its reason until it is retried."""
+
+    event_id: UUID
+    topic: str
+    key: str | None
+    event_type: str
+    correlation_id: str | None
+    reason: str
+    parked_at: datetime
+    attempts: int
+
+
+class RetriedOut(BaseModel):
+    """A parked event applied again: `applied` false means it failed again (reason updated)."""
+
+    event_id: UUID
+    applied: bool
+
+
+class ReplayedOut(BaseModel):
+    """How many published events were marked for the relay to send again."""
+
+    replayed: int
+
+
+class OutboxParkedOut(BaseModel):
+    """An outbox row that can never be published (larger than the broker accepts)."""
+
+    id: int
+    event_id: UUID
+    topic: str
+    key: str | None
+    event_type: str
+    correlation_id: str | None
+    size: int
+    reason: str
+    created_at: datetime
+    parked_at: datetime
 
 
 _ERRORS = {
@@ -288,6 +374,8 @@ def _health_router() -> APIRouter:
     @router.get(
         "/health",
         summary="Is the service up; with any role's token, how are its relay and consumer",
+        response_model=HealthOut,
+        response_model_exclude_none=True,
         # The token is optional here: `{}` is "no security" among the alternatives.
         openapi_extra={"security": [{}, {"HTTPBearer": []}]},
     )
@@ -329,7 +417,12 @@ def _parked_router() -> APIRouter:
     # events, and an accountant Dataverse's (issue 18).
     admin = require_role(Role.ADMINISTRATOR)
 
-    @router.get("", summary="Events whose handler failed, with the reason", dependencies=[admin])
+    @router.get(
+        "",
+        summary="Events whose handler failed, with the reason",
+        dependencies=[admin],
+        response_model=list[ParkedEventOut],
+    )
     async def list_parked(conn: DbConnection = Depends(connection)) -> list[dict[str, Any]]:  # noqa: B008
         rows = await conn.fetch(
             "SELECT event_id, topic, key, event_type, correlation_id, reason, parked_at, "
@@ -337,7 +430,12 @@ def _parked_router() -> APIRouter:
         )
         return [dict(r) for r in rows]
 
-    @router.post("/{event_id}/retry", summary="Apply a parked event again", dependencies=[admin])
+    @router.post(
+        "/{event_id}/retry",
+        summary="Apply a parked event again",
+        dependencies=[admin],
+        response_model=RetriedOut,
+    )
     async def retry(event_id: UUID, request: Request) -> dict[str, Any]:
         consumer = getattr(request.app.state, "consumer", None)
         if consumer is None:
@@ -372,6 +470,7 @@ def _outbox_router() -> APIRouter:
             "the others apply them. Like Finance's 'push again' of out-of-sync actuals."
         ),
         dependencies=[admin],
+        response_model=ReplayedOut,
     )
     async def replay(since: Since, conn: DbConnection = Depends(connection)) -> dict[str, Any]:  # noqa: B008
         status = await conn.execute(
@@ -388,6 +487,7 @@ def _outbox_router() -> APIRouter:
             "parks them instead of retrying them forever, and publishes the rows after them."
         ),
         dependencies=[admin],
+        response_model=list[OutboxParkedOut],
     )
     async def parked(conn: DbConnection = Depends(connection)) -> list[dict[str, Any]]:  # noqa: B008
         return await parked_rows(conn)
