@@ -13,8 +13,8 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 
 from services.bridge import repository as repo
+from services.bridge.commands import MAPS_BY_NAME, BridgeCommands
 from services.bridge.domain import MapAction, describe
-from services.bridge.handlers import MAPS_BY_NAME, BridgeProcessor
 from services.common.api import connection, create_app, error_responses
 from services.common.auth import Role, require_role
 from services.common.db import DbConnection
@@ -25,9 +25,9 @@ ErrorId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 CONN = Depends(connection)
 
 
-def _processor(request: Request) -> BridgeProcessor:
-    processor: BridgeProcessor = request.app.state.processor
-    return processor
+def _commands(request: Request) -> BridgeCommands:
+    commands: BridgeCommands = request.app.state.commands
+    return commands
 
 
 async def _map_view(conn: DbConnection, row: repo.MapRow) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def _maps_router() -> APIRouter:
 
     def action_route(action: MapAction) -> None:
         async def act(map: str, request: Request, conn: DbConnection = CONN) -> dict[str, Any]:
-            row = await _processor(request).change_state(map, action)
+            row = await _commands(request).change_state(map, action)
             return await _map_view(conn, row)
 
         router.add_api_route(
@@ -98,14 +98,14 @@ def _maps_router() -> APIRouter:
             "records": [
                 {
                     "position": i + 1,
-                    "record_id": r["record_id"],
-                    "record_key": r["record_key"],
-                    "invoice_id": r["invoice_id"],
-                    "leg": r["leg_name"],
-                    "bytes": r["bytes"],
-                    "queued_at": r["queued_at"],
+                    "record_id": q.record.record_id,
+                    "record_key": q.record.record_key,
+                    "invoice_id": q.record.invoice_id,
+                    "leg": q.record.leg_name,
+                    "bytes": q.bytes,
+                    "queued_at": q.queued_at,
                 }
-                for i, r in enumerate(head)
+                for i, q in enumerate(head)
             ],
         }
 
@@ -161,12 +161,12 @@ def _errors_router() -> APIRouter:
         name = None if map is None else (await repo.get_map(conn, map)).name
         open_errors = await repo.list_errors(conn, map_name=name, catch_up=catch_up, status="open")
         ids = [e["id"] for e in open_errors if e["record_id"] is not None]
-        results = await _processor(request).retry_errors(ids)
+        results = await _commands(request).retry_errors(ids)
         return {"retried": len(results), "results": results}
 
     @router.post("/{error_id}/retry", summary="Retry the record behind one error")
     async def retry(error_id: ErrorId, request: Request) -> dict[str, Any]:
-        results = await _processor(request).retry_errors([error_id])
+        results = await _commands(request).retry_errors([error_id])
         return results[0]
 
     return router
@@ -196,6 +196,6 @@ def _records_router() -> APIRouter:
 
     @router.get("/{record_id}", summary="One record: status, reason, attempts, payloads")
     async def get_record(record_id: UUID, conn: DbConnection = CONN) -> dict[str, Any]:
-        return await repo.get_record(conn, record_id)
+        return await repo.record_row(conn, record_id)
 
     return router

@@ -310,7 +310,7 @@ def apply_mapping(
     for condition in leg.filter:
         reason = condition.failure_reason(record)
         if reason is not None:
-            return Filtered(map_name, leg.name, reason, _source_key(leg, record))
+            return Filtered(map_name, leg.name, reason, source_key(leg, record))
     payload: dict[str, Any] = {}
     for mapping in leg.field_mappings:
         value = field_value(record, mapping.source)
@@ -347,7 +347,9 @@ def map_event(
     return [apply_mapping(leg, item, table_map) for item in items]
 
 
-def _source_key(leg: MapLeg, record: Mapping[str, Any]) -> str | None:
+def source_key(leg: MapLeg, record: Mapping[str, Any]) -> str | None:
+    """The integration key read from the source fields (None when one is missing), so a
+    record that cannot be mapped or is filtered can still be found by a person."""
     parts: list[str] = []
     for key_field in leg.integration_key:
         mapping = leg.mapping_for_target(key_field)

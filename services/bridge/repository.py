@@ -25,6 +25,7 @@ from services.bridge.domain import (
     SyncStatus,
     TableMap,
 )
+from services.bridge.records import BridgeRecord, QueueFigures
 from services.common.db import DbConnection
 from services.common.errors import NotFound
 
@@ -51,10 +52,23 @@ class MapRow:
 
 
 @dataclass(frozen=True)
-class QueueFigures:
-    count: int
+class QueuedRecord:
+    """A record in a map's paused queue, at its place."""
+
+    queue_seq: int
     bytes: int
-    oldest: datetime | None
+    queued_at: datetime
+    record: BridgeRecord
+
+
+@dataclass(frozen=True)
+class ErrorEntry:
+    """An entry of the error queue, as a retry reads it."""
+
+    id: int
+    record_id: UUID | None
+    map_name: str
+    status: str  # open | retried | resolved
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,33 +161,35 @@ async def maps_in_states(conn: DbConnection, states: tuple[MapState, ...]) -> li
 # Records
 
 
-@dataclass(frozen=True)
-class NewRecord:
-    """A record as the handler creates it."""
+def _record(row: Any) -> BridgeRecord:
+    """A `bridge_record` row (whole, or the state columns of `_RECORD_STATE`) as a record."""
+    return BridgeRecord(
+        record_id=row["record_id"],
+        map_name=row["map_name"],
+        leg_name=row["leg_name"],
+        source_topic=row["source_topic"],
+        source_event_id=row["source_event_id"],
+        record_key=row["record_key"],
+        message_key=row["message_key"],
+        target_topic=row["target_topic"],
+        invoice_id=row["invoice_id"],
+        correlation_id=row["correlation_id"],
+        status=SyncStatus(row["status"]),
+        reason=row["reason"],
+        source_record=row.get("source_record"),
+        payload=row.get("payload"),
+        attempts=row["attempts"],
+        sent_in_catch_up=row["sent_in_catch_up"],
+    )
 
-    record_id: UUID
-    map_name: str
-    leg_name: str
-    source_topic: str
-    source_event_id: UUID
-    record_key: str
-    message_key: str | None
-    target_topic: str
-    invoice_id: str | None
-    correlation_id: str | None
-    status: SyncStatus
-    reason: str | None
-    source_record: dict[str, Any]
-    payload: dict[str, Any] | None
 
-
-async def insert_record(conn: DbConnection, record: NewRecord) -> bool:
+async def insert_record(conn: DbConnection, record: BridgeRecord) -> bool:
     """Insert a record; False when it exists already (the same source event, seen again)."""
     return bool(await insert_records(conn, [record]))
 
 
 async def insert_records(
-    conn: DbConnection, records: list[NewRecord], *, sent: bool = False
+    conn: DbConnection, records: list[BridgeRecord], *, sent: bool = False
 ) -> set[UUID]:
     """Insert records in one statement, in list order; the ids of those inserted (a record
     seen before is left as it is). `sent`: they go to the outbox now (first attempt)."""
@@ -219,22 +235,22 @@ async def insert_records(
 # A record without its two JSON documents (source record and payload): what settling a receipt
 # reads, thousands of rows at a time, where decoding the documents was most of the cost.
 _RECORD_STATE = (
-    "record_id, map_name, leg_name, record_key, message_key, target_topic, invoice_id, "
-    "correlation_id, status, reason, attempts, sent_in_catch_up"
+    "record_id, map_name, leg_name, source_topic, source_event_id, record_key, message_key, "
+    "target_topic, invoice_id, correlation_id, status, reason, attempts, sent_in_catch_up"
 )
 
 
 async def records_by_id(
     conn: DbConnection, record_ids: list[UUID], *, lock: bool = False
-) -> dict[UUID, dict[str, Any]]:
-    """The state of the records with these ids that exist (no source record or payload);
+) -> dict[UUID, BridgeRecord]:
+    """The records with these ids that exist, without their source record and payload;
     locked (in id order) when asked."""
     sql = (
         f"SELECT {_RECORD_STATE} FROM bridge_record WHERE record_id = ANY($1::uuid[]) "
         "ORDER BY record_id"
     )
     rows = await conn.fetch(sql + (" FOR UPDATE" if lock else ""), record_ids)
-    return {r["record_id"]: dict(r) for r in rows}
+    return {r["record_id"]: _record(r) for r in rows}
 
 
 async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> None:
@@ -246,12 +262,25 @@ async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> None
     )
 
 
-async def get_record(conn: DbConnection, record_id: UUID, *, lock: bool = False) -> dict[str, Any]:
+async def record_row(conn: DbConnection, record_id: UUID) -> dict[str, Any]:
+    """Every column of one record, as the admin API shows it."""
+    row = await conn.fetchrow("SELECT * FROM bridge_record WHERE record_id = $1", record_id)
+    if row is None:
+        raise UnknownRecord(f"no bridge record {record_id}")
+    return dict(row)
+
+
+async def get_record(conn: DbConnection, record_id: UUID, *, lock: bool = False) -> BridgeRecord:
     sql = "SELECT * FROM bridge_record WHERE record_id = $1" + (" FOR UPDATE" if lock else "")
     row = await conn.fetchrow(sql, record_id)
     if row is None:
         raise UnknownRecord(f"no bridge record {record_id}")
-    return dict(row)
+    return _record(row)
+
+
+async def save_status(conn: DbConnection, record: BridgeRecord) -> None:
+    """Write the record's status, reason and payload (a transition the caller decided)."""
+    await set_record_status(conn, record.record_id, record.status, record.reason, record.payload)
 
 
 async def set_record_status(
@@ -326,7 +355,7 @@ async def has_overdue(conn: DbConnection, map_name: str, overdue_after: timedelt
 
 async def overdue_pending(
     conn: DbConnection, map_name: str, overdue_after: timedelta, limit: int
-) -> list[dict[str, Any]]:
+) -> list[BridgeRecord]:
     """Pending records of the map with no receipt for `overdue_after`, oldest first, locked."""
     rows = await conn.fetch(
         f"SELECT * FROM bridge_record WHERE {_OVERDUE} ORDER BY seq LIMIT $3 "
@@ -335,16 +364,16 @@ async def overdue_pending(
         overdue_after,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_record(r) for r in rows]
 
 
-async def held_records(conn: DbConnection, map_name: str) -> list[dict[str, Any]]:
+async def held_records(conn: DbConnection, map_name: str) -> list[BridgeRecord]:
     """Records held as not synced while the map was stopped, in arrival order."""
     rows = await conn.fetch(
         "SELECT * FROM bridge_record WHERE map_name = $1 AND status = 'not_synced' ORDER BY seq",
         map_name,
     )
-    return [dict(r) for r in rows]
+    return [_record(r) for r in rows]
 
 
 async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
@@ -388,16 +417,17 @@ async def queue_figures(conn: DbConnection, map_name: str) -> QueueFigures:
     return QueueFigures(count=row["n"], bytes=int(row["bytes"]), oldest=row["oldest"])
 
 
-async def enqueue(conn: DbConnection, map_name: str, record_id: UUID, size: int) -> None:
+async def enqueue(conn: DbConnection, record: BridgeRecord) -> None:
+    """The record joins the end of its map's queue, weighing its payload's size."""
     await conn.execute(
         "INSERT INTO bridge_queue (map_name, record_id, bytes) VALUES ($1, $2, $3)",
-        map_name,
-        record_id,
-        size,
+        record.map_name,
+        record.record_id,
+        record.queue_bytes,
     )
 
 
-async def queue_head(conn: DbConnection, map_name: str, limit: int) -> list[dict[str, Any]]:
+async def queue_head(conn: DbConnection, map_name: str, limit: int) -> list[QueuedRecord]:
     """The oldest queued records of the map, in queue order, with their record rows."""
     rows = await conn.fetch(
         "SELECT q.seq AS queue_seq, q.bytes, q.queued_at, r.* FROM bridge_queue q "
@@ -405,7 +435,7 @@ async def queue_head(conn: DbConnection, map_name: str, limit: int) -> list[dict
         map_name,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [QueuedRecord(r["queue_seq"], r["bytes"], r["queued_at"], _record(r)) for r in rows]
 
 
 async def dequeue(conn: DbConnection, queue_seqs: list[int]) -> None:
@@ -458,11 +488,13 @@ async def list_errors(
     return [dict(r) for r in rows]
 
 
-async def get_error(conn: DbConnection, error_id: int) -> dict[str, Any]:
-    row = await conn.fetchrow("SELECT * FROM bridge_error WHERE id = $1", error_id)
+async def get_error(conn: DbConnection, error_id: int) -> ErrorEntry:
+    row = await conn.fetchrow(
+        "SELECT id, record_id, map_name, status FROM bridge_error WHERE id = $1", error_id
+    )
     if row is None:
         raise UnknownError(f"no error {error_id}")
-    return dict(row)
+    return ErrorEntry(row["id"], row["record_id"], row["map_name"], row["status"])
 
 
 async def mark_error_retried(conn: DbConnection, error_id: int) -> None:
