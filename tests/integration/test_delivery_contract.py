@@ -21,7 +21,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.errors import InconsistentGroupProtocolError
 
 from schemas.envelope import Envelope
 from schemas.topics import Topic, dlq_name, topic_name
@@ -42,6 +44,7 @@ class Driver(abc.ABC):
 
     topic: str  # the full name of the topic it consumes
     group: str  # its consumer group
+    assignor: type = RoundRobinPartitionAssignor  # the group's assignment protocol
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -131,6 +134,7 @@ class FaustBridgeDriver(Driver):
         super().__init__(settings)
         self.topic = topic_name(Topic.INVOICE_CONFIRMED, settings.topic_prefix)
         self.group = f"{settings.topic_prefix}bridge"
+        self.assignor = FaustNamedAssignor
         self.log_dir = log_dir
         self._process: BridgeProcess | None = None
         self._pool: asyncpg.Pool | None = None
@@ -213,21 +217,46 @@ async def dead_letters(settings: Settings, topic: str, count: int) -> list[dict[
     return letters
 
 
-async def rewind(settings: Settings, group: str, topic: str) -> None:
+class FaustNamedAssignor(RoundRobinPartitionAssignor):
+    """Round robin under the name of faust's assignor, to join the bridge workers' group."""
+
+    name = "faust"
+
+
+async def rewind(
+    settings: Settings, group: str, topic: str, assignor: type = RoundRobinPartitionAssignor
+) -> None:
     """Commit offset 0 on every partition for the (stopped) group: as if the consumer had
-    applied everything and then died before committing a single offset."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers(),
-        group_id=group,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        await consumer.commit({tp: 0 for tp in partitions})
-    finally:
-        await consumer.stop()
+    applied everything and then died before committing a single offset. The rewinding
+    consumer joins the group for that (the broker refuses commits from outside it), naming
+    its assignor as the group's members do (the broker keeps a group's protocol), and tries
+    again until the stopped member is gone."""
+
+    async def rewound() -> bool:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=settings.bootstrap_servers(),
+            group_id=group,
+            enable_auto_commit=False,
+            session_timeout_ms=settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
+            partition_assignment_strategy=(assignor,),
+        )
+        try:
+            await consumer.start()
+            end = asyncio.get_running_loop().time() + 10
+            while len(consumer.assignment()) < settings.partitions:
+                if asyncio.get_running_loop().time() > end:
+                    return False
+                await consumer.getmany(timeout_ms=100)
+            await consumer.commit({tp: 0 for tp in consumer.assignment()})
+            return True
+        except InconsistentGroupProtocolError:
+            return False
+        finally:
+            await consumer.stop()
+
+    await wait_for(rewound, 60, what=f"offsets of {group} rewound")
 
 
 class DeliveryContract:
@@ -261,7 +290,7 @@ class DeliveryContract:
         await publish(driver.settings, driver.topic, *(driver.event(n) for n in range(5)))
         await wait_for(lambda: _applied(driver, set(range(5))), what="five effects")
         await driver.stop()
-        await rewind(driver.settings, driver.group, driver.topic)
+        await rewind(driver.settings, driver.group, driver.topic, driver.assignor)
         await driver.start()
         await wait_for(lambda: _stat_at_least(driver, "duplicates", 5), 60, what="5 re-reads")
         assert (await driver.stats())["applied"] == 0
