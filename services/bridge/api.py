@@ -12,8 +12,10 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, PlainSerializer
 
+from services.bridge import queries
 from services.bridge import repository as repo
 from services.bridge.commands import MAPS_BY_NAME, BridgeCommands
 from services.bridge.domain import (
@@ -22,6 +24,8 @@ from services.bridge.domain import (
     MapAction,
     MapState,
     SyncStatus,
+)
+from services.bridge.mapping import (
     describe,
 )
 from services.common.api import connection, create_app, error_responses
@@ -171,6 +175,29 @@ class RecordOut(BaseModel):
     synced_at: Timestamp | None
 
 
+async def _known_query(request: Request) -> None:
+    """Refuse (422, naming it) a query parameter the route does not declare: a misspelt
+    filter (`?stauts=open`) would otherwise be ignored and answer the unfiltered list."""
+    route = request.scope.get("route")
+    known = {p.alias for p in getattr(getattr(route, "dependant", None), "query_params", [])}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "unknown query parameter",
+                    "input": request.query_params.get(name),
+                }
+                for name in unknown
+            ]
+        )
+
+
+KNOWN_QUERY = [Depends(_known_query)]
+
+
 def _commands(request: Request) -> BridgeCommands:
     commands: BridgeCommands = request.app.state.commands
     return commands
@@ -229,7 +256,11 @@ def _maps_router() -> APIRouter:
     for action in (MapAction.RUN, MapAction.PAUSE, MapAction.RESUME, MapAction.STOP):
         action_route(action)
 
-    @router.get("/maps/{map}/queue", summary="The map's paused queue: count, bytes, oldest, list")
+    @router.get(
+        "/maps/{map}/queue",
+        summary="The map's paused queue: count, bytes, oldest, list",
+        dependencies=KNOWN_QUERY,
+    )
     async def queue(
         map: str, limit: int = Query(100, ge=1, le=10_000), conn: DbConnection = CONN
     ) -> QueueOut:
@@ -256,7 +287,12 @@ def _maps_router() -> APIRouter:
             ],
         )
 
-    @router.get("/activity", summary="Activity log, newest first", responses=error_responses(404))
+    @router.get(
+        "/activity",
+        summary="Activity log, newest first",
+        responses=error_responses(404),
+        dependencies=KNOWN_QUERY,
+    )
     async def activity(
         map: str | None = None,
         kind: str | None = None,
@@ -264,16 +300,16 @@ def _maps_router() -> APIRouter:
         conn: DbConnection = CONN,
     ) -> list[ActivityOut]:
         name = None if map is None else (await repo.get_map(conn, map)).name
-        rows = await repo.list_activity(conn, map_name=name, kind=kind, limit=limit)
+        rows = await queries.list_activity(conn, map_name=name, kind=kind, limit=limit)
         return [ActivityOut.model_validate(r) for r in rows]
 
     @router.get("/stats", summary="Per map: forwarded, filtered, one-way violations, by status")
     async def stats(conn: DbConnection = CONN) -> dict[str, dict[str, int]]:
-        return await repo.stats(conn)
+        return await queries.stats(conn)
 
     @router.get("/alert-rules", summary="Alert rules: error type, count, window, action")
     async def alert_rules(conn: DbConnection = CONN) -> list[AlertRuleOut]:
-        return [AlertRuleOut.model_validate(r) for r in await repo.list_alert_rules(conn)]
+        return [AlertRuleOut.model_validate(r) for r in await queries.list_alert_rules(conn)]
 
     return router
 
@@ -285,6 +321,7 @@ def _errors_router() -> APIRouter:
         "",
         summary="Error queue (catch_up=true: the catch-up error list)",
         responses=error_responses(404),
+        dependencies=KNOWN_QUERY,
     )
     async def list_errors(
         map: str | None = None,
@@ -293,13 +330,14 @@ def _errors_router() -> APIRouter:
         conn: DbConnection = CONN,
     ) -> list[ErrorOut]:
         name = None if map is None else (await repo.get_map(conn, map)).name
-        rows = await repo.list_errors(conn, map_name=name, catch_up=catch_up, status=status)
+        rows = await queries.list_errors(conn, map_name=name, catch_up=catch_up, status=status)
         return [ErrorOut.model_validate(r) for r in rows]
 
     @router.post(
         "/retry-all",
         summary="Retry every open error (optionally of one map)",
         responses=error_responses(404),
+        dependencies=KNOWN_QUERY,
         response_model_exclude_unset=True,
     )
     async def retry_all(
@@ -309,7 +347,9 @@ def _errors_router() -> APIRouter:
         conn: DbConnection = CONN,
     ) -> RetryAllOut:
         name = None if map is None else (await repo.get_map(conn, map)).name
-        open_errors = await repo.list_errors(conn, map_name=name, catch_up=catch_up, status="open")
+        open_errors = await queries.list_errors(
+            conn, map_name=name, catch_up=catch_up, status="open"
+        )
         ids = [e["id"] for e in open_errors if e["record_id"] is not None]
         results = await _commands(request).retry_errors(ids)
         return RetryAllOut(
@@ -335,6 +375,7 @@ def _records_router() -> APIRouter:
         "",
         summary="Per-record sync status, by invoice id, status or map",
         responses=error_responses(404),
+        dependencies=KNOWN_QUERY,
     )
     async def list_records(
         invoice_id: str | None = None,
@@ -346,13 +387,13 @@ def _records_router() -> APIRouter:
         conn: DbConnection = CONN,
     ) -> list[RecordOut]:
         name = None if map is None else (await repo.get_map(conn, map)).name
-        rows = await repo.list_records(
+        rows = await queries.list_records(
             conn, invoice_id=invoice_id, status=status, map_name=name, limit=limit
         )
         return [RecordOut.model_validate(r) for r in rows]
 
     @router.get("/{record_id}", summary="One record: status, reason, attempts, payloads")
     async def get_record(record_id: UUID, conn: DbConnection = CONN) -> RecordOut:
-        return RecordOut.model_validate(await repo.record_row(conn, record_id))
+        return RecordOut.model_validate(await queries.record_row(conn, record_id))
 
     return router

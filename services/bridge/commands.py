@@ -18,6 +18,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.bridge import error_repository as errors_repo
 from services.bridge import repository as repo
 from services.bridge.domain import (
     BridgeRuleError,
@@ -25,10 +26,12 @@ from services.bridge.domain import (
     MapAction,
     MapState,
     SyncStatus,
-    TableMap,
     transition,
 )
 from services.bridge.intake import Intake
+from services.bridge.mapping import (
+    TableMap,
+)
 from services.bridge.records import remap, time_out_reason
 from services.bridge.table_maps import ACTUALS_MAP_NAME, PROPOSAL_MAP_NAME, TABLE_MAPS
 from services.common.db import DbConnection
@@ -177,7 +180,7 @@ class BridgeCommands:
         """Retry the records behind these errors, each record once, in error order."""
         results: list[dict[str, Any]] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            errors = [await repo.get_error(conn, i) for i in error_ids]
+            errors = [await errors_repo.get_error(conn, i) for i in error_ids]
             done: set[UUID] = set()
             for error in errors:
                 if error.status == "resolved":
@@ -185,7 +188,7 @@ class BridgeCommands:
                 if error.record_id is None:
                     raise RecordNotRetryable(f"error {error.id} has no record to retry")
                 if error.record_id in done:
-                    await repo.mark_error_retried(conn, error.id)
+                    await errors_repo.mark_error_retried(conn, error.id)
                     continue
                 done.add(error.record_id)
                 outcome = await self._retry_record(conn, error, error.record_id)
@@ -193,17 +196,17 @@ class BridgeCommands:
         return results
 
     async def _retry_record(
-        self, conn: DbConnection, error: repo.ErrorEntry, record_id: UUID
+        self, conn: DbConnection, error: errors_repo.ErrorEntry, record_id: UUID
     ) -> dict[str, Any]:
         map_row = await repo.lock_map(conn, error.map_name)
         record = await repo.get_record(conn, record_id, lock=True)
-        await repo.mark_error_retried(conn, error.id)
+        await errors_repo.mark_error_retried(conn, error.id)
         result: dict[str, Any] = {
             "record_id": str(record.record_id),
             "record_key": record.record_key,
         }
         if record.status is SyncStatus.SYNCED:
-            await repo.resolve_errors_of(conn, record.record_id)
+            await errors_repo.resolve_errors_of(conn, record.record_id)
             return {**result, "status": SyncStatus.SYNCED.value}
         if record.status is SyncStatus.QUEUED:
             # Retried once already while its map is paused: it waits in the map's queue, and

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from services.bridge import error_repository as errors_repo
 from services.bridge import repository as repo
 from services.bridge.domain import (
     AlertAction,
@@ -61,7 +62,7 @@ class ErrorQueue:
         """An entry for the record in the error queue, and the alert rules' look at it."""
         map_name, record_id, invoice_id = record.map_name, record.record_id, record.invoice_id
         now = self.clock()
-        error_id = await repo.add_error(
+        error_id = await errors_repo.add_error(
             conn, map_name, record_id, error_type, reason, now, catch_up=catch_up
         )
         await repo.add_activity(
@@ -84,15 +85,15 @@ class ErrorQueue:
 
     async def evaluate_alerts(self, conn: DbConnection, map_name: str, now: datetime) -> None:
         """Fire the map's alert rules that the errors in their windows cross (map locked)."""
-        stored = await repo.alert_rules(conn, map_name)
+        stored = await errors_repo.alert_rules(conn, map_name)
         if not stored:
             return
         widest = max(s.rule.window for s in stored)
-        stamps = await repo.error_timestamps(conn, map_name, now - widest)
+        stamps = await errors_repo.error_timestamps(conn, map_name, now - widest)
         last_fired = {s.rule: s.last_fired_at for s in stored if s.last_fired_at is not None}
         by_rule = {s.rule: s for s in stored}
         for alert in evaluate_alerts([s.rule for s in stored], stamps, now, last_fired):
-            await repo.mark_rule_fired(conn, by_rule[alert.rule].id, now)
+            await errors_repo.mark_rule_fired(conn, by_rule[alert.rule].id, now)
             await repo.add_activity(
                 conn,
                 map_name,

@@ -26,7 +26,9 @@ from schemas.registry import TOPIC_PAYLOADS
 from schemas.topics import Topic, topic_name
 from services.bridge import repository as repo
 from services.bridge.commands import MAP_SLUGS, BridgeCommands
-from services.bridge.domain import QueueLimits
+from services.bridge.domain import (
+    QueueLimits,
+)
 from services.bridge.error_queue import ErrorQueue
 from services.bridge.intake import Intake
 from services.bridge.sending import RecordSender

@@ -22,18 +22,21 @@ from uuid import UUID
 from schemas.envelope import Envelope
 from schemas.receipts import SyncReceipt
 from schemas.topics import Topic
+from services.bridge import error_repository as errors_repo
 from services.bridge import repository as repo
 from services.bridge.domain import (
     BridgeRuleError,
     ErrorType,
     MapState,
     QueueLimits,
-    Side,
     SyncStatus,
+)
+from services.bridge.error_queue import ErrorQueue
+from services.bridge.mapping import (
+    Side,
     check_direction,
     legs_for_topic,
 )
-from services.bridge.error_queue import ErrorQueue
 from services.bridge.records import (
     BridgeRecord,
     QueueFigures,
@@ -203,7 +206,7 @@ class Intake:
         if not synced:
             return
         await repo.set_records_synced(conn, list(synced))
-        for record_id in await repo.resolve_errors_of_many(conn, list(synced)):
+        for record_id in await errors_repo.resolve_errors_of_many(conn, list(synced)):
             record, target = synced[record_id]
             await repo.add_activity(
                 conn,

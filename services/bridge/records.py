@@ -29,19 +29,21 @@ from schemas.topics import Topic
 from services.bridge.domain import (
     Arrival,
     BridgeRuleError,
-    Filtered,
-    MapLeg,
-    MappedRecord,
-    MappingError,
     MapState,
     QueueLimits,
     RecordStatus,
     Refuse,
     SyncStatus,
-    TableMap,
-    apply_mapping,
     arrival,
     queue_admission,
+)
+from services.bridge.mapping import (
+    Filtered,
+    MapLeg,
+    MappedRecord,
+    MappingError,
+    TableMap,
+    apply_mapping,
     source_key,
 )
 from services.common.inbox import describe_validation_error

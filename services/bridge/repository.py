@@ -1,4 +1,5 @@
-"""SQL of the bridge: map state, records, paused queue, error queue, alert rules, activity log.
+"""SQL of the bridge: map state, records, paused queue and activity log (the error queue and
+alert rules are in error_repository.py, the admin API's read views in queries.py).
 
 Every function runs on the caller's connection (and, where it writes, inside the caller's
 transaction): the handler decides what belongs to one transaction. Every statement is
@@ -18,11 +19,11 @@ from typing import Any
 from uuid import UUID
 
 from services.bridge.domain import (
-    AlertAction,
     AlertRule,
-    ErrorType,
     MapState,
     SyncStatus,
+)
+from services.bridge.mapping import (
     TableMap,
 )
 from services.bridge.records import BridgeRecord, QueueFigures
@@ -36,10 +37,6 @@ class UnknownMap(NotFound):
 
 class UnknownRecord(NotFound):
     """No bridge record with that id."""
-
-
-class UnknownError(NotFound):
-    """No error-queue entry with that id."""
 
 
 @dataclass(frozen=True)
@@ -59,16 +56,6 @@ class QueuedRecord:
     bytes: int
     queued_at: datetime
     record: BridgeRecord
-
-
-@dataclass(frozen=True)
-class ErrorEntry:
-    """An entry of the error queue, as a retry reads it."""
-
-    id: int
-    record_id: UUID | None
-    map_name: str
-    status: str  # open | retried | resolved
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,14 +249,6 @@ async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> None
     )
 
 
-async def record_row(conn: DbConnection, record_id: UUID) -> dict[str, Any]:
-    """Every column of one record, as the admin API shows it."""
-    row = await conn.fetchrow("SELECT * FROM bridge_record WHERE record_id = $1", record_id)
-    if row is None:
-        raise UnknownRecord(f"no bridge record {record_id}")
-    return dict(row)
-
-
 async def get_record(conn: DbConnection, record_id: UUID, *, lock: bool = False) -> BridgeRecord:
     sql = "SELECT * FROM bridge_record WHERE record_id = $1" + (" FOR UPDATE" if lock else "")
     row = await conn.fetchrow(sql, record_id)
@@ -319,26 +298,6 @@ async def mark_sent(
     return {r["record_id"]: r["attempts"] for r in rows}
 
 
-async def list_records(
-    conn: DbConnection,
-    *,
-    invoice_id: str | None = None,
-    status: str | None = None,
-    map_name: str | None = None,
-    limit: int = 1000,
-) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        "SELECT * FROM bridge_record WHERE ($1::text IS NULL OR invoice_id = $1) "
-        "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR map_name = $3) "
-        "ORDER BY seq LIMIT $4",
-        invoice_id,
-        status,
-        map_name,
-        limit,
-    )
-    return [dict(r) for r in rows]
-
-
 # A map's ($1) pending records with no receipt for an interval ($2): what the re-drive sends.
 _OVERDUE = "map_name = $1 AND status = 'pending' AND last_sent_at < now() - $2::interval"
 
@@ -374,33 +333,6 @@ async def held_records(conn: DbConnection, map_name: str) -> list[BridgeRecord]:
         map_name,
     )
     return [_record(r) for r in rows]
-
-
-async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
-    """Per map: forwarded, filtered, one-way violations and records by status."""
-    result: dict[str, dict[str, int]] = {}
-    for m in await list_maps(conn):
-        result[m.name] = {
-            "forwarded": 0,
-            "filtered": 0,
-            "one_way_violations": 0,
-            **{s.value: 0 for s in SyncStatus},
-        }
-    for row in await conn.fetch(
-        "SELECT map_name, status, count(*) AS n, count(*) FILTER (WHERE attempts > 0) AS sent "
-        "FROM bridge_record GROUP BY map_name, status"
-    ):
-        figures = result[row["map_name"]]
-        figures[row["status"]] += row["n"]
-        figures["forwarded"] += row["sent"]
-    for name, figures in result.items():
-        figures["filtered"] = figures[SyncStatus.FILTERED.value]
-        figures["one_way_violations"] = await conn.fetchval(
-            "SELECT count(*) FROM bridge_activity WHERE map_name = $1 "
-            "AND kind = 'one_way_violation'",
-            name,
-        )
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,142 +375,6 @@ async def dequeue(conn: DbConnection, queue_seqs: list[int]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Error queue
-
-
-async def add_error(
-    conn: DbConnection,
-    map_name: str,
-    record_id: UUID | None,
-    error_type: ErrorType,
-    reason: str,
-    at: datetime,
-    *,
-    catch_up: bool = False,
-) -> int:
-    error_id: int = await conn.fetchval(
-        "INSERT INTO bridge_error (record_id, map_name, error_type, reason, catch_up, "
-        "created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        record_id,
-        map_name,
-        error_type.value,
-        reason,
-        catch_up,
-        at,
-    )
-    return error_id
-
-
-async def list_errors(
-    conn: DbConnection,
-    *,
-    map_name: str | None = None,
-    catch_up: bool | None = None,
-    status: str | None = None,
-) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        "SELECT e.*, r.record_key, r.invoice_id, r.status AS record_status "
-        "FROM bridge_error e LEFT JOIN bridge_record r USING (record_id) "
-        "WHERE ($1::text IS NULL OR e.map_name = $1) AND ($2::boolean IS NULL OR e.catch_up = $2) "
-        "AND ($3::text IS NULL OR e.status = $3) ORDER BY e.id",
-        map_name,
-        catch_up,
-        status,
-    )
-    return [dict(r) for r in rows]
-
-
-async def get_error(conn: DbConnection, error_id: int) -> ErrorEntry:
-    row = await conn.fetchrow(
-        "SELECT id, record_id, map_name, status FROM bridge_error WHERE id = $1", error_id
-    )
-    if row is None:
-        raise UnknownError(f"no error {error_id}")
-    return ErrorEntry(row["id"], row["record_id"], row["map_name"], row["status"])
-
-
-async def mark_error_retried(conn: DbConnection, error_id: int) -> None:
-    await conn.execute(
-        "UPDATE bridge_error SET status = 'retried', retries = retries + 1, retried_at = now() "
-        "WHERE id = $1",
-        error_id,
-    )
-
-
-async def resolve_errors_of(conn: DbConnection, record_id: UUID) -> int:
-    """The record was applied after all: its open or retried errors are resolved."""
-    result: str = await conn.execute(
-        "UPDATE bridge_error SET status = 'resolved', resolved_at = now() "
-        "WHERE record_id = $1 AND status <> 'resolved'",
-        record_id,
-    )
-    return int(result.split()[-1])
-
-
-async def resolve_errors_of_many(conn: DbConnection, record_ids: list[UUID]) -> list[UUID]:
-    """`resolve_errors_of` for many records; the ids of those that had errors to resolve."""
-    rows = await conn.fetch(
-        "UPDATE bridge_error SET status = 'resolved', resolved_at = now() "
-        "WHERE record_id = ANY($1::uuid[]) AND status <> 'resolved' RETURNING record_id",
-        record_ids,
-    )
-    return list(dict.fromkeys(r["record_id"] for r in rows))
-
-
-async def error_timestamps(
-    conn: DbConnection, map_name: str, since: datetime
-) -> dict[ErrorType, list[datetime]]:
-    rows = await conn.fetch(
-        "SELECT error_type, created_at FROM bridge_error WHERE map_name = $1 AND created_at > $2",
-        map_name,
-        since,
-    )
-    result: dict[ErrorType, list[datetime]] = {}
-    for row in rows:
-        result.setdefault(ErrorType(row["error_type"]), []).append(row["created_at"])
-    return result
-
-
-# --------------------------------------------------------------------------------------------
-# Alert rules
-
-
-@dataclass(frozen=True)
-class StoredRule:
-    id: int
-    rule: AlertRule
-    last_fired_at: datetime | None
-
-
-async def alert_rules(conn: DbConnection, map_name: str) -> list[StoredRule]:
-    rows = await conn.fetch(
-        "SELECT * FROM bridge_alert_rule WHERE map_name = $1 ORDER BY id", map_name
-    )
-    return [
-        StoredRule(
-            id=r["id"],
-            rule=AlertRule(
-                map_name=r["map_name"],
-                error_type=ErrorType(r["error_type"]),
-                count=r["error_count"],
-                window=timedelta(seconds=r["window_s"]),
-                action=AlertAction(r["action"]),
-            ),
-            last_fired_at=r["last_fired_at"],
-        )
-        for r in rows
-    ]
-
-
-async def mark_rule_fired(conn: DbConnection, rule_id: int, at: datetime) -> None:
-    await conn.execute("UPDATE bridge_alert_rule SET last_fired_at = $2 WHERE id = $1", rule_id, at)
-
-
-async def list_alert_rules(conn: DbConnection) -> list[dict[str, Any]]:
-    return [dict(r) for r in await conn.fetch("SELECT * FROM bridge_alert_rule ORDER BY id")]
-
-
-# --------------------------------------------------------------------------------------------
 # Activity log
 
 
@@ -602,17 +398,3 @@ async def add_activity(
         record_id,
         None if detail is None else json.loads(json.dumps(detail, default=str)),
     )
-
-
-async def list_activity(
-    conn: DbConnection, *, map_name: str | None = None, kind: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    """Newest first."""
-    rows = await conn.fetch(
-        "SELECT * FROM bridge_activity WHERE ($1::text IS NULL OR map_name = $1) "
-        "AND ($2::text IS NULL OR kind = $2) ORDER BY id DESC LIMIT $3",
-        map_name,
-        kind,
-        limit,
-    )
-    return [dict(r) for r in rows]

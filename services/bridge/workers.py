@@ -13,7 +13,9 @@ from typing import Final
 
 from services.bridge import repository as repo
 from services.bridge.commands import BridgeCommands
-from services.bridge.domain import MapState
+from services.bridge.domain import (
+    MapState,
+)
 from services.common.backoff import Backoff
 from services.common.db import TRANSIENT_DATABASE_ERRORS, database_status
 from services.common.logging import get_logger

@@ -10,7 +10,9 @@ from uuid import uuid4
 import pytest
 
 from schemas.receipts import ReceiptOutcome
-from services.bridge.domain import MapAction
+from services.bridge.domain import (
+    MapAction,
+)
 from services.bridge.handlers import BridgeProcessor, seed
 from services.common.db import create_pool, migrate_service
 from services.common.settings import Settings

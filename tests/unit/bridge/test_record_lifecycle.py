@@ -16,6 +16,8 @@ from services.bridge.domain import (
     MapState,
     QueueLimits,
     SyncStatus,
+)
+from services.bridge.mapping import (
     legs_for_topic,
 )
 from services.bridge.records import (
