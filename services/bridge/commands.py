@@ -61,13 +61,13 @@ class BridgeCommands:
             found = await repo.get_map(conn, name_or_slug)
             row = await repo.lock_map(conn, found.name)
             new = transition(row.state, action, map_name=row.name)
-            await repo.set_map_state(conn, row.name, new)
-            await repo.add_activity(
+            await repo.change_map_state(
                 conn,
                 row.name,
-                "state_changed",
-                f"{row.state.value} -> {new.value} by administrator ({action.value})",
-                detail={"from": row.state.value, "to": new.value, "by": "administrator"},
+                row.state,
+                new,
+                by="administrator",
+                message=f"{row.state.value} -> {new.value} by administrator ({action.value})",
             )
             if action is MapAction.RUN:
                 # The initial sync carries what arrived while the map was stopped, in order:
@@ -130,7 +130,6 @@ class BridgeCommands:
                 MapAction.CAUGHT_UP if row.state is MapState.RESUMING else MapAction.INITIALIZED
             )
             new = transition(row.state, action, map_name=map_name)
-            await repo.set_map_state(conn, map_name, new)
             kind = "catch_up_finished" if action is MapAction.CAUGHT_UP else "initial_sync_finished"
             await repo.add_activity(
                 conn,
@@ -139,12 +138,13 @@ class BridgeCommands:
                 f"queue drained; {row.state.value} -> {new.value}",
                 detail={"from": row.state.value, "to": new.value},
             )
-            await repo.add_activity(
+            await repo.change_map_state(
                 conn,
                 map_name,
-                "state_changed",
-                f"{row.state.value} -> {new.value}",
-                detail={"from": row.state.value, "to": new.value, "by": "bridge"},
+                row.state,
+                new,
+                by="bridge",
+                message=f"{row.state.value} -> {new.value}",
             )
             log.info("map_state_changed", map=map_name, action=action.value, state=new.value)
             return False

@@ -111,11 +111,11 @@ class ErrorQueue:
             except BridgeRuleError as exc:
                 await repo.add_activity(conn, map_name, "alert_action_refused", str(exc))
                 continue
-            await repo.set_map_state(conn, map_name, new)
-            await repo.add_activity(
+            await repo.change_map_state(
                 conn,
                 map_name,
-                "state_changed",
-                f"{row.state.value} -> {new.value} by alert rule: {alert.reason}",
-                detail={"from": row.state.value, "to": new.value, "by": "alert rule"},
+                row.state,
+                new,
+                by="alert rule",
+                message=f"{row.state.value} -> {new.value} by alert rule: {alert.reason}",
             )

@@ -136,6 +136,21 @@ async def set_map_state(conn: DbConnection, name: str, state: MapState) -> None:
     )
 
 
+async def change_map_state(
+    conn: DbConnection, name: str, old: MapState, new: MapState, *, by: str, message: str
+) -> None:
+    """The map moves from `old` to `new` (decided by `domain.transition`), in the activity log
+    with who moved it (administrator, alert rule, bridge)."""
+    await set_map_state(conn, name, new)
+    await add_activity(
+        conn,
+        name,
+        "state_changed",
+        message,
+        detail={"from": old.value, "to": new.value, "by": by},
+    )
+
+
 async def maps_in_states(conn: DbConnection, states: tuple[MapState, ...]) -> list[str]:
     rows = await conn.fetch(
         "SELECT name FROM bridge_map WHERE state = ANY($1::text[]) ORDER BY name",
