@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from services.bridge import error_repository, queries
 from services.bridge import repository as repo
 from services.bridge.domain import AlertAction, AlertRule, BridgeRuleError, ErrorType
 from services.common.db import DbConnection
@@ -37,11 +38,11 @@ async def edit_alert_rule(
     already counted by a firing do not fire the edited rule again.
     """
     async with conn.transaction():
-        stored = await repo.lock_alert_rule(conn, rule_id)
+        stored = await error_repository.lock_alert_rule(conn, rule_id)
         rule = AlertRule(stored.rule.map_name, error_type, count, window, action)
         if rule != stored.rule:
             try:
-                await repo.update_alert_rule(conn, rule_id, rule)
+                await error_repository.update_alert_rule(conn, rule_id, rule)
             except asyncpg.UniqueViolationError as exc:
                 raise DuplicateAlertRule(
                     f"map '{rule.map_name}' has another rule with {_words(rule)} already"
@@ -53,7 +54,7 @@ async def edit_alert_rule(
                 f"alert rule {rule_id}: {_words(stored.rule)} -> {_words(rule)}",
                 detail={"rule_id": rule_id, "from": _words(stored.rule), "to": _words(rule)},
             )
-        return await repo.alert_rule_view(conn, rule_id)
+        return await queries.alert_rule_view(conn, rule_id)
 
 
 def _words(rule: AlertRule) -> str:

@@ -7,17 +7,28 @@ reason; an unknown map, record or error 404.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from services.bridge import queries
 from services.bridge import repository as repo
 from services.bridge.alert_rules import edit_alert_rule
-from services.bridge.domain import AlertAction, ErrorType, MapAction, describe
-from services.bridge.handlers import MAPS_BY_NAME, BridgeProcessor
+from services.bridge.commands import MAPS_BY_NAME, BridgeCommands
+from services.bridge.domain import (
+    AlertAction,
+    ErrorType,
+    MapAction,
+    MapState,
+    SyncStatus,
+)
+from services.bridge.mapping import (
+    describe,
+)
 from services.common.api import connection, create_app, error_responses
 from services.common.auth import Role, require_role
 from services.common.db import DbConnection
@@ -44,22 +55,191 @@ class AlertRuleIn(BaseModel):
     action: AlertAction
 
 
-def _processor(request: Request) -> BridgeProcessor:
-    processor: BridgeProcessor = request.app.state.processor
-    return processor
+# --------------------------------------------------------------------------------------------
+# Answers (each field as the database row or the command gives it)
+
+# A moment as it always was written here (`isoformat`: "+00:00", not pydantic's "Z"), so the
+# CLI, the console and scripts read the same strings as before the answers were typed.
+Timestamp = Annotated[
+    datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")
+]
 
 
-async def _map_view(conn: DbConnection, row: repo.MapRow) -> dict[str, Any]:
+class QueueSummary(BaseModel):
+    """A map's paused queue in figures."""
+
+    count: int
+    bytes: int
+    oldest: Timestamp | None
+
+
+class MapOut(BaseModel):
+    """A table map with its state, queue figures and definition (legs, filters, mappings)."""
+
+    name: str
+    slug: str
+    version: str
+    state: MapState
+    state_changed_at: Timestamp
+    queue: QueueSummary
+    definition: dict[str, Any]
+
+
+class QueuedOut(BaseModel):
+    """A record waiting in a map's queue, at its position (1 = next)."""
+
+    position: int
+    record_id: UUID
+    record_key: str
+    invoice_id: str | None
+    leg: str
+    bytes: int
+    queued_at: Timestamp
+
+
+class QueueLimitsOut(BaseModel):
+    """The paused queue's cap (domain.md: one day or 1 GB): past it, new records are refused."""
+
+    max_age_s: float
+    max_bytes: int
+    max_count: int | None
+
+
+class QueueOut(QueueSummary):
+    """A map's paused queue: figures, its limits and the records at its head."""
+
+    map: str
+    state: MapState
+    limits: QueueLimitsOut
+    records: list[QueuedOut]
+
+
+class ActivityOut(BaseModel):
+    """One entry of the activity log."""
+
+    id: int
+    map_name: str | None
+    kind: str
+    message: str
+    invoice_id: str | None
+    record_id: UUID | None
+    detail: dict[str, Any] | None
+    at: Timestamp
+
+
+class AlertRuleOut(BaseModel):
+    """An alert rule: `error_count` errors of `error_type` within `window_s` → `action`."""
+
+    id: int
+    map_name: str
+    error_type: ErrorType
+    error_count: int
+    window_s: float
+    action: AlertAction
+    last_fired_at: Timestamp | None
+
+
+class ErrorOut(BaseModel):
+    """An entry of the error queue, with its record's key, invoice and current status."""
+
+    id: int
+    record_id: UUID | None
+    map_name: str
+    error_type: ErrorType
+    reason: str
+    catch_up: bool
+    status: Literal["open", "retried", "resolved"]
+    retries: int
+    created_at: Timestamp
+    retried_at: Timestamp | None
+    resolved_at: Timestamp | None
+    record_key: str | None
+    invoice_id: str | None
+    record_status: SyncStatus | None
+
+
+class RetryOut(BaseModel):
+    """What a retried record became; `reason` only when it failed or is held."""
+
+    error_id: int
+    record_id: str
+    record_key: str
+    status: SyncStatus
+    reason: str | None = None
+
+
+class RetryAllOut(BaseModel):
+    """How many records were retried, and what each became."""
+
+    retried: int
+    results: list[RetryOut]
+
+
+class RecordOut(BaseModel):
+    """A bridge record: where it stands, why, how often it was sent, and its documents."""
+
+    record_id: UUID
+    seq: int
+    map_name: str
+    leg_name: str
+    source_topic: str
+    source_event_id: UUID
+    record_key: str
+    message_key: str | None
+    target_topic: str
+    invoice_id: str | None
+    correlation_id: str | None
+    status: SyncStatus
+    reason: str | None
+    source_record: dict[str, Any]
+    payload: dict[str, Any] | None
+    attempts: int
+    sent_in_catch_up: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+    last_sent_at: Timestamp | None
+    synced_at: Timestamp | None
+
+
+async def _known_query(request: Request) -> None:
+    """Refuse (422, naming it) a query parameter the route does not declare: a misspelt
+    filter (`?stauts=open`) would otherwise be ignored and answer the unfiltered list."""
+    route = request.scope.get("route")
+    known = {p.alias for p in getattr(getattr(route, "dependant", None), "query_params", [])}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "unknown query parameter",
+                    "input": request.query_params.get(name),
+                }
+                for name in unknown
+            ]
+        )
+
+
+KNOWN_QUERY = [Depends(_known_query)]
+
+
+def _commands(request: Request) -> BridgeCommands:
+    commands: BridgeCommands = request.app.state.commands
+    return commands
+
+
+async def _map_view(conn: DbConnection, row: repo.MapRow) -> MapOut:
     figures = await repo.queue_figures(conn, row.name)
-    return {
-        "name": row.name,
-        "slug": row.slug,
-        "version": row.version,
-        "state": row.state.value,
-        "state_changed_at": row.state_changed_at,
-        "queue": {"count": figures.count, "bytes": figures.bytes, "oldest": figures.oldest},
-        "definition": describe(MAPS_BY_NAME[row.name]),
-    }
+    return MapOut(
+        name=row.name,
+        slug=row.slug,
+        version=row.version,
+        state=row.state,
+        state_changed_at=row.state_changed_at,
+        queue=QueueSummary(count=figures.count, bytes=figures.bytes, oldest=figures.oldest),
+        definition=describe(MAPS_BY_NAME[row.name]),
+    )
 
 
 def build_app() -> FastAPI:
@@ -78,22 +258,23 @@ def _maps_router() -> APIRouter:
     router = APIRouter(tags=["table maps"], dependencies=[ADMIN])
 
     @router.get("/maps", summary="Every table map with its state, queue and field mappings")
-    async def list_maps(conn: DbConnection = CONN) -> list[dict[str, Any]]:
+    async def list_maps(conn: DbConnection = CONN) -> list[MapOut]:
         return [await _map_view(conn, row) for row in await repo.list_maps(conn)]
 
     @router.get("/maps/{map}", summary="One table map (full name or 'invoices' / 'actuals')")
-    async def get_map(map: str, conn: DbConnection = CONN) -> dict[str, Any]:
+    async def get_map(map: str, conn: DbConnection = CONN) -> MapOut:
         return await _map_view(conn, await repo.get_map(conn, map))
 
     def action_route(action: MapAction) -> None:
-        async def act(map: str, request: Request, conn: DbConnection = CONN) -> dict[str, Any]:
-            row = await _processor(request).change_state(map, action)
+        async def act(map: str, request: Request, conn: DbConnection = CONN) -> MapOut:
+            row = await _commands(request).change_state(map, action)
             return await _map_view(conn, row)
 
         router.add_api_route(
             f"/maps/{{map}}/{action.value}",
             act,
             methods=["POST"],
+            response_model=MapOut,
             summary=f"{action.value.capitalize()} the map (409 with the reason when refused)",
             name=f"{action.value}_map",
         )
@@ -101,65 +282,76 @@ def _maps_router() -> APIRouter:
     for action in (MapAction.RUN, MapAction.PAUSE, MapAction.RESUME, MapAction.STOP):
         action_route(action)
 
-    @router.get("/maps/{map}/queue", summary="The map's paused queue: count, bytes, oldest, list")
+    @router.get(
+        "/maps/{map}/queue",
+        summary="The map's paused queue: count, bytes, oldest, list",
+        dependencies=KNOWN_QUERY,
+    )
     async def queue(
         map: str,
         request: Request,
         limit: int = Query(100, ge=1, le=10_000),
         conn: DbConnection = CONN,
-    ) -> dict[str, Any]:
+    ) -> QueueOut:
         row = await repo.get_map(conn, map)
         figures = await repo.queue_figures(conn, row.name)
         head = await repo.queue_head(conn, row.name, limit)
-        limits = _processor(request).limits
-        return {
-            "map": row.name,
-            "state": row.state.value,
-            "limits": {
-                "max_age_s": limits.max_age.total_seconds(),
-                "max_bytes": limits.max_size_bytes,
-                "max_count": limits.max_count,
-            },
-            "count": figures.count,
-            "bytes": figures.bytes,
-            "oldest": figures.oldest,
-            "records": [
-                {
-                    "position": i + 1,
-                    "record_id": r["record_id"],
-                    "record_key": r["record_key"],
-                    "invoice_id": r["invoice_id"],
-                    "leg": r["leg_name"],
-                    "bytes": r["bytes"],
-                    "queued_at": r["queued_at"],
-                }
-                for i, r in enumerate(head)
+        limits = _commands(request).intake.limits
+        return QueueOut(
+            map=row.name,
+            state=row.state,
+            limits=QueueLimitsOut(
+                max_age_s=limits.max_age.total_seconds(),
+                max_bytes=limits.max_size_bytes,
+                max_count=limits.max_count,
+            ),
+            count=figures.count,
+            bytes=figures.bytes,
+            oldest=figures.oldest,
+            records=[
+                QueuedOut(
+                    position=i + 1,
+                    record_id=q.record.record_id,
+                    record_key=q.record.record_key,
+                    invoice_id=q.record.invoice_id,
+                    leg=q.record.leg_name,
+                    bytes=q.bytes,
+                    queued_at=q.queued_at,
+                )
+                for i, q in enumerate(head)
             ],
-        }
+        )
 
-    @router.get("/activity", summary="Activity log, newest first", responses=error_responses(404))
+    @router.get(
+        "/activity",
+        summary="Activity log, newest first",
+        responses=error_responses(404),
+        dependencies=KNOWN_QUERY,
+    )
     async def activity(
         map: str | None = None,
         kind: str | None = None,
         limit: int = Query(100, ge=1, le=10_000),
         conn: DbConnection = CONN,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ActivityOut]:
         name = None if map is None else (await repo.get_map(conn, map)).name
-        return await repo.list_activity(conn, map_name=name, kind=kind, limit=limit)
+        rows = await queries.list_activity(conn, map_name=name, kind=kind, limit=limit)
+        return [ActivityOut.model_validate(r) for r in rows]
 
     @router.get("/stats", summary="Per map: forwarded, filtered, one-way violations, by status")
     async def stats(conn: DbConnection = CONN) -> dict[str, dict[str, int]]:
-        return await repo.stats(conn)
+        return await queries.stats(conn)
 
     @router.get("/alert-rules", summary="Alert rules: error type, count, window, action")
-    async def alert_rules(conn: DbConnection = CONN) -> list[dict[str, Any]]:
-        return await repo.list_alert_rules(conn)
+    async def alert_rules(conn: DbConnection = CONN) -> list[AlertRuleOut]:
+        return [AlertRuleOut.model_validate(r) for r in await queries.list_alert_rules(conn)]
 
     @router.put(
         "/alert-rules/{rule_id}",
         summary="Change an alert rule's error type, count, window and action",
         description="422 when a value makes no sense (nothing changes); 409 when the map has "
         "a rule with these values already. The change is written to the map's activity log.",
+        response_model=AlertRuleOut,
     )
     async def put_alert_rule(
         rule_id: RuleId, body: AlertRuleIn, conn: DbConnection = CONN
@@ -183,37 +375,49 @@ def _errors_router() -> APIRouter:
         "",
         summary="Error queue (catch_up=true: the catch-up error list)",
         responses=error_responses(404),
+        dependencies=KNOWN_QUERY,
     )
     async def list_errors(
         map: str | None = None,
         catch_up: bool | None = None,
         status: str | None = Query(None, pattern="^(open|retried|resolved)$"),
         conn: DbConnection = CONN,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ErrorOut]:
         name = None if map is None else (await repo.get_map(conn, map)).name
-        return await repo.list_errors(conn, map_name=name, catch_up=catch_up, status=status)
+        rows = await queries.list_errors(conn, map_name=name, catch_up=catch_up, status=status)
+        return [ErrorOut.model_validate(r) for r in rows]
 
     @router.post(
         "/retry-all",
         summary="Retry every open error (optionally of one map)",
         responses=error_responses(404),
+        dependencies=KNOWN_QUERY,
+        response_model_exclude_unset=True,
     )
     async def retry_all(
         request: Request,
         map: str | None = None,
         catch_up: bool | None = None,
         conn: DbConnection = CONN,
-    ) -> dict[str, Any]:
+    ) -> RetryAllOut:
         name = None if map is None else (await repo.get_map(conn, map)).name
-        open_errors = await repo.list_errors(conn, map_name=name, catch_up=catch_up, status="open")
+        open_errors = await queries.list_errors(
+            conn, map_name=name, catch_up=catch_up, status="open"
+        )
         ids = [e["id"] for e in open_errors if e["record_id"] is not None]
-        results = await _processor(request).retry_errors(ids)
-        return {"retried": len(results), "results": results}
+        results = await _commands(request).retry_errors(ids)
+        return RetryAllOut(
+            retried=len(results), results=[RetryOut.model_validate(r) for r in results]
+        )
 
-    @router.post("/{error_id}/retry", summary="Retry the record behind one error")
-    async def retry(error_id: ErrorId, request: Request) -> dict[str, Any]:
-        results = await _processor(request).retry_errors([error_id])
-        return results[0]
+    @router.post(
+        "/{error_id}/retry",
+        summary="Retry the record behind one error",
+        response_model_exclude_unset=True,
+    )
+    async def retry(error_id: ErrorId, request: Request) -> RetryOut:
+        results = await _commands(request).retry_errors([error_id])
+        return RetryOut.model_validate(results[0])
 
     return router
 
@@ -225,6 +429,7 @@ def _records_router() -> APIRouter:
         "",
         summary="Per-record sync status, by invoice id, status or map",
         responses=error_responses(404),
+        dependencies=KNOWN_QUERY,
     )
     async def list_records(
         invoice_id: str | None = None,
@@ -234,14 +439,15 @@ def _records_router() -> APIRouter:
         map: str | None = None,
         limit: int = Query(1000, ge=1, le=100_000),
         conn: DbConnection = CONN,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RecordOut]:
         name = None if map is None else (await repo.get_map(conn, map)).name
-        return await repo.list_records(
+        rows = await queries.list_records(
             conn, invoice_id=invoice_id, status=status, map_name=name, limit=limit
         )
+        return [RecordOut.model_validate(r) for r in rows]
 
     @router.get("/{record_id}", summary="One record: status, reason, attempts, payloads")
-    async def get_record(record_id: UUID, conn: DbConnection = CONN) -> dict[str, Any]:
-        return await repo.get_record(conn, record_id)
+    async def get_record(record_id: UUID, conn: DbConnection = CONN) -> RecordOut:
+        return RecordOut.model_validate(await queries.record_row(conn, record_id))
 
     return router

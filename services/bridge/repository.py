@@ -1,4 +1,5 @@
-"""SQL of the bridge: map state, records, paused queue, error queue, alert rules, activity log.
+"""SQL of the bridge: map state, records, paused queue and activity log (the error queue and
+alert rules are in error_repository.py, the admin API's read views in queries.py).
 
 Every function runs on the caller's connection (and, where it writes, inside the caller's
 transaction): the handler decides what belongs to one transaction. Every statement is
@@ -18,13 +19,14 @@ from typing import Any
 from uuid import UUID
 
 from services.bridge.domain import (
-    AlertAction,
     AlertRule,
-    ErrorType,
     MapState,
     SyncStatus,
+)
+from services.bridge.mapping import (
     TableMap,
 )
+from services.bridge.records import BridgeRecord, QueueFigures
 from services.common.db import DbConnection
 from services.common.errors import NotFound
 
@@ -37,10 +39,6 @@ class UnknownRecord(NotFound):
     """No bridge record with that id."""
 
 
-class UnknownError(NotFound):
-    """No error-queue entry with that id."""
-
-
 @dataclass(frozen=True)
 class MapRow:
     name: str
@@ -51,10 +49,13 @@ class MapRow:
 
 
 @dataclass(frozen=True)
-class QueueFigures:
-    count: int
+class QueuedRecord:
+    """A record in a map's paused queue, at its place."""
+
+    queue_seq: int
     bytes: int
-    oldest: datetime | None
+    queued_at: datetime
+    record: BridgeRecord
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,6 +136,21 @@ async def set_map_state(conn: DbConnection, name: str, state: MapState) -> None:
     )
 
 
+async def change_map_state(
+    conn: DbConnection, name: str, old: MapState, new: MapState, *, by: str, message: str
+) -> None:
+    """The map moves from `old` to `new` (decided by `domain.transition`), in the activity log
+    with who moved it (administrator, alert rule, bridge)."""
+    await set_map_state(conn, name, new)
+    await add_activity(
+        conn,
+        name,
+        "state_changed",
+        message,
+        detail={"from": old.value, "to": new.value, "by": by},
+    )
+
+
 async def maps_in_states(conn: DbConnection, states: tuple[MapState, ...]) -> list[str]:
     rows = await conn.fetch(
         "SELECT name FROM bridge_map WHERE state = ANY($1::text[]) ORDER BY name",
@@ -147,33 +163,35 @@ async def maps_in_states(conn: DbConnection, states: tuple[MapState, ...]) -> li
 # Records
 
 
-@dataclass(frozen=True)
-class NewRecord:
-    """A record as the handler creates it."""
+def _record(row: Any) -> BridgeRecord:
+    """A `bridge_record` row (whole, or the state columns of `_RECORD_STATE`) as a record."""
+    return BridgeRecord(
+        record_id=row["record_id"],
+        map_name=row["map_name"],
+        leg_name=row["leg_name"],
+        source_topic=row["source_topic"],
+        source_event_id=row["source_event_id"],
+        record_key=row["record_key"],
+        message_key=row["message_key"],
+        target_topic=row["target_topic"],
+        invoice_id=row["invoice_id"],
+        correlation_id=row["correlation_id"],
+        status=SyncStatus(row["status"]),
+        reason=row["reason"],
+        source_record=row.get("source_record"),
+        payload=row.get("payload"),
+        attempts=row["attempts"],
+        sent_in_catch_up=row["sent_in_catch_up"],
+    )
 
-    record_id: UUID
-    map_name: str
-    leg_name: str
-    source_topic: str
-    source_event_id: UUID
-    record_key: str
-    message_key: str | None
-    target_topic: str
-    invoice_id: str | None
-    correlation_id: str | None
-    status: SyncStatus
-    reason: str | None
-    source_record: dict[str, Any]
-    payload: dict[str, Any] | None
 
-
-async def insert_record(conn: DbConnection, record: NewRecord) -> bool:
+async def insert_record(conn: DbConnection, record: BridgeRecord) -> bool:
     """Insert a record; False when it exists already (the same source event, seen again)."""
     return bool(await insert_records(conn, [record]))
 
 
 async def insert_records(
-    conn: DbConnection, records: list[NewRecord], *, sent: bool = False
+    conn: DbConnection, records: list[BridgeRecord], *, sent: bool = False
 ) -> set[UUID]:
     """Insert records in one statement, in list order; the ids of those inserted (a record
     seen before is left as it is). `sent`: they go to the outbox now (first attempt)."""
@@ -219,22 +237,22 @@ async def insert_records(
 # A record without its two JSON documents (source record and payload): what settling a receipt
 # reads, thousands of rows at a time, where decoding the documents was most of the cost.
 _RECORD_STATE = (
-    "record_id, map_name, leg_name, record_key, message_key, target_topic, invoice_id, "
-    "correlation_id, status, reason, attempts, sent_in_catch_up"
+    "record_id, map_name, leg_name, source_topic, source_event_id, record_key, message_key, "
+    "target_topic, invoice_id, correlation_id, status, reason, attempts, sent_in_catch_up"
 )
 
 
 async def records_by_id(
     conn: DbConnection, record_ids: list[UUID], *, lock: bool = False
-) -> dict[UUID, dict[str, Any]]:
-    """The state of the records with these ids that exist (no source record or payload);
+) -> dict[UUID, BridgeRecord]:
+    """The records with these ids that exist, without their source record and payload;
     locked (in id order) when asked."""
     sql = (
         f"SELECT {_RECORD_STATE} FROM bridge_record WHERE record_id = ANY($1::uuid[]) "
         "ORDER BY record_id"
     )
     rows = await conn.fetch(sql + (" FOR UPDATE" if lock else ""), record_ids)
-    return {r["record_id"]: dict(r) for r in rows}
+    return {r["record_id"]: _record(r) for r in rows}
 
 
 async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> None:
@@ -246,12 +264,17 @@ async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> None
     )
 
 
-async def get_record(conn: DbConnection, record_id: UUID, *, lock: bool = False) -> dict[str, Any]:
+async def get_record(conn: DbConnection, record_id: UUID, *, lock: bool = False) -> BridgeRecord:
     sql = "SELECT * FROM bridge_record WHERE record_id = $1" + (" FOR UPDATE" if lock else "")
     row = await conn.fetchrow(sql, record_id)
     if row is None:
         raise UnknownRecord(f"no bridge record {record_id}")
-    return dict(row)
+    return _record(row)
+
+
+async def save_status(conn: DbConnection, record: BridgeRecord) -> None:
+    """Write the record's status, reason and payload (a transition the caller decided)."""
+    await set_record_status(conn, record.record_id, record.status, record.reason, record.payload)
 
 
 async def set_record_status(
@@ -290,26 +313,6 @@ async def mark_sent(
     return {r["record_id"]: r["attempts"] for r in rows}
 
 
-async def list_records(
-    conn: DbConnection,
-    *,
-    invoice_id: str | None = None,
-    status: str | None = None,
-    map_name: str | None = None,
-    limit: int = 1000,
-) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        "SELECT * FROM bridge_record WHERE ($1::text IS NULL OR invoice_id = $1) "
-        "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR map_name = $3) "
-        "ORDER BY seq LIMIT $4",
-        invoice_id,
-        status,
-        map_name,
-        limit,
-    )
-    return [dict(r) for r in rows]
-
-
 # A map's ($1) pending records with no receipt for an interval ($2): what the re-drive sends.
 _OVERDUE = "map_name = $1 AND status = 'pending' AND last_sent_at < now() - $2::interval"
 
@@ -326,7 +329,7 @@ async def has_overdue(conn: DbConnection, map_name: str, overdue_after: timedelt
 
 async def overdue_pending(
     conn: DbConnection, map_name: str, overdue_after: timedelta, limit: int
-) -> list[dict[str, Any]]:
+) -> list[BridgeRecord]:
     """Pending records of the map with no receipt for `overdue_after`, oldest first, locked."""
     rows = await conn.fetch(
         f"SELECT * FROM bridge_record WHERE {_OVERDUE} ORDER BY seq LIMIT $3 "
@@ -335,43 +338,16 @@ async def overdue_pending(
         overdue_after,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_record(r) for r in rows]
 
 
-async def held_records(conn: DbConnection, map_name: str) -> list[dict[str, Any]]:
+async def held_records(conn: DbConnection, map_name: str) -> list[BridgeRecord]:
     """Records held as not synced while the map was stopped, in arrival order."""
     rows = await conn.fetch(
         "SELECT * FROM bridge_record WHERE map_name = $1 AND status = 'not_synced' ORDER BY seq",
         map_name,
     )
-    return [dict(r) for r in rows]
-
-
-async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
-    """Per map: forwarded, filtered, one-way violations and records by status."""
-    result: dict[str, dict[str, int]] = {}
-    for m in await list_maps(conn):
-        result[m.name] = {
-            "forwarded": 0,
-            "filtered": 0,
-            "one_way_violations": 0,
-            **{s.value: 0 for s in SyncStatus},
-        }
-    for row in await conn.fetch(
-        "SELECT map_name, status, count(*) AS n, count(*) FILTER (WHERE attempts > 0) AS sent "
-        "FROM bridge_record GROUP BY map_name, status"
-    ):
-        figures = result[row["map_name"]]
-        figures[row["status"]] += row["n"]
-        figures["forwarded"] += row["sent"]
-    for name, figures in result.items():
-        figures["filtered"] = figures[SyncStatus.FILTERED.value]
-        figures["one_way_violations"] = await conn.fetchval(
-            "SELECT count(*) FROM bridge_activity WHERE map_name = $1 "
-            "AND kind = 'one_way_violation'",
-            name,
-        )
-    return result
+    return [_record(r) for r in rows]
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,16 +364,17 @@ async def queue_figures(conn: DbConnection, map_name: str) -> QueueFigures:
     return QueueFigures(count=row["n"], bytes=int(row["bytes"]), oldest=row["oldest"])
 
 
-async def enqueue(conn: DbConnection, map_name: str, record_id: UUID, size: int) -> None:
+async def enqueue(conn: DbConnection, record: BridgeRecord) -> None:
+    """The record joins the end of its map's queue, weighing its payload's size."""
     await conn.execute(
         "INSERT INTO bridge_queue (map_name, record_id, bytes) VALUES ($1, $2, $3)",
-        map_name,
-        record_id,
-        size,
+        record.map_name,
+        record.record_id,
+        record.queue_bytes,
     )
 
 
-async def queue_head(conn: DbConnection, map_name: str, limit: int) -> list[dict[str, Any]]:
+async def queue_head(conn: DbConnection, map_name: str, limit: int) -> list[QueuedRecord]:
     """The oldest queued records of the map, in queue order, with their record rows."""
     rows = await conn.fetch(
         "SELECT q.seq AS queue_seq, q.bytes, q.queued_at, r.* FROM bridge_queue q "
@@ -405,184 +382,11 @@ async def queue_head(conn: DbConnection, map_name: str, limit: int) -> list[dict
         map_name,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [QueuedRecord(r["queue_seq"], r["bytes"], r["queued_at"], _record(r)) for r in rows]
 
 
 async def dequeue(conn: DbConnection, queue_seqs: list[int]) -> None:
     await conn.execute("DELETE FROM bridge_queue WHERE seq = ANY($1::bigint[])", queue_seqs)
-
-
-# --------------------------------------------------------------------------------------------
-# Error queue
-
-
-async def add_error(
-    conn: DbConnection,
-    map_name: str,
-    record_id: UUID | None,
-    error_type: ErrorType,
-    reason: str,
-    at: datetime,
-    *,
-    catch_up: bool = False,
-) -> int:
-    error_id: int = await conn.fetchval(
-        "INSERT INTO bridge_error (record_id, map_name, error_type, reason, catch_up, "
-        "created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        record_id,
-        map_name,
-        error_type.value,
-        reason,
-        catch_up,
-        at,
-    )
-    return error_id
-
-
-async def list_errors(
-    conn: DbConnection,
-    *,
-    map_name: str | None = None,
-    catch_up: bool | None = None,
-    status: str | None = None,
-) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        "SELECT e.*, r.record_key, r.invoice_id, r.status AS record_status "
-        "FROM bridge_error e LEFT JOIN bridge_record r USING (record_id) "
-        "WHERE ($1::text IS NULL OR e.map_name = $1) AND ($2::boolean IS NULL OR e.catch_up = $2) "
-        "AND ($3::text IS NULL OR e.status = $3) ORDER BY e.id",
-        map_name,
-        catch_up,
-        status,
-    )
-    return [dict(r) for r in rows]
-
-
-async def get_error(conn: DbConnection, error_id: int) -> dict[str, Any]:
-    row = await conn.fetchrow("SELECT * FROM bridge_error WHERE id = $1", error_id)
-    if row is None:
-        raise UnknownError(f"no error {error_id}")
-    return dict(row)
-
-
-async def mark_error_retried(conn: DbConnection, error_id: int) -> None:
-    await conn.execute(
-        "UPDATE bridge_error SET status = 'retried', retries = retries + 1, retried_at = now() "
-        "WHERE id = $1",
-        error_id,
-    )
-
-
-async def resolve_errors_of(conn: DbConnection, record_id: UUID) -> int:
-    """The record was applied after all: its open or retried errors are resolved."""
-    result: str = await conn.execute(
-        "UPDATE bridge_error SET status = 'resolved', resolved_at = now() "
-        "WHERE record_id = $1 AND status <> 'resolved'",
-        record_id,
-    )
-    return int(result.split()[-1])
-
-
-async def resolve_errors_of_many(conn: DbConnection, record_ids: list[UUID]) -> list[UUID]:
-    """`resolve_errors_of` for many records; the ids of those that had errors to resolve."""
-    rows = await conn.fetch(
-        "UPDATE bridge_error SET status = 'resolved', resolved_at = now() "
-        "WHERE record_id = ANY($1::uuid[]) AND status <> 'resolved' RETURNING record_id",
-        record_ids,
-    )
-    return list(dict.fromkeys(r["record_id"] for r in rows))
-
-
-async def error_timestamps(
-    conn: DbConnection, map_name: str, since: datetime
-) -> dict[ErrorType, list[datetime]]:
-    rows = await conn.fetch(
-        "SELECT error_type, created_at FROM bridge_error WHERE map_name = $1 AND created_at > $2",
-        map_name,
-        since,
-    )
-    result: dict[ErrorType, list[datetime]] = {}
-    for row in rows:
-        result.setdefault(ErrorType(row["error_type"]), []).append(row["created_at"])
-    return result
-
-
-# --------------------------------------------------------------------------------------------
-# Alert rules
-
-
-@dataclass(frozen=True)
-class StoredRule:
-    id: int
-    rule: AlertRule
-    last_fired_at: datetime | None
-
-
-async def alert_rules(conn: DbConnection, map_name: str) -> list[StoredRule]:
-    rows = await conn.fetch(
-        "SELECT * FROM bridge_alert_rule WHERE map_name = $1 ORDER BY id", map_name
-    )
-    return [
-        StoredRule(
-            id=r["id"],
-            rule=AlertRule(
-                map_name=r["map_name"],
-                error_type=ErrorType(r["error_type"]),
-                count=r["error_count"],
-                window=timedelta(seconds=r["window_s"]),
-                action=AlertAction(r["action"]),
-            ),
-            last_fired_at=r["last_fired_at"],
-        )
-        for r in rows
-    ]
-
-
-async def mark_rule_fired(conn: DbConnection, rule_id: int, at: datetime) -> None:
-    await conn.execute("UPDATE bridge_alert_rule SET last_fired_at = $2 WHERE id = $1", rule_id, at)
-
-
-async def list_alert_rules(conn: DbConnection) -> list[dict[str, Any]]:
-    return [dict(r) for r in await conn.fetch("SELECT * FROM bridge_alert_rule ORDER BY id")]
-
-
-async def lock_alert_rule(conn: DbConnection, rule_id: int) -> StoredRule:
-    """One rule, locked for an edit in the caller's transaction; NotFound when unknown."""
-    row = await conn.fetchrow("SELECT * FROM bridge_alert_rule WHERE id = $1 FOR UPDATE", rule_id)
-    if row is None:
-        raise NotFound(f"no alert rule {rule_id}")
-    return StoredRule(
-        id=row["id"],
-        rule=AlertRule(
-            map_name=row["map_name"],
-            error_type=ErrorType(row["error_type"]),
-            count=row["error_count"],
-            window=timedelta(seconds=row["window_s"]),
-            action=AlertAction(row["action"]),
-        ),
-        last_fired_at=row["last_fired_at"],
-    )
-
-
-async def update_alert_rule(conn: DbConnection, rule_id: int, rule: AlertRule) -> None:
-    """Store a rule's new error type, count, window and action."""
-    await conn.execute(
-        "UPDATE bridge_alert_rule SET error_type = $2, error_count = $3, window_s = $4, "
-        "action = $5 WHERE id = $1",
-        rule_id,
-        rule.error_type.value,
-        rule.count,
-        rule.window.total_seconds(),
-        rule.action.value,
-    )
-
-
-async def alert_rule_view(conn: DbConnection, rule_id: int) -> dict[str, Any]:
-    """One rule as the API shows it; NotFound when unknown."""
-    row = await conn.fetchrow("SELECT * FROM bridge_alert_rule WHERE id = $1", rule_id)
-    if row is None:
-        raise NotFound(f"no alert rule {rule_id}")
-    return dict(row)
 
 
 # --------------------------------------------------------------------------------------------
@@ -609,17 +413,3 @@ async def add_activity(
         record_id,
         None if detail is None else json.loads(json.dumps(detail, default=str)),
     )
-
-
-async def list_activity(
-    conn: DbConnection, *, map_name: str | None = None, kind: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    """Newest first."""
-    rows = await conn.fetch(
-        "SELECT * FROM bridge_activity WHERE ($1::text IS NULL OR map_name = $1) "
-        "AND ($2::text IS NULL OR kind = $2) ORDER BY id DESC LIMIT $3",
-        map_name,
-        kind,
-        limit,
-    )
-    return [dict(r) for r in rows]

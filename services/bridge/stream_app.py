@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -32,28 +31,29 @@ from typing import Any
 import asyncpg
 import faust
 import mode
-import uvicorn
 from aiokafka import AIOKafkaProducer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from schemas.topics import topic_name
 from services.bridge import api
-from services.bridge.handlers import (
-    DATABASE_UNAVAILABLE,
-    SOURCE_TOPICS,
-    BridgeProcessor,
-    Incoming,
-    seed,
-)
+from services.bridge.handlers import DATABASE_UNAVAILABLE, SOURCE_TOPICS, BridgeProcessor, seed
 from services.bridge.workers import CatchUpWorker, RedriveWorker
 from services.common.backoff import Backoff
 from services.common.db import create_pool, database_status, migrate_service
 from services.common.dead_letters import send_dead_letter
+from services.common.inbox import Message
 from services.common.kafka import make_producer
 from services.common.logging import get_logger
 from services.common.outbox import OutboxRelay
 from services.common.ports import free_port
-from services.common.service import service_state_file, supervise
+from services.common.service import (
+    EmbeddedServer,
+    ServiceStateFile,
+    embedded_server,
+    port_for,
+    supervise,
+    wire_app,
+)
 from services.common.settings import Settings
 
 log = get_logger(__name__)
@@ -85,14 +85,6 @@ def _patch_fetch_max_wait() -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without signal handlers of its own: the faust worker owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
 class BridgeRuntime(mode.Service):
     """Owns the pool, the DLQ producer, the relay, the workers and the admin API.
 
@@ -109,9 +101,10 @@ class BridgeRuntime(mode.Service):
         self._dlq: AIOKafkaProducer | None = None
         self._workers: list[Any] = []
         self._background: list[asyncio.Task[Any]] = []
-        self._server: uvicorn.Server | None = None
+        self._server: EmbeddedServer | None = None
         self._tracker: asyncio.Task[None] | None = None
-        self.port = settings.bridge_port or free_port(settings.api_host)
+        self._state_file = ServiceStateFile(settings, SERVICE)
+        self.port = port_for(settings, SERVICE)
 
     async def on_start(self) -> None:
         settings = self.settings
@@ -126,19 +119,23 @@ class BridgeRuntime(mode.Service):
         self._dlq = make_producer(settings, f"{settings.topic_prefix}bridge-dlq")
         await self._dlq.start()
         relay = OutboxRelay(self.pool, settings, SERVICE)
-        self._workers = [relay, CatchUpWorker(self.processor), RedriveWorker(self.processor)]
+        commands = self.processor.commands
+        self._workers = [
+            relay,
+            CatchUpWorker(commands, settings),
+            RedriveWorker(commands, settings),
+        ]
         app = api.build_app()
-        app.state.pool = self.pool
-        app.state.settings = settings
-        app.state.service_name = SERVICE
-        app.state.relay = relay
-        app.state.consumer = self.processor  # /health and /parked-events read it
-        app.state.processor = self.processor
-        self._server = _EmbeddedServer(
-            uvicorn.Config(
-                app, host=settings.api_host, port=self.port, log_level="warning", lifespan="off"
-            )
+        wire_app(
+            app,
+            pool=self.pool,
+            settings=settings,
+            name=SERVICE,
+            relay=relay,
+            consumer=self.processor,  # /health and /parked-events read it
+            commands=commands,
         )
+        self._server = embedded_server(app, settings, self.port)
         database = database_status(self.pool)
         self._background = [
             asyncio.create_task(
@@ -148,10 +145,7 @@ class BridgeRuntime(mode.Service):
         ]
         self._background.append(asyncio.create_task(self._guard(self._server.serve(), "api")))
         self._tracker = asyncio.create_task(self._track_assignment())
-        url = f"http://{settings.api_host}:{self.port}"
-        state = service_state_file(settings, SERVICE)
-        state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps({"pid": os.getpid(), "port": self.port, "url": url}))
+        url = self._state_file.write(settings, self.port)
         log.info("service_started", url=url, openapi=f"{url}/docs", group=group_id(settings))
         self.ready.set()
 
@@ -195,10 +189,7 @@ class BridgeRuntime(mode.Service):
         if self.pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pool.close(), 5)
-        state = service_state_file(self.settings, SERVICE)
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            if json.loads(state.read_text()).get("pid") == os.getpid():
-                state.unlink()
+        self._state_file.remove()
         log.info("service_stopped")
 
     async def handle(self, events: list[Any]) -> None:
@@ -208,17 +199,7 @@ class BridgeRuntime(mode.Service):
         await self.ready.wait()
         assert self.processor is not None and self._dlq is not None
         messages = [event.message for event in events]
-        batch = [
-            Incoming(
-                topic=m.topic,
-                partition=m.partition,
-                offset=m.offset,
-                key=m.key,
-                value=m.value,
-                headers=tuple(m.headers or ()),
-            )
-            for m in messages
-        ]
+        batch = [Message.of(m) for m in messages]
         topic = messages[0].topic
         database = database_status(self.processor.pool)
         backoff = Backoff(self.settings.database_retry_max_backoff_s)

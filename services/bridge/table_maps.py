@@ -13,13 +13,15 @@ from typing import Final
 from schemas.vocabulary import BillingMethod, BillingType, TransactionClass, TransactionType
 from services.bridge.domain import (
     AlertRule,
+    default_alert_rule,
+)
+from services.bridge.mapping import (
     Direction,
     Explode,
     FieldMapping,
     FieldNotTrue,
     MapLeg,
     TableMap,
-    default_alert_rule,
 )
 
 # Option sets: dwsim's vocabulary value -> the option label the staging table stores.

@@ -12,11 +12,14 @@ from datetime import timedelta
 from typing import Final
 
 from services.bridge import repository as repo
-from services.bridge.domain import MapState
-from services.bridge.handlers import DATABASE_UNAVAILABLE, BridgeProcessor
+from services.bridge.commands import BridgeCommands
+from services.bridge.domain import (
+    MapState,
+)
 from services.common.backoff import Backoff
-from services.common.db import database_status
+from services.common.db import TRANSIENT_DATABASE_ERRORS, database_status
 from services.common.logging import get_logger
+from services.common.settings import Settings
 
 log = get_logger(__name__)
 
@@ -29,8 +32,9 @@ class _Periodic:
     the next tick comes after a backoff instead (each tick is its own transactions: a failed
     one left nothing behind and is done again)."""
 
-    def __init__(self, processor: BridgeProcessor, interval: float) -> None:
-        self._processor = processor
+    def __init__(self, commands: BridgeCommands, settings: Settings, interval: float) -> None:
+        self._commands = commands
+        self._settings = settings
         self._interval = interval
         self._stopping = asyncio.Event()
 
@@ -38,8 +42,8 @@ class _Periodic:
         self._stopping.set()
 
     async def run(self) -> None:
-        database = database_status(self._processor.pool)
-        backoff = Backoff(self._processor.settings.database_retry_max_backoff_s)
+        database = database_status(self._commands.pool)
+        backoff = Backoff(self._settings.database_retry_max_backoff_s)
         while not self._stopping.is_set():
             busy = False
             wait = self._interval
@@ -47,7 +51,7 @@ class _Periodic:
                 busy = await self.tick()
                 backoff.reset()
                 database.reachable()
-            except DATABASE_UNAVAILABLE as exc:
+            except TRANSIENT_DATABASE_ERRORS as exc:
                 database.failed(exc, type(self).__name__)
                 wait = backoff.next_delay()
                 log.warning(
@@ -68,30 +72,30 @@ class _Periodic:
 class CatchUpWorker(_Periodic):
     """Drains the queue of resuming and initializing maps in order, then sets them running."""
 
-    def __init__(self, processor: BridgeProcessor, interval: float = 0.2) -> None:
-        super().__init__(processor, interval)
+    def __init__(self, commands: BridgeCommands, settings: Settings, interval: float = 0.2) -> None:
+        super().__init__(commands, settings, interval)
 
     async def tick(self) -> bool:
-        async with self._processor.pool.acquire() as conn:
+        async with self._commands.pool.acquire() as conn:
             names = await repo.maps_in_states(conn, (MapState.RESUMING, MapState.INITIALIZING))
         more = False
         for name in names:
-            more |= await self._processor.drain_queue(name, CATCH_UP_BATCH)
+            more |= await self._commands.drain_queue(name, CATCH_UP_BATCH)
         return more
 
 
 class RedriveWorker(_Periodic):
     """Re-sends pending records whose receipt has not come within `receipt_timeout_s`."""
 
-    def __init__(self, processor: BridgeProcessor) -> None:
-        timeout = processor.settings.receipt_timeout_s
-        super().__init__(processor, min(1.0, timeout / 4))
+    def __init__(self, commands: BridgeCommands, settings: Settings) -> None:
+        timeout = settings.receipt_timeout_s
+        super().__init__(commands, settings, min(1.0, timeout / 4))
         self._timeout = timedelta(seconds=timeout)
 
     async def tick(self) -> bool:
-        async with self._processor.pool.acquire() as conn:
+        async with self._commands.pool.acquire() as conn:
             names = await repo.maps_in_states(conn, (MapState.RUNNING,))
         sent = 0
         for name in names:
-            sent += await self._processor.redrive(name, self._timeout, REDRIVE_BATCH)
+            sent += await self._commands.redrive(name, self._timeout, REDRIVE_BATCH)
         return sent >= REDRIVE_BATCH

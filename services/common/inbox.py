@@ -1,26 +1,31 @@
 """Inbox and consumer loop: validate, apply with the event id in one transaction, then commit.
 
-Every service consumes through `InboxConsumer`:
-- a message larger than `max_message_bytes`, or that does not validate, goes to `<topic>.dlq`
-  with the reason and its bytes (as much as fits, see dead_letters.py);
+Every consumer of dwsim applies what it fetched through `apply_messages`: the services' plain
+`InboxConsumer` below and the bridge's faust agents (services/bridge/stream_app.py) alike, so
+both deliver the same way (tests/integration/test_delivery_contract.py runs one set of cases
+against each):
+- a message larger than `max_message_bytes`, or that does not validate, becomes a dead letter
+  for `<topic>.dlq` with the reason and its bytes (as much as fits, see dead_letters.py), which
+  the consumer sends before it acknowledges the message;
 - a valid event is applied by its handler in the same transaction that records its event id,
   so a redelivered event (a crash before the offset commit, a rebalance, a re-drive) is
   acknowledged and skipped;
 - a handler that raises parks the event with its reason in `dwsim_parked_event`, where it can
-  be read and retried, and the loop goes on;
-- offsets are committed only after the transaction commits.
+  be read and retried (`retry_parked_delivery`), and the others go on;
+- offsets are committed (faust: events acked) only after the transaction commits.
 A fetched batch is applied in one transaction: one inbox statement, and the new events applied
 together (one savepoint); only when that fails are they applied one by one to park the culprits.
-A batch that fails anyway for a reason other than an outage (parking itself failed, say) is
-halved until the message that fails is alone, and that one is dead-lettered: no batch is
-retried forever, and the others are applied.
+`InboxConsumer` also isolates a batch that fails anyway for a reason other than an outage
+(parking itself failed, say): it is halved until the message that fails is alone, and that one
+is dead-lettered. The bridge's agents instead stop the process on such a failure, before any
+offset moves (see stream_app.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -31,6 +36,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel, ValidationError
 
 from schemas.envelope import Envelope, envelope_of
+from schemas.receipts import DeadLetter
 from services.common.backoff import Backoff
 from services.common.db import (
     TRANSIENT_DATABASE_ERRORS,
@@ -74,10 +80,51 @@ class Subscription:
 
     topic: str
     payload_model: type[BaseModel]
-    handler: Handler
+    handler: Handler | None = None
     # Applies a fetched batch of the topic's new events at once (bulk statements); when
     # None, `handler` runs per event. Either way in one transaction (see apply_batch_once).
     batch_handler: ApplyMany | None = None
+    # Instead of `handler`, for a handler that needs the message key too (the bridge's).
+    delivery_handler: ApplyOne | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handler is None) == (self.delivery_handler is None):
+            raise ValueError(f"subscription to {self.topic}: give handler or delivery_handler")
+
+    def apply_one(self) -> ApplyOne:
+        """Applies one delivery of the topic."""
+        if self.delivery_handler is not None:
+            return self.delivery_handler
+        assert self.handler is not None
+        return _one(self.handler)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One fetched message, whichever client fetched it (aiokafka, faust)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of(cls, fetched: Any) -> Message:
+        """From aiokafka's `ConsumerRecord` or faust's message (same attribute names)."""
+        headers = tuple(fetched.headers or ())
+        return cls(
+            fetched.topic, fetched.partition, fetched.offset, fetched.key, fetched.value, headers
+        )
+
+
+@dataclass(frozen=True)
+class MessageOutcome:
+    """What became of a message; `dead_letter` is set when it did not validate or fit."""
+
+    kind: str  # applied | duplicate | parked | dead_letter
+    dead_letter: DeadLetter | None = None
 
 
 @dataclass
@@ -163,6 +210,87 @@ async def apply_batch_once(
             log.debug("event_duplicate_skipped", event_id=str(event_id))
         results.append(result)
     return results
+
+
+async def apply_messages(
+    pool: asyncpg.Pool,
+    messages: Sequence[Message],
+    subscriptions: Mapping[str, Subscription],
+    *,
+    max_message_bytes: int,
+    stats: ConsumerStats,
+) -> list[MessageOutcome]:
+    """Apply fetched messages, one outcome per message, in order: each is size-checked and
+    parsed (else a dead letter, for the caller to send before it acknowledges), and the valid
+    ones are applied once, in ONE transaction (`apply_batch_once`), topic by topic in the
+    order of `subscriptions`, each topic's events in fetch order; `stats` counts them.
+
+    Raises what the transaction raises (an unreachable database, say): nothing was applied
+    then, or everything was and only the answer got lost; the caller retries the batch.
+    """
+    outcomes: list[MessageOutcome | None] = [None] * len(messages)
+    by_topic: dict[str, list[tuple[int, Delivery]]] = {}
+    for index, msg in enumerate(messages):
+        reason = too_large_reason(msg.value, max_message_bytes)
+        if reason is None:
+            try:
+                event = parse_event(msg.value, subscriptions[msg.topic].payload_model)
+            except ValidationError as exc:
+                reason = describe_validation_error(exc)
+        if reason is not None:
+            outcomes[index] = MessageOutcome(
+                "dead_letter", letter_for(msg, reason, max_message_bytes)
+            )
+            continue
+        key = msg.key.decode(errors="replace") if msg.key else None
+        delivery = Delivery(event, msg.topic, key, msg.value or b"")
+        by_topic.setdefault(msg.topic, []).append((index, delivery))
+    if by_topic:
+        async with pool.acquire() as conn, conn.transaction():
+            for topic, sub in subscriptions.items():
+                mine = by_topic.get(topic)
+                if not mine:
+                    continue
+                kinds = await apply_batch_once(
+                    conn, [d for _, d in mine], sub.apply_one(), sub.batch_handler
+                )
+                for (index, _), kind in zip(mine, kinds, strict=True):
+                    outcomes[index] = MessageOutcome(kind)
+    result = [o for o in outcomes if o is not None]
+    kinds_ = [o.kind for o in result]
+    stats.applied += kinds_.count("applied")
+    stats.duplicates += kinds_.count("duplicate")
+    stats.parked += kinds_.count("parked")
+    stats.dead_lettered += kinds_.count("dead_letter")
+    return result
+
+
+def letter_for(msg: Message, reason: str, max_message_bytes: int) -> DeadLetter:
+    """The dead letter of a message refused for `reason`."""
+    return dead_letter(
+        msg.topic,
+        msg.partition,
+        msg.offset,
+        msg.key,
+        msg.value,
+        reason,
+        max_bytes=max_message_bytes,
+        headers=msg.headers,
+    )
+
+
+async def retry_parked_delivery(
+    pool: asyncpg.Pool, event_id: UUID, subscriptions: Mapping[str, Subscription]
+) -> bool:
+    """Apply a parked event again through its topic's handler; True when it applied and left
+    the parked list."""
+
+    async def apply(conn: DbConnection, row: asyncpg.Record) -> None:
+        sub = subscriptions[row["topic"]]
+        event = parse_event(row["value"], sub.payload_model)
+        await sub.apply_one()(conn, Delivery(event, row["topic"], row["key"], row["value"]))
+
+    return await retry_parked(pool, event_id, apply)
 
 
 def _one(handler: Handler) -> ApplyOne:
@@ -296,39 +424,18 @@ class InboxConsumer:
             self.stats.dead_lettered += 1
 
     async def _apply(self, messages: list[ConsumerRecord[Any, Any]]) -> None:
-        """Validate and apply messages in one transaction, then dead-letter the refused ones."""
-        dead: list[tuple[ConsumerRecord[Any, Any], str]] = []
-        deliveries: list[Delivery] = []
-        for msg in messages:
-            sub = self._subs[msg.topic]
-            too_large = too_large_reason(msg.value, self._settings.max_message_bytes)
-            if too_large is not None:
-                dead.append((msg, too_large))
-                continue
-            try:
-                event = parse_event(msg.value, sub.payload_model)
-            except ValidationError as exc:
-                dead.append((msg, describe_validation_error(exc)))
-                continue
-            key = msg.key.decode(errors="replace") if msg.key else None
-            deliveries.append(Delivery(event, msg.topic, key, msg.value or b""))
-        outcomes: list[str] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Topic by topic (a subscription's batch handler sees its own events only), each
-            # topic's events in fetch order.
-            for topic, sub in self._subs.items():
-                mine = [d for d in deliveries if d.topic == topic]
-                if mine:
-                    outcomes += await apply_batch_once(
-                        conn, mine, _one(sub.handler), sub.batch_handler
-                    )
+        """Apply messages in one transaction, then dead-letter the refused ones."""
+        outcomes = await apply_messages(
+            self._pool,
+            [Message.of(m) for m in messages],
+            self._subs,
+            max_message_bytes=self._settings.max_message_bytes,
+            stats=self.stats,
+        )
         # Dead letters go out before the offsets move on, so none is lost to a crash here.
-        for msg, reason in dead:
-            await self._dead_letter(msg, reason)
-        self.stats.applied += outcomes.count("applied")
-        self.stats.duplicates += outcomes.count("duplicate")
-        self.stats.parked += outcomes.count("parked")
-        self.stats.dead_lettered += len(dead)
+        for msg, outcome in zip(messages, outcomes, strict=True):
+            if outcome.dead_letter is not None:
+                await self._send(outcome.dead_letter, msg.key)
 
     async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None
@@ -339,26 +446,15 @@ class InboxConsumer:
             log.info("offset_commit_lost_to_rebalance", group=self._group_id, error=str(exc))
 
     async def _dead_letter(self, msg: ConsumerRecord[Any, Any], reason: str) -> None:
+        letter = letter_for(Message.of(msg), reason, self._settings.max_message_bytes)
+        await self._send(letter, msg.key)
+
+    async def _send(self, letter: DeadLetter, key: bytes | None) -> None:
         if self._dlq_producer is None:
             self._dlq_producer = make_producer(self._settings, f"{self._group_id}-dlq")
             await self._dlq_producer.start()
-        letter = dead_letter(
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            msg.key,
-            msg.value,
-            reason,
-            max_bytes=self._settings.max_message_bytes,
-            headers=list(msg.headers or ()),
-        )
-        await send_dead_letter(self._dlq_producer, letter, msg.key)
+        await send_dead_letter(self._dlq_producer, letter, key)
 
     async def retry_parked(self, event_id: UUID) -> bool:
         """Apply a parked event again; True when it applied and left the parked list."""
-
-        async def apply(conn: DbConnection, row: asyncpg.Record) -> None:
-            sub = self._subs[row["topic"]]
-            await sub.handler(conn, parse_event(row["value"], sub.payload_model))
-
-        return await retry_parked(self._pool, event_id, apply)
+        return await retry_parked_delivery(self._pool, event_id, self._subs)

@@ -61,12 +61,42 @@ class ServiceDefinition:
     extra_state: dict[str, Any] = field(default_factory=dict)
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without signal handling of its own: the service owns SIGTERM and SIGINT."""
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn without signal handling of its own: the process (the service's `serve`, or the
+    bridge's faust worker) owns SIGTERM and SIGINT."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def embedded_server(app: FastAPI, settings: Settings, port: int) -> EmbeddedServer:
+    """The service's API server, run as a task of the process (`serve()` it)."""
+    return EmbeddedServer(
+        uvicorn.Config(app, host=settings.api_host, port=port, log_level="warning", lifespan="off")
+    )
+
+
+def wire_app(
+    app: FastAPI,
+    *,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    name: str,
+    relay: OutboxRelay,
+    consumer: Any,
+    **extra: Any,
+) -> None:
+    """What the shared routes (services/common/api.py) read from `app.state`: the pool, the
+    settings, the service's name, its relay and its consumer (/health shows its `stats`,
+    /parked-events calls its `retry_parked`), and what else the service's own routes need."""
+    app.state.pool = pool
+    app.state.settings = settings
+    app.state.service_name = name
+    app.state.relay = relay
+    app.state.consumer = consumer
+    for key, value in extra.items():
+        setattr(app.state, key, value)
 
 
 def service_state_file(settings: Settings, name: str) -> Path:
@@ -74,7 +104,29 @@ def service_state_file(settings: Settings, name: str) -> Path:
     return settings.home / "services" / f"{name}.json"
 
 
-def _port_for(settings: Settings, name: str) -> int:
+class ServiceStateFile:
+    """The running service's pid and API address in `service_state_file`, for the CLI."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.path = service_state_file(settings, name)
+        self.url = ""
+
+    def write(self, settings: Settings, port: int) -> str:
+        """Record this process as the running service; its API's URL."""
+        self.url = f"http://{settings.api_host}:{port}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"pid": os.getpid(), "port": port, "url": self.url}))
+        return self.url
+
+    def remove(self) -> None:
+        """Forget the service, unless another process has recorded itself since."""
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                self.path.unlink()
+
+
+def port_for(settings: Settings, name: str) -> int:
+    """The service's API port: its `<name>_port` setting, else a free one."""
     port: int = getattr(settings, f"{name}_port", 0)
     return port or free_port(settings.api_host)
 
@@ -102,19 +154,17 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> int:
         workers: list[Worker] = [relay, *definition.workers(pool, settings)]
         if consumer is not None:
             workers.append(consumer)
-        app.state.pool = pool
-        app.state.settings = settings
-        app.state.service_name = definition.name
-        app.state.relay = relay
-        app.state.consumer = consumer
-        for key, value in definition.extra_state.items():
-            setattr(app.state, key, value)
-        port = _port_for(settings, definition.name)
-        server = _EmbeddedServer(
-            uvicorn.Config(
-                app, host=settings.api_host, port=port, log_level="warning", lifespan="off"
-            )
+        wire_app(
+            app,
+            pool=pool,
+            settings=settings,
+            name=definition.name,
+            relay=relay,
+            consumer=consumer,
+            **definition.extra_state,
         )
+        port = port_for(settings, definition.name)
+        server = embedded_server(app, settings, port)
         return await _run_all(
             definition.name, settings, server, port, workers, database_status(pool)
         )
@@ -161,10 +211,8 @@ async def _run_all(
         for w in workers
     }
     api = asyncio.create_task(server.serve(), name="api")
-    state_file = service_state_file(settings, name)
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    url = f"http://{settings.api_host}:{port}"
-    state_file.write_text(json.dumps({"pid": os.getpid(), "port": port, "url": url}))
+    state_file = ServiceStateFile(settings, name)
+    url = state_file.write(settings, port)
     log.info("service_started", url=url, openapi=f"{url}/docs")
     stop_wait = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait({*tasks, api, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -186,9 +234,7 @@ async def _run_all(
     with contextlib.suppress(Exception):
         await asyncio.gather(*still, return_exceptions=True)
     stop_wait.cancel()
-    with contextlib.suppress(FileNotFoundError):
-        if json.loads(state_file.read_text()).get("pid") == os.getpid():
-            state_file.unlink()
+    state_file.remove()
     log.info("service_stopped", exit_code=exit_code)
     return exit_code
 

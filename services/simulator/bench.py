@@ -21,7 +21,9 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from services.bridge.domain import SyncStatus
+from services.bridge.domain import (
+    SyncStatus,
+)
 from services.common.settings import PROJECT_ROOT, Settings
 from services.simulator.baselines import (
     measure_broker,

@@ -46,3 +46,14 @@ async def test_error_id_beyond_bigint_is_422_not_a_server_error(bridge: BridgePr
     response = await bridge.post("/errors/99999999999999999999999/retry")
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["path", "error_id"]
+
+
+async def test_undeclared_query_parameter_is_422_not_silently_ignored(
+    bridge: BridgeProcess,
+) -> None:
+    async with bridge.client() as http:
+        misspelt = await http.get("/errors", params={"stauts": "open"})
+        known = await http.get("/errors", params={"status": "open"})
+    assert misspelt.status_code == 422, misspelt.text
+    assert "stauts" in misspelt.text
+    assert known.status_code == 200, known.text

@@ -8,7 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.bridge.handlers import MAP_SLUGS, seed
+from services.bridge.commands import MAP_SLUGS
+from services.bridge.handlers import seed
 from services.bridge.stream_app import MIGRATIONS
 from services.common.db import create_pool, migrate_service
 from services.common.settings import Settings

@@ -21,9 +21,10 @@ from schemas.dataverse_events import ActualCreated, ActualsCreated
 from schemas.receipts import ReceiptOutcome, SyncReceipt, SyncReceipts
 from schemas.topics import Topic, topic_name
 from schemas.vocabulary import TransactionType
-from services.bridge.handlers import BridgeProcessor, Incoming, seed
+from services.bridge.handlers import BridgeProcessor, seed
 from services.bridge.table_maps import ACTUALS_MAP_NAME
 from services.common.db import create_pool, migrate_service
+from services.common.inbox import Message
 from services.common.settings import Settings
 from tests.integration.bridge.bridge_harness import actual_created, envelope, per_record
 
@@ -49,9 +50,9 @@ class Messages:
         self.settings = settings
         self.offset = 0
 
-    def message(self, topic: Topic, key: str | None, value: bytes) -> Incoming:
+    def message(self, topic: Topic, key: str | None, value: bytes) -> Message:
         self.offset += 1
-        return Incoming(
+        return Message(
             topic_name(topic, self.settings.topic_prefix),
             0,
             self.offset,
@@ -59,7 +60,7 @@ class Messages:
             value,
         )
 
-    def actual(self, *actuals: ActualCreated) -> Incoming:
+    def actual(self, *actuals: ActualCreated) -> Message:
         """An actuals-created message carrying these actuals, as Dataverse's relay sends a
         transaction's run of one invoice (key and correlation: the first one's invoice id)."""
         invoice_id = actuals[0].invoice_id
@@ -68,7 +69,7 @@ class Messages:
         value = envelope("actuals.created", "dataverse", payload, correlation)
         return self.message(Topic.ACTUALS_CREATED, str(invoice_id), value)
 
-    def receipts(self, *receipts: SyncReceipt) -> Incoming:
+    def receipts(self, *receipts: SyncReceipt) -> Message:
         """One `sync-receipts` message carrying these answers (a target transaction's)."""
         payload = SyncReceipts(receipts=list(receipts))
         return self.message(Topic.SYNC_RECEIPTS, receipts[0].record_key, _bytes(payload))

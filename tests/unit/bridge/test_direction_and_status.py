@@ -7,8 +7,10 @@ import pytest
 from services.bridge.domain import (
     BridgeRuleError,
     RecordStatus,
-    Side,
     SyncStatus,
+)
+from services.bridge.mapping import (
+    Side,
     check_direction,
 )
 from services.bridge.table_maps import ACTUALS_MAP, PROPOSAL_MAP

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.bridge.domain import (
+from services.bridge.mapping import (
     Explode,
     FieldEquals,
     FieldMapping,

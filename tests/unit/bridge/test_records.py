@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from services.bridge.domain import MappingError
-from services.bridge.handlers import map_record, record_id_for
+from services.bridge.mapping import (
+    MappingError,
+)
+from services.bridge.records import map_record, record_id_for
 from services.bridge.table_maps import PROPOSAL_HEADER_LEG, PROPOSAL_MAP
 
 

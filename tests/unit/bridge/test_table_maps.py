@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from services.bridge.domain import AlertAction, Direction, ErrorType, describe
+from services.bridge.domain import (
+    AlertAction,
+    ErrorType,
+)
+from services.bridge.mapping import (
+    Direction,
+    describe,
+)
 from services.bridge.table_maps import ACTUALS_MAP, DEFAULT_ALERT_RULES, PROPOSAL_MAP
 
 
