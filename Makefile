@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help demo test lint format up down status schemas docs bench clean
+.PHONY: help demo test lint format up down status schemas docs bench chaos clean
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -43,6 +43,9 @@ status: $(STAMP)  ## Is the local infrastructure up, and where
 
 bench: $(STAMP)  ## Throughput, latency, scaling vs. the raw broker: bench/results/<time>.json
 	$(BIN)/dwsim bench
+
+chaos: $(STAMP)  ## Every fault under load, judged by an independent checker: chaos/results/<time>.json
+	$(BIN)/dwsim chaos
 
 schemas: $(STAMP)  ## Export JSON Schema of every topic to schemas/json/
 	$(BIN)/python -m schemas.compatibility
