@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -68,6 +69,8 @@ class ChaosSizes:
     invoices: int = 2000
     lines: int = 5
     fault_s: float = FAULT_S
+    # Every wait of the run (a phase of the load, agreement after healing) ends by this.
+    deadline_s: float = AGREEMENT_DEADLINE_S
 
 
 @dataclass
@@ -137,13 +140,13 @@ class Load:
 
     async def persist(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """A request retried until it succeeds (a person trying again), for the setup."""
-        end = time.monotonic() + AGREEMENT_DEADLINE_S
+        end = time.monotonic() + self.sizes.deadline_s
         while True:
             answer = await self.attempt(what, call)
             if answer is not None:
                 return answer
             if time.monotonic() > end:
-                raise DeadlinePassed(f"{what} kept failing for {AGREEMENT_DEADLINE_S:.0f} s")
+                raise DeadlinePassed(f"{what} kept failing for {self.sizes.deadline_s:.0f} s")
             await asyncio.sleep(0.5)
 
     async def setup(self) -> None:
@@ -228,7 +231,7 @@ class Load:
             counted = await self.s.finance.get("/staging/count", transaction_type="unbilled_sales")
             return int(counted["count"]) >= unbilled
 
-        await until(staged, f"{unbilled} unbilled sales staged", AGREEMENT_DEADLINE_S, 0.5)
+        await until(staged, f"{unbilled} unbilled sales staged", self.sizes.deadline_s, 0.5)
         await self.accountant_round()
 
     async def accountant_round(self) -> None:
@@ -250,7 +253,7 @@ class Load:
         self.confirming_done.set()
 
     async def _confirm(self, invoice_id: str) -> None:
-        end = time.monotonic() + AGREEMENT_DEADLINE_S
+        end = time.monotonic() + self.sizes.deadline_s
         while time.monotonic() < end:
             if await self.attempt(
                 "dataverse confirm",
@@ -365,11 +368,21 @@ class ChaosContext:
     """What a fault acts on: the stack's settings, the clients, the load, its log."""
 
     settings: Settings
-    services: Services
     load: Load
     sizes: ChaosSizes
     started_at: datetime
     log: list[str] = field(default_factory=list)
+
+    @property
+    def services(self) -> Services:
+        """The clients the load uses (new ones after a service restarted)."""
+        return self.load.s
+
+    async def reconnect(self) -> None:
+        """Clients for the services' current addresses: a restarted service keeps its port
+        when it is free, and takes another when the old one is not released yet."""
+        old, self.load.s = self.load.s, Services(self.settings)
+        await old.close()
 
     def say(self, what: str) -> None:
         """Record what the fault did, with the seconds since the load began."""
@@ -382,7 +395,7 @@ class ChaosContext:
         async def reached() -> bool:
             return len(self.load.confirmed) >= target or self.load.confirming_done.is_set()
 
-        await until(reached, f"{target} confirmations", AGREEMENT_DEADLINE_S, 0.1)
+        await until(reached, f"{target} confirmations", self.sizes.deadline_s, 0.1)
 
 
 Inject = Callable[[ChaosContext], Awaitable[None]]
@@ -392,6 +405,7 @@ async def _service_killed(ctx: ChaosContext, service: str, times: int) -> None:
     for n in range(times):
         await ctx.confirmed_at_least((n + 1) / (times + 1))
         await asyncio.to_thread(faults.kill_and_restart, ctx.settings, service)
+        await ctx.reconnect()
         ctx.say(f"{service} SIGKILLed and restarted")
 
 
@@ -445,7 +459,7 @@ async def map_paused(ctx: ChaosContext) -> None:
     ctx.say("maps paused")
     await ctx.load.confirming_done.wait()
     for table_map in faults.MAPS:
-        await faults.resume_map(ctx.services, table_map, deadline_s=AGREEMENT_DEADLINE_S)
+        await faults.resume_map(ctx.services, table_map, deadline_s=ctx.sizes.deadline_s)
     ctx.say("maps resumed and caught up")
 
 
@@ -561,7 +575,7 @@ async def _run_fault(
     try:
         console.print(f"[bold]{kind.name}[/bold]: {kind.description}")
         await load.setup()
-        ctx = ChaosContext(settings, services, load, sizes, datetime.now(UTC))
+        ctx = ChaosContext(settings, load, sizes, datetime.now(UTC))
         stop = asyncio.Event()
         lag = LagWatch(settings)
         background = [
@@ -575,7 +589,7 @@ async def _run_fault(
             load.in_fault = False
             healed = time.monotonic()
             await confirming
-            report = await _wait_for_agreement(settings, load)
+            report = await _wait_for_agreement(settings, load, sizes.deadline_s)
             figures.agreement_after_heal_s = round(time.monotonic() - healed, 1)
         except DeadlinePassed as exc:
             figures.error = str(exc)
@@ -586,13 +600,16 @@ async def _run_fault(
             await asyncio.gather(*background, confirming, return_exceptions=True)
         _fill(figures, report, load, lag, ctx)
         figures.dead_lettered = await _dead_lettered(settings)
-        verdict = reconcile(await fetch_snapshot(services))
+        verdict = reconcile(await fetch_snapshot(load.s))
         figures.reconcile_agrees = verdict.agree
         figures.reconcile_summary = verdict.summary()
     except (ApiError, httpx.HTTPError, DeadlinePassed) as exc:
-        figures.error = f"{type(exc).__name__}: {exc}"
+        # Where it failed, for the person reading the figures: the innermost frame of ours.
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if "services" in f.filename]
+        where = " (at " + " < ".join(f"{f.name}:{f.lineno}" for f in frames[::-1][:4]) + ")"
+        figures.error = f"{type(exc).__name__}: {exc}{where}"
     finally:
-        await services.close()
+        await load.s.close()
 
 
 async def _check(settings: Settings) -> CheckReport:
@@ -602,7 +619,7 @@ async def _check(settings: Settings) -> CheckReport:
     return await check(CheckerUrls(*(postgres.checker_database_url(settings, s) for s in SERVICES)))
 
 
-async def _wait_for_agreement(settings: Settings, load: Load) -> CheckReport:
+async def _wait_for_agreement(settings: Settings, load: Load, deadline_s: float) -> CheckReport:
     """The checker, every few seconds, until it finds nothing and every invoice is posted and
     stamped (the report of the last reading; a deadline ends the wait)."""
     last: list[CheckReport] = []
@@ -619,7 +636,7 @@ async def _wait_for_agreement(settings: Settings, load: Load) -> CheckReport:
         return await until(
             agreed,
             "the checker to find every invoice posted and stamped, nothing lost or doubled",
-            AGREEMENT_DEADLINE_S,
+            deadline_s,
             CHECK_EVERY_S,
             last_seen=lambda: last[0].summary() if last else "no reading",
         )

@@ -488,6 +488,9 @@ def chaos(
     invoices: int = typer.Option(2000, help="Invoices confirmed during each fault's load."),
     lines: int = typer.Option(5, help="Billed lines per invoice."),
     fault_s: float = typer.Option(20.0, "--fault-seconds", help="How long a fault lasts."),
+    deadline_s: float = typer.Option(
+        600.0, "--deadline", help="Seconds any wait may take (agreement after healing included)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """Every fault under load, judged by an independent checker: lost, duplicated, reordered.
@@ -513,7 +516,10 @@ def chaos(
     err = Console(stderr=True)
     try:
         results = run_chaos(
-            Settings(), tuple(fault) or FAULT_NAMES, ChaosSizes(invoices, lines, fault_s), err
+            Settings(),
+            tuple(fault) or FAULT_NAMES,
+            ChaosSizes(invoices, lines, fault_s, deadline_s),
+            err,
         )
     except (InfraError, ServiceStartFailed) as exc:
         raise _fail(f"chaos failed: {exc}") from exc
