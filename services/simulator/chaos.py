@@ -350,7 +350,9 @@ class LagWatch:
                     lag = 0
                     for tp in partitions:
                         mark = follower.highwater(tp)
-                        committed = await group.committed(tp)
+                        # Bounded: against a dead broker the lookup of the group's
+                        # coordinator would retry for ever.
+                        committed = await asyncio.wait_for(group.committed(tp), 2)
                         if mark is not None and committed is not None:
                             lag += max(0, mark - committed)
                     self.max_lag = max(self.max_lag or 0, lag)
@@ -597,6 +599,9 @@ async def _run_fault(
         finally:
             stop.set()
             confirming.cancel()
+            # The lag watch may be inside a call to a broker that is gone: it is cancelled,
+            # not waited for.
+            background[1].cancel()
             await asyncio.gather(*background, confirming, return_exceptions=True)
         _fill(figures, report, load, lag, ctx)
         figures.dead_lettered = await _dead_lettered(settings)

@@ -34,7 +34,7 @@ from schemas.topics import Topic, topic_name
 from services.common.errors import DwsimError
 from services.common.kafka import make_producer
 from services.common.ports import free_port
-from services.common.settings import POSTGRES_STATE, PROJECT_ROOT, ROLES, Settings
+from services.common.settings import BROKER_STATE, POSTGRES_STATE, PROJECT_ROOT, ROLES, Settings
 from services.simulator.clients import Services
 from services.simulator.deadlines import until
 from services.simulator.processes import (
@@ -137,13 +137,21 @@ async def kill_broker_and_restart_empty(settings: Settings, deadline_s: float = 
     """SIGKILL the local broker (no shutdown at all) and start it again empty (memory storage:
     its whole log, offsets and groups are gone), then provision the topics again."""
     pid = _local_broker_pid(settings)
+    state = read_state(settings.state_file(BROKER_STATE))
+    port = int(state["port"]) if state else 0
     os.kill(pid, signal.SIGKILL)
 
     async def gone() -> bool:
-        return not pid_alive(pid)
+        # The port too: a broker started while the old port still answers would take another
+        # one, and every client would go on calling the old address.
+        return not pid_alive(pid) and not port_open(port)
 
-    await until(gone, "the killed broker to exit", deadline_s, poll_s=0.05)
-    broker.start(settings)
+    await until(gone, "the killed broker to exit and free its port", deadline_s, poll_s=0.05)
+    restarted = broker.start(settings)
+    if restarted.bootstrap != f"127.0.0.1:{port}":
+        raise FaultNotAvailable(
+            f"the broker came back on {restarted.bootstrap}, not on port {port}"
+        )
     await provision_async(settings)
 
 
