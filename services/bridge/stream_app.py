@@ -133,6 +133,7 @@ class BridgeRuntime(mode.Service):
             name=SERVICE,
             relay=relay,
             consumer=self.processor,  # /health and /parked-events read it
+            rewind=self.rewind,
             commands=commands,
         )
         self._server = embedded_server(app, settings, self.port)
@@ -148,6 +149,11 @@ class BridgeRuntime(mode.Service):
         url = self._state_file.write(settings, self.port)
         log.info("service_started", url=url, openapi=f"{url}/docs", group=group_id(settings))
         self.ready.set()
+
+    async def rewind(self) -> list[str]:
+        """The bridge's share of `/consumer/rewind` (see `rewind_faust_consumer`)."""
+        assert self.faust_app is not None
+        return await rewind_faust_consumer(self.faust_app)
 
     async def _guard(self, coro: Any, name: str) -> None:
         """A background task that ends while the service runs takes the process down."""
@@ -244,6 +250,34 @@ def crash(what: str, exc: BaseException | None) -> None:
     log.critical("process_crashed", reason=what, error=repr(exc))
     sys.stderr.flush()
     os._exit(EXIT_AGENT_CRASHED)
+
+
+async def rewind_faust_consumer(app: faust.App) -> list[str]:
+    """Read every partition the worker holds again from its beginning and commit that as the
+    group's position; returns the partitions ("topic:partition").
+
+    For a broker that lost its log: what the worker remembers of the old log (faust's read
+    offsets, acks and committed marks, and aiokafka's positions) would skip the events
+    published again on the new log below those offsets, and faust drops a fetched message
+    whose offset is below its read offset. faust's `seek` clears the read offset; the acks
+    and the committed mark are faust's own bookkeeping, reset here because nothing else does
+    it outside a rebalance. The inbox skips whatever was applied already.
+    """
+    consumer: Any = app.consumer
+    partitions = sorted(consumer.assignment())
+    if not partitions:
+        return []
+    beginnings = await consumer.earliest_offsets(*partitions)
+    for tp in partitions:
+        consumer._acked.pop(tp, None)
+        consumer._acked_index.pop(tp, None)
+        consumer._gap.pop(tp, None)
+        consumer._committed_offset[tp] = None
+        await consumer.seek(tp, beginnings.get(tp, 0))
+    await consumer._commit({tp: beginnings.get(tp, 0) for tp in partitions})
+    rewound = [f"{tp.topic}:{tp.partition}" for tp in partitions]
+    log.warning("consumer_rewound", group=app.conf.id, partitions=rewound)
+    return rewound
 
 
 def group_id(settings: Settings) -> str:

@@ -166,6 +166,12 @@ class ReplayedOut(BaseModel):
     replayed: int
 
 
+class RewoundOut(BaseModel):
+    """The partitions this instance's consumer will read again from their beginning."""
+
+    rewound: list[str]
+
+
 class OutboxParkedOut(BaseModel):
     """An outbox row that can never be published (larger than the broker accepts)."""
 
@@ -338,6 +344,7 @@ def create_app(title: str, description: str) -> FastAPI:
     app.include_router(_health_router())
     app.include_router(_parked_router())
     app.include_router(_outbox_router())
+    app.include_router(_consumer_router())
     return app
 
 
@@ -454,6 +461,32 @@ def _date_time_text(value: Any) -> Any:
 
 
 Since = Annotated[AwareDatetime, BeforeValidator(_date_time_text)]
+
+
+def _consumer_router() -> APIRouter:
+    router = APIRouter(prefix="/consumer", tags=["consumer"])
+
+    @router.post(
+        "/rewind",
+        summary="Read every consumed partition again from its beginning",
+        description=(
+            "For a broker that lost its log (the local broker keeps it in memory), before "
+            "`/outbox/replay`: the consumer still holds positions of the old log, and events "
+            "published again on the new log could land below them and be skipped. Each "
+            "partition this instance holds is read again from its beginning, and that is "
+            "committed as the group's position; the inbox skips what was applied. What an "
+            "operator does with `kafka-consumer-groups --reset-offsets --to-earliest`."
+        ),
+        dependencies=[require_role(Role.ADMINISTRATOR)],
+        response_model=RewoundOut,
+    )
+    async def rewind(request: Request) -> dict[str, Any]:
+        rewind = getattr(request.app.state, "rewind", None)
+        if rewind is None:
+            raise HTTPException(409, "this service has no consumer")
+        return {"rewound": await rewind()}
+
+    return router
 
 
 def _outbox_router() -> APIRouter:

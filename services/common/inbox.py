@@ -333,6 +333,7 @@ class InboxConsumer:
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq_producer: AIOKafkaProducer | None = None
+        self._rewinds: list[asyncio.Future[list[str]]] = []
         self.stats = ConsumerStats()
 
     def stop(self) -> None:
@@ -347,6 +348,8 @@ class InboxConsumer:
         backoff = Backoff(self._settings.database_retry_max_backoff_s)
         try:
             while not self._stopping.is_set():
+                if self._rewinds:
+                    await self._rewind_now()
                 batch = await self._consumer.getmany(timeout_ms=200)
                 self.stats.assigned = sorted(
                     f"{tp.topic}:{tp.partition}" for tp in self._consumer.assignment()
@@ -381,6 +384,40 @@ class InboxConsumer:
             if self._dlq_producer is not None:
                 with contextlib.suppress(Exception):
                     await self._dlq_producer.stop()
+
+    async def rewind(self, deadline_s: float = 30.0) -> list[str]:
+        """Read every partition this consumer holds again from its beginning, and commit that
+        as the group's position; returns the partitions ("topic:partition").
+
+        For a broker that lost its log (the local broker keeps it in memory): a consumer that
+        was mid-stream still holds positions, and may commit offsets, of the old log, so the
+        events published again on the new log (`/outbox/replay`) can land below them and be
+        skipped. Done between two batches, so no batch of the old log commits after it; the
+        inbox skips whatever was applied already.
+        """
+        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._rewinds.append(done)
+        return await asyncio.wait_for(done, deadline_s)
+
+    async def _rewind_now(self) -> None:
+        assert self._consumer is not None
+        waiting, self._rewinds = self._rewinds, []
+        try:
+            partitions = sorted(self._consumer.assignment())
+            beginnings = await self._consumer.beginning_offsets(partitions) if partitions else {}
+            for tp in partitions:
+                self._consumer.seek(tp, beginnings[tp])
+            if beginnings:
+                await self._consumer.commit(beginnings)
+            rewound = [f"{tp.topic}:{tp.partition}" for tp in partitions]
+            log.warning("consumer_rewound", group=self._group_id, partitions=rewound)
+            for done in waiting:
+                if not done.done():
+                    done.set_result(rewound)
+        except Exception as exc:
+            for done in waiting:
+                if not done.done():
+                    done.set_exception(exc)
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         # In fetch order: halving keeps each partition's messages in order.

@@ -85,16 +85,20 @@ def wire_app(
     name: str,
     relay: OutboxRelay,
     consumer: Any,
+    rewind: Callable[[], Awaitable[list[str]]] | None = None,
     **extra: Any,
 ) -> None:
     """What the shared routes (services/common/api.py) read from `app.state`: the pool, the
     settings, the service's name, its relay and its consumer (/health shows its `stats`,
-    /parked-events calls its `retry_parked`), and what else the service's own routes need."""
+    /parked-events calls its `retry_parked`), how to rewind the consumer (/consumer/rewind;
+    the consumer's own `rewind` unless given), and what else the service's own routes
+    need."""
     app.state.pool = pool
     app.state.settings = settings
     app.state.service_name = name
     app.state.relay = relay
     app.state.consumer = consumer
+    app.state.rewind = rewind or getattr(consumer, "rewind", None)
     for key, value in extra.items():
         setattr(app.state, key, value)
 

@@ -427,14 +427,17 @@ async def finance_killed(ctx: ChaosContext) -> None:
 
 
 async def broker_restarted_empty(ctx: ChaosContext) -> None:
-    """The broker SIGKILLed and restarted empty; the operator replays the outboxes."""
+    """The broker SIGKILLed and restarted empty; the operator rewinds the consumers and replays
+    the outboxes."""
     await ctx.confirmed_at_least(0.4)
     await faults.kill_broker_and_restart_empty(ctx.settings)
     ctx.say("broker SIGKILLed, restarted empty, topics provisioned")
     # What the services had published before the crash and their consumers had not applied is
-    # gone with the log; the operator has each service publish its outbox again (the inboxes
-    # drop what was applied). Everything since the load began: the crash can take any of it.
-    replayed = await faults.replay_outboxes(ctx.services, ctx.started_at)
+    # gone with the log; the operator rewinds every consumer to the new log's beginning (their
+    # positions of the old log would skip what lands below them) and has each service publish
+    # its outbox again (the inboxes drop what was applied). Everything since the load began:
+    # the crash can take any of it.
+    replayed = await faults.recover_lost_log(ctx.services, ctx.started_at)
     ctx.say(f"outboxes replayed: {replayed}")
 
 

@@ -109,13 +109,34 @@ async def restart_broker_empty(settings: Settings) -> None:
     then provision the topics again, as an operator would.
 
     Offsets and consumer groups are gone too. What was in flight comes back through the
-    bridge's re-drive of pending records and the services' outbox replay
-    (`replay_outboxes`).
+    bridge's re-drive of pending records and the operator's `recover_lost_log` (consumers
+    rewound, outboxes replayed).
     """
     _local_broker_pid(settings)
     broker.stop(settings)
     broker.start(settings)
     await provision_async(settings)
+
+
+async def rewind_consumers(services: Services) -> dict[str, list[str]]:
+    """Have each service read its partitions again from their beginning (after the broker lost
+    its log, before `replay_outboxes`: consumers mid-stream still hold positions of the old
+    log); returns the partitions each rewound."""
+    rewound: dict[str, list[str]] = {}
+    for client in (services.dataverse, services.finance, services.bridge):
+        answer = await client.call(
+            "POST", "/consumer/rewind", token=services.settings.token_administrator
+        )
+        rewound[client.service] = list(answer["rewound"])
+    return rewound
+
+
+async def recover_lost_log(services: Services, since: datetime) -> dict[str, int]:
+    """What an operator does after the broker lost its log: every consumer rewound to the
+    beginning of the new log (`rewind_consumers`), then every outbox's events since `since`
+    published again (`replay_outboxes`); returns how many events each service replayed."""
+    await rewind_consumers(services)
+    return await replay_outboxes(services, since)
 
 
 async def replay_outboxes(services: Services, since: datetime) -> dict[str, int]:

@@ -169,7 +169,7 @@ class DwsimStack:
 
     async def restart_broker_empty(self) -> None:
         """The local broker restarted with nothing in it (every event, offset and group gone),
-        topics provisioned again. Recover with `DwsimTest.replay_outboxes`."""
+        topics provisioned again. Recover with `DwsimTest.recover_lost_log`."""
         await faults.restart_broker_empty(self.settings)
 
     def broker_frozen(self) -> Any:
@@ -532,8 +532,18 @@ class DwsimTest:
         self.stack.restart_service(service, kill)
 
     async def restart_broker_empty(self) -> None:
-        """The broker restarted empty; see `replay_outboxes` for the operator's recovery."""
+        """The broker restarted empty; see `recover_lost_log` for the operator's recovery."""
         await self.stack.restart_broker_empty()
+
+    async def recover_lost_log(self, since: datetime | None = None) -> dict[str, int]:
+        """The operator's recovery after the broker lost its log: every service's consumer
+        reads the new log from its beginning, then every service publishes again its events
+        since `since` (default: this test's start); returns how many each replayed."""
+        return await faults.recover_lost_log(self.services, since or self.started_at)
+
+    async def rewind_consumers(self) -> dict[str, list[str]]:
+        """Every service's consumer reads its partitions again from their beginning."""
+        return await faults.rewind_consumers(self.services)
 
     async def replay_outboxes(self, since: datetime | None = None) -> dict[str, int]:
         """Each service publishes again its events since `since` (default: this test's

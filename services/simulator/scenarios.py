@@ -522,6 +522,14 @@ async def _broker_empty_fault(ctx: ScenarioContext) -> None:
 
 async def _broker_empty_recovery(ctx: ScenarioContext) -> None:
     since = ctx.state["since"]
+    # Consumers mid-stream still hold positions of the old log; events published again on the
+    # new one could land below them and be skipped. The operator rewinds them first.
+    for service, partitions in (await faults.rewind_consumers(ctx.services)).items():
+        ctx.check(
+            f"{service}'s consumer reads the new log from its beginning",
+            bool(partitions),
+            f"{len(partitions)} partitions rewound",
+        )
     for service, replayed in (await faults.replay_outboxes(ctx.services, since)).items():
         ctx.check(
             f"{service} published its events again",

@@ -4,8 +4,9 @@
 Both hand what they fetched to `services.common.inbox.apply_messages`; these cases prove that
 they therefore behave the same on the real broker and PostgreSQL: a duplicate is applied once,
 a malformed message goes to `<topic>.dlq` with its reason, a failing handler parks its event,
-a redelivery after the database committed but the offset did not is applied once, and a batch
-with one bad event still applies the others.
+a redelivery after the database committed but the offset did not is applied once, a batch
+with one bad event still applies the others, and a rewind after the broker lost its log reads
+the events published again below the old positions.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class Driver(abc.ABC):
     async def pool(self) -> asyncpg.Pool:
         """The consumer's database."""
 
+    @abc.abstractmethod
+    async def rewind(self) -> list[str]:
+        """Have the running consumer read its partitions again from their beginning."""
+
     async def parked(self) -> list[str]:
         async with (await self.pool()).acquire() as conn:
             rows = await conn.fetch("SELECT reason FROM dwsim_parked_event ORDER BY parked_at")
@@ -124,6 +129,10 @@ class InboxDriver(Driver):
     async def stats(self) -> dict[str, Any]:
         assert self._consumer is not None
         return dict(self._consumer.stats.__dict__)
+
+    async def rewind(self) -> list[str]:
+        assert self._consumer is not None
+        return await self._consumer.rewind()
 
 
 class FaustBridgeDriver(Driver):
@@ -180,6 +189,12 @@ class FaustBridgeDriver(Driver):
         assert health is not None and health["consumer"] is not None
         return dict(health["consumer"])
 
+    async def rewind(self) -> list[str]:
+        assert self._process is not None
+        answer = await self._process.post("/consumer/rewind")
+        answer.raise_for_status()
+        return list(answer.json()["rewound"])
+
 
 async def publish(settings: Settings, topic: str, *values: bytes) -> None:
     """Send the values in order on one key (one partition), as one flush."""
@@ -223,11 +238,16 @@ class FaustNamedAssignor(RoundRobinPartitionAssignor):
     name = "faust"
 
 
-async def rewind(
-    settings: Settings, group: str, topic: str, assignor: type = RoundRobinPartitionAssignor
+async def commit_group_offsets(
+    settings: Settings,
+    group: str,
+    topic: str,
+    assignor: type = RoundRobinPartitionAssignor,
+    offset: int = 0,
 ) -> None:
-    """Commit offset 0 on every partition for the (stopped) group: as if the consumer had
-    applied everything and then died before committing a single offset. The rewinding
+    """Commit `offset` on every partition for the (stopped) group. 0: as if the consumer had
+    applied everything and then died before committing a single offset; past the log's end:
+    the positions a broker that lost its log leaves behind. The committing
     consumer joins the group for that (the broker refuses commits from outside it), naming
     its assignor as the group's members do (the broker keeps a group's protocol), and tries
     again until the stopped member is gone."""
@@ -249,14 +269,14 @@ async def rewind(
                 if asyncio.get_running_loop().time() > end:
                     return False
                 await consumer.getmany(timeout_ms=100)
-            await consumer.commit({tp: 0 for tp in consumer.assignment()})
+            await consumer.commit({tp: offset for tp in consumer.assignment()})
             return True
         except InconsistentGroupProtocolError:
             return False
         finally:
             await consumer.stop()
 
-    await wait_for(rewound, 60, what=f"offsets of {group} rewound")
+    await wait_for(rewound, 60, what=f"offsets of {group} set to {offset}")
 
 
 class DeliveryContract:
@@ -290,11 +310,32 @@ class DeliveryContract:
         await publish(driver.settings, driver.topic, *(driver.event(n) for n in range(5)))
         await wait_for(lambda: _applied(driver, set(range(5))), what="five effects")
         await driver.stop()
-        await rewind(driver.settings, driver.group, driver.topic, driver.assignor)
+        await commit_group_offsets(driver.settings, driver.group, driver.topic, driver.assignor)
         await driver.start()
         await wait_for(lambda: _stat_at_least(driver, "duplicates", 5), 60, what="5 re-reads")
         assert (await driver.stats())["applied"] == 0
         assert await driver.applied() == Counter(range(5))
+
+    async def test_rewind_reads_events_below_positions_of_a_lost_log(self, driver: Driver) -> None:
+        # A broker that lost its log (the local broker keeps it in memory) leaves consumers
+        # with positions of the old log; the events published again land at small offsets
+        # below them, and the local broker does not answer a fetch past the end with
+        # OFFSET_OUT_OF_RANGE as Kafka does. The operator's rewind reads them.
+        await publish(driver.settings, driver.topic, *(driver.event(n) for n in range(3)))
+        await wait_for(lambda: _applied(driver, {0, 1, 2}), what="three effects")
+        await driver.stop()
+        await commit_group_offsets(
+            driver.settings, driver.group, driver.topic, driver.assignor, offset=1_000
+        )
+        await driver.start()
+        await wait_for(lambda: _holds_every_partition(driver), 60, what="the assignment")
+        await publish(driver.settings, driver.topic, *(driver.event(n) for n in range(3, 6)))
+        rewound = await driver.rewind()
+        mine = sorted(r for r in rewound if r.startswith(f"{driver.topic}:"))
+        assert mine == [f"{driver.topic}:{p}" for p in range(driver.settings.partitions)]
+        await wait_for(lambda: _applied(driver, set(range(6))), 60, what="the events below")
+        await wait_for(lambda: _stat_at_least(driver, "duplicates", 3), 60, what="3 re-reads")
+        assert await driver.applied() == Counter(range(6))
 
     async def test_batch_with_one_bad_event_applies_the_others(self, driver: Driver) -> None:
         values = [driver.event(1), MALFORMED, driver.event(2), driver.event(3, fails=True)]
@@ -307,6 +348,13 @@ class DeliveryContract:
 
 async def _applied(driver: Driver, expected: set[int]) -> bool:
     return expected <= set(await driver.applied())
+
+
+async def _holds_every_partition(driver: Driver) -> bool:
+    assigned = (await driver.stats())["assigned"]
+    return (
+        len([a for a in assigned if a.startswith(f"{driver.topic}:")]) == driver.settings.partitions
+    )
 
 
 async def _stat_at_least(driver: Driver, name: str, n: int) -> bool:

@@ -116,9 +116,10 @@ async def test_after_the_broker_restarts_empty_replayed_events_are_not_notified_
     await until_notified(notifier, first.invoice_id)
 
     await dwsim.restart_broker_empty()
-    # The operator's recovery: every service publishes its events of this test again; the
-    # notifier's offsets are gone with the broker, so it reads the replayed event once more.
-    replayed = await dwsim.replay_outboxes()
+    # The operator's recovery: every service's consumer rewound to the new log's beginning,
+    # then every service publishes its events of this test again; the notifier's offsets are
+    # gone with the broker, so it reads the replayed event once more.
+    replayed = await dwsim.recover_lost_log()
     assert replayed["finance"] > 0
 
     await dwsim.approve_time(contract, hours=4)
