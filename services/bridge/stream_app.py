@@ -41,6 +41,7 @@ from services.bridge.workers import CatchUpWorker, RedriveWorker
 from services.common.backoff import Backoff
 from services.common.db import create_pool, database_status, migrate_service
 from services.common.dead_letters import send_dead_letter
+from services.common.errors import ConsumerNotReady
 from services.common.inbox import Message
 from services.common.kafka import make_producer
 from services.common.logging import get_logger
@@ -252,7 +253,7 @@ def crash(what: str, exc: BaseException | None) -> None:
     os._exit(EXIT_AGENT_CRASHED)
 
 
-async def rewind_faust_consumer(app: faust.App) -> list[str]:
+async def rewind_faust_consumer(app: faust.App, deadline_s: float = 30.0) -> list[str]:
     """Read every partition the worker holds again from its beginning and commit that as the
     group's position; returns the partitions ("topic:partition").
 
@@ -261,12 +262,28 @@ async def rewind_faust_consumer(app: faust.App) -> list[str]:
     published again on the new log below those offsets, and faust drops a fetched message
     whose offset is below its read offset. faust's `seek` clears the read offset; the acks
     and the committed mark are faust's own bookkeeping, reset here because nothing else does
-    it outside a rebalance. The inbox skips whatever was applied already.
+    it outside a rebalance. Again until the commit is accepted: right after the broker came
+    back the worker is not yet a member of the new group. The inbox skips whatever was
+    applied already.
     """
     consumer: Any = app.consumer
-    partitions = sorted(consumer.assignment())
-    if not partitions:
-        return []
+    end = asyncio.get_running_loop().time() + deadline_s
+    while True:
+        partitions = sorted(consumer.assignment())
+        if partitions and await _rewound(consumer, partitions):
+            rewound = [f"{tp.topic}:{tp.partition}" for tp in partitions]
+            log.warning("consumer_rewound", group=app.conf.id, partitions=rewound)
+            return rewound
+        if asyncio.get_running_loop().time() > end:
+            raise ConsumerNotReady(
+                f"the bridge worker holds no partitions, or its group refuses its commits, "
+                f"after {deadline_s:.0f} s; try again when it has rejoined"
+            )
+        await asyncio.sleep(0.25)
+
+
+async def _rewound(consumer: Any, partitions: list[Any]) -> bool:
+    """One attempt of `rewind_faust_consumer`: False when the group refused the commit."""
     beginnings = await consumer.earliest_offsets(*partitions)
     for tp in partitions:
         consumer._acked.pop(tp, None)
@@ -274,10 +291,7 @@ async def rewind_faust_consumer(app: faust.App) -> list[str]:
         consumer._gap.pop(tp, None)
         consumer._committed_offset[tp] = None
         await consumer.seek(tp, beginnings.get(tp, 0))
-    await consumer._commit({tp: beginnings.get(tp, 0) for tp in partitions})
-    rewound = [f"{tp.topic}:{tp.partition}" for tp in partitions]
-    log.warning("consumer_rewound", group=app.conf.id, partitions=rewound)
-    return rewound
+    return bool(await consumer._commit({tp: beginnings.get(tp, 0) for tp in partitions}))
 
 
 def group_id(settings: Settings) -> str:

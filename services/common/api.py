@@ -27,7 +27,7 @@ from services.common.db import (
     connection_lost,
     database_status,
 )
-from services.common.errors import NotFound, RuleError
+from services.common.errors import ConsumerNotReady, NotFound, RuleError
 from services.common.logging import get_logger
 from services.common.outbox import parked_rows, unpublished_count
 
@@ -193,6 +193,7 @@ _ERRORS = {
     403: "The token's role may not call this operation",
     404: "An id or name that does not exist",
     409: "Refused by a rule (the detail says which); nothing was written",
+    503: "Not ready yet (the detail says what); try again after Retry-After",
 }
 
 
@@ -338,6 +339,7 @@ def create_app(title: str, description: str) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, method_not_allowed)
     app.add_exception_handler(RuleError, conflict)
     app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(ConsumerNotReady, _not_ready)
     # Not the lost races: RetryOnConflict runs those requests again.
     for error in CONNECTION_LOST_ERRORS:
         app.add_exception_handler(error, _database_unavailable)
@@ -346,6 +348,10 @@ def create_app(title: str, description: str) -> FastAPI:
     app.include_router(_outbox_router())
     app.include_router(_consumer_router())
     return app
+
+
+async def _not_ready(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "2"})
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -479,6 +485,7 @@ def _consumer_router() -> APIRouter:
         ),
         dependencies=[require_role(Role.ADMINISTRATOR)],
         response_model=RewoundOut,
+        responses=error_responses(503),
     )
     async def rewind(request: Request) -> dict[str, Any]:
         rewind = getattr(request.app.state, "rewind", None)

@@ -26,6 +26,11 @@ class OneWayViolation(RuleError):
     deleted and keyed only by Dataverse, and never travels back (domain rules 1 and 2)."""
 
 
+class ConsumerNotReady(DwsimError):
+    """The consumer holds no partitions, or its group refuses its commits, for longer than a
+    request waits: right after the broker came back it has not rejoined yet (HTTP 503)."""
+
+
 class MigrationFailed(DwsimError):
     """A migration file could not be applied; nothing of it remains."""
 

@@ -50,6 +50,7 @@ from services.common.dead_letters import (
     send_dead_letter,
     too_large_reason,
 )
+from services.common.errors import ConsumerNotReady
 from services.common.kafka import make_consumer, make_producer
 from services.common.logging import correlation, get_logger
 from services.common.parking import park, retry_parked
@@ -392,32 +393,41 @@ class InboxConsumer:
         For a broker that lost its log (the local broker keeps it in memory): a consumer that
         was mid-stream still holds positions, and may commit offsets, of the old log, so the
         events published again on the new log (`/outbox/replay`) can land below them and be
-        skipped. Done between two batches, so no batch of the old log commits after it; the
-        inbox skips whatever was applied already.
+        skipped. Done between two batches, so no batch of the old log commits after it, and
+        again until the commit is accepted: right after the broker came back the consumer is
+        not yet a member of the new group. The inbox skips whatever was applied already.
         """
         done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._rewinds.append(done)
-        return await asyncio.wait_for(done, deadline_s)
+        try:
+            return await asyncio.wait_for(done, deadline_s)
+        except TimeoutError:
+            raise ConsumerNotReady(
+                f"consumer {self._group_id} holds no partitions, or its group refuses its "
+                f"commits, after {deadline_s:.0f} s; try again when it has rejoined"
+            ) from None
 
     async def _rewind_now(self) -> None:
         assert self._consumer is not None
-        waiting, self._rewinds = self._rewinds, []
+        partitions = sorted(self._consumer.assignment())
         try:
-            partitions = sorted(self._consumer.assignment())
-            beginnings = await self._consumer.beginning_offsets(partitions) if partitions else {}
+            if not partitions:
+                raise KafkaError("no partitions assigned yet")
+            beginnings = await self._consumer.beginning_offsets(partitions)
             for tp in partitions:
                 self._consumer.seek(tp, beginnings[tp])
-            if beginnings:
-                await self._consumer.commit(beginnings)
-            rewound = [f"{tp.topic}:{tp.partition}" for tp in partitions]
-            log.warning("consumer_rewound", group=self._group_id, partitions=rewound)
-            for done in waiting:
-                if not done.done():
-                    done.set_result(rewound)
-        except Exception as exc:
-            for done in waiting:
-                if not done.done():
-                    done.set_exception(exc)
+            await self._consumer.commit(beginnings)
+        except KafkaError as exc:
+            # Not (yet) a member of the group, or the broker is still coming back: again after
+            # the next poll, which rejoins.
+            log.info("consumer_rewind_waits", group=self._group_id, error=repr(exc))
+            return
+        rewound = [f"{tp.topic}:{tp.partition}" for tp in partitions]
+        log.warning("consumer_rewound", group=self._group_id, partitions=rewound)
+        waiting, self._rewinds = self._rewinds, []
+        for done in waiting:
+            if not done.done():
+                done.set_result(rewound)
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         # In fetch order: halving keeps each partition's messages in order.
