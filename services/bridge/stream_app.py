@@ -331,8 +331,31 @@ def build_faust_app(settings: Settings, runtime: BridgeRuntime) -> faust.App:
             value_serializer="raw",
         )
         app.agent(topic, name=f"bridge.{base.value}", concurrency=1)(_agent_for(runtime))
+    _log_assignment_failures(app)
     runtime.faust_app = app
     return app
+
+
+def _log_assignment_failures(app: faust.App) -> None:
+    """aiokafka turns an error of the group leader's assignment into a bare
+    `KafkaError('AssertionError()')` that crashes the worker without the cause; log the
+    cause, with its traceback, before it does."""
+    assignor: Any = app.assignor
+    original = assignor.assign
+
+    def assign(cluster: Any, member_metadata: Any) -> Any:
+        try:
+            return original(cluster, member_metadata)
+        except Exception as exc:
+            log.exception(
+                "partition_assignment_failed",
+                error=repr(exc),
+                topics=sorted(cluster.topics()),
+                members=len(member_metadata),
+            )
+            raise
+
+    assignor.assign = assign
 
 
 def _agent_for(runtime: BridgeRuntime) -> Any:
