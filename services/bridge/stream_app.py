@@ -42,7 +42,7 @@ from services.common.backoff import Backoff
 from services.common.db import create_pool, database_status, migrate_service
 from services.common.dead_letters import send_dead_letter
 from services.common.inbox import Message
-from services.common.kafka import make_producer
+from services.common.kafka import faust_broker_options, make_producer
 from services.common.logging import get_logger
 from services.common.outbox import OutboxRelay
 from services.common.ports import free_port
@@ -290,10 +290,9 @@ def build_faust_app(settings: Settings, runtime: BridgeRuntime) -> faust.App:
     global _fetch_max_wait_ms
     _fetch_max_wait_ms = settings.fetch_max_wait_ms
     _patch_fetch_max_wait()
-    servers = [s.strip() for s in settings.bootstrap_servers().split(",") if s.strip()]
     app = faust.App(
         group_id(settings),
-        broker=[f"kafka://{s}" for s in servers],
+        **faust_broker_options(settings),
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,

@@ -29,12 +29,13 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from infra import postgres
 from schemas.topics import Topic, dlq_name, topic_name
+from services.common.kafka import make_reader
 from services.common.settings import PROJECT_ROOT, SERVICES, Settings
 from services.simulator import faults
 from services.simulator.chaos_checker import CheckerUrls, CheckReport, check
@@ -313,19 +314,11 @@ class LagWatch:
 
     async def _follow(self, stop: asyncio.Event) -> None:
         names = [topic_name(t, self.settings.topic_prefix) for t in Topic]
-        follower = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers(),
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,
-        )
+        follower = make_reader(self.settings, fetch_max_wait_ms=100)
         # One group-less handle per service group, to read its committed offsets (OffsetFetch,
         # without joining the group: the services keep their partitions).
         groups = [
-            AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers(),
-                group_id=f"{self.settings.topic_prefix}{service}",
-                enable_auto_commit=False,
-            )
+            make_reader(self.settings, group_id=f"{self.settings.topic_prefix}{service}")
             for service in SERVICES
         ]
         await follower.start()
