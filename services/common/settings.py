@@ -58,6 +58,12 @@ def default_home(root: Path = PROJECT_ROOT) -> Path:
     return platformdirs.user_data_path(PROJECT_NAME, appauthor=False)
 
 
+def results_folder(kind: str, home: Path, root: Path = PROJECT_ROOT) -> Path:
+    """Where `dwsim bench` or `dwsim chaos` (`kind`) writes its figures: `<kind>/results/` of
+    the clone, as before; installed, under the home, beside the rest of dwsim's state."""
+    return (root if is_clone(root) else home) / kind / "results"
+
+
 def _token_field(role: str) -> Any:
     """A role's configured token: `DWSIM_TOKEN_<ROLE>` (or `token_<role>=` in code)."""
     return Field(

@@ -36,7 +36,7 @@ from rich.table import Table
 from infra import postgres
 from schemas.topics import Topic, dlq_name, topic_name
 from services.common.kafka import make_reader
-from services.common.settings import PROJECT_ROOT, SERVICES, Settings
+from services.common.settings import SERVICES, Settings, get_settings, results_folder
 from services.simulator import faults
 from services.simulator.chaos_checker import CheckerUrls, CheckReport, check
 from services.simulator.clients import ApiError, Services
@@ -47,7 +47,6 @@ from services.simulator.snapshot import fetch_snapshot
 from services.simulator.stack import running_stack
 from services.simulator.topic_reader import read_to_end
 
-RESULTS = PROJECT_ROOT / "chaos" / "results"
 BUSINESS_DATE = date(2026, 10, 1)
 ENTITY = "USPM"
 # Project managers confirming at once: enough that confirmations are in flight when the fault
@@ -698,10 +697,11 @@ def run_chaos(
 
 
 def save(results: dict[str, Any]) -> Path:
-    """Write the figures to chaos/results/<time>.json."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write the figures to chaos/results/<time>.json (installed: under the home)."""
+    folder = results_folder("chaos", get_settings().home)
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{stamp}.json"
+    path = folder / f"{stamp}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return path
 
