@@ -37,7 +37,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from schemas.topics import topic_name
 from services.bridge import api
 from services.bridge.handlers import DATABASE_UNAVAILABLE, SOURCE_TOPICS, BridgeProcessor, seed
-from services.bridge.workers import CatchUpWorker, RedriveWorker
+from services.bridge.workers import BRIDGE_PRUNE_RULES, CatchUpWorker, RedriveWorker
 from services.common.backoff import Backoff
 from services.common.db import create_pool, database_status, migrate_service
 from services.common.dead_letters import send_dead_letter
@@ -46,6 +46,7 @@ from services.common.kafka import faust_broker_options, make_producer
 from services.common.logging import get_logger
 from services.common.outbox import OutboxRelay
 from services.common.ports import free_port
+from services.common.retention import RetentionWorker
 from services.common.service import (
     EmbeddedServer,
     ServiceStateFile,
@@ -124,6 +125,7 @@ class BridgeRuntime(mode.Service):
             relay,
             CatchUpWorker(commands, settings),
             RedriveWorker(commands, settings),
+            RetentionWorker(self.pool, settings, BRIDGE_PRUNE_RULES),
         ]
         app = api.build_app()
         wire_app(
