@@ -156,13 +156,18 @@ async def test_a_redelivered_event_whose_id_is_still_retained_is_still_a_duplica
 
 
 async def add_record(
-    conn: asyncpg.Connection, status: str, age_s: float, reason: str | None = None
+    conn: asyncpg.Connection,
+    status: str,
+    age_s: float,
+    reason: str | None = None,
+    synced_before: bool = False,
 ) -> UUID:
     """A bridge record of the actuals map with a payload, last sent (and, when synced,
-    synced) `age_s` ago."""
+    synced) `age_s` ago. `synced_before`: a record synced once and since sent again (its
+    `synced_at` stays, as `set_record_status` keeps it)."""
     record_id = uuid4()
     at = AGO.format("$9")
-    synced_at = at if status == "synced" else "NULL"
+    synced_at = at if status == "synced" or synced_before else "NULL"
     await conn.execute(
         "INSERT INTO bridge_record (record_id, map_name, leg_name, source_topic, "
         "source_event_id, record_key, target_topic, status, reason, source_record, payload, "
@@ -195,7 +200,7 @@ async def test_bridge_prunes_synced_payloads_and_old_activity_but_keeps_what_is_
     activity log entries older than it, and keeps: the payload of a recently synced record,
     and of every pending, failed or queued record however old (a re-drive, a retry or the
     paused queue still sends or weighs it), every record row and source record, and recent
-    activity."""
+    activity. A record synced once and pending again keeps its payload too."""
     async with bridge_pool.acquire() as conn:
         old_synced = {await add_record(conn, "synced", OLD) for _ in range(3)}
         kept = {
@@ -203,6 +208,7 @@ async def test_bridge_prunes_synced_payloads_and_old_activity_but_keeps_what_is_
             await add_record(conn, "pending", OLD),
             await add_record(conn, "failed", OLD, reason="target unavailable"),
             await add_record(conn, "queued", OLD),
+            await add_record(conn, "pending", OLD, synced_before=True),
         }
         for age_s in (OLD, OLD, OLD, YOUNG):
             await conn.execute(
