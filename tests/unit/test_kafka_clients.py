@@ -183,3 +183,15 @@ def test_provisioned_topics_have_the_replication_and_min_insync_replicas() -> No
 def test_the_local_broker_gets_no_topic_configs() -> None:
     topic = new_topic(Settings(kafka_bootstrap=BOOTSTRAP), "invoice-confirmed")
     assert (topic.replication_factor, topic.topic_configs) == (1, {})
+
+
+def test_a_child_process_gets_the_security_settings_and_the_password_itself() -> None:
+    """The services `dwsim up` starts read their settings from the environment it passes."""
+    from services.simulator.processes import settings_environment
+
+    env = settings_environment(secured("SASL_SSL", "SCRAM-SHA-256"))
+    assert env["DWSIM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["DWSIM_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-256"
+    assert env["DWSIM_KAFKA_SASL_USERNAME"] == "dwsim-bridge"
+    assert env["DWSIM_KAFKA_SASL_PASSWORD"] == "s3cret"  # not pydantic's "**********"
+    assert env["DWSIM_KAFKA_SSL_CAFILE"] == certifi.where()
