@@ -37,16 +37,17 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from schemas.topics import topic_name
 from services.bridge import api
 from services.bridge.handlers import DATABASE_UNAVAILABLE, SOURCE_TOPICS, BridgeProcessor, seed
-from services.bridge.workers import CatchUpWorker, RedriveWorker
+from services.bridge.workers import BRIDGE_PRUNE_RULES, CatchUpWorker, RedriveWorker
 from services.common.backoff import Backoff
 from services.common.db import create_pool, database_status, migrate_service
 from services.common.dead_letters import send_dead_letter
 from services.common.errors import ConsumerNotReady
 from services.common.inbox import Message
-from services.common.kafka import make_producer
+from services.common.kafka import faust_broker_options, make_producer
 from services.common.logging import get_logger
 from services.common.outbox import OutboxRelay
 from services.common.ports import free_port
+from services.common.retention import RetentionWorker
 from services.common.service import (
     EmbeddedServer,
     ServiceStateFile,
@@ -125,6 +126,7 @@ class BridgeRuntime(mode.Service):
             relay,
             CatchUpWorker(commands, settings),
             RedriveWorker(commands, settings),
+            RetentionWorker(self.pool, settings, BRIDGE_PRUNE_RULES),
         ]
         app = api.build_app()
         wire_app(
@@ -304,10 +306,9 @@ def build_faust_app(settings: Settings, runtime: BridgeRuntime) -> faust.App:
     global _fetch_max_wait_ms
     _fetch_max_wait_ms = settings.fetch_max_wait_ms
     _patch_fetch_max_wait()
-    servers = [s.strip() for s in settings.bootstrap_servers().split(",") if s.strip()]
     app = faust.App(
         group_id(settings),
-        broker=[f"kafka://{s}" for s in servers],
+        **faust_broker_options(settings),
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,

@@ -1,4 +1,5 @@
-"""The bridge's periodic workers: catch-up after resume / run, and re-drive of pending records.
+"""The bridge's periodic workers: catch-up after resume / run, re-drive of pending records, and
+what the bridge prunes beside the shared retention rules.
 
 Both only read and write PostgreSQL (the relay publishes what they put in the outbox), so they
 can run in every bridge process at once: the map row lock serialises them per map.
@@ -19,9 +20,34 @@ from services.bridge.domain import (
 from services.common.backoff import Backoff
 from services.common.db import TRANSIENT_DATABASE_ERRORS, database_status
 from services.common.logging import get_logger
+from services.common.retention import COMMON_RULES, PruneRule
 from services.common.settings import Settings
 
 log = get_logger(__name__)
+
+# The activity log, as Microsoft's dual-write keeps it: for a while, not forever. The map's
+# count of one-way violations (queries.map_figures) then counts those of the retention period.
+ACTIVITY_LOG = PruneRule(
+    "bridge_activity",
+    "DELETE FROM bridge_activity WHERE id IN ("
+    " SELECT id FROM bridge_activity WHERE at < now() - make_interval(secs => $1)"
+    " ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    lambda s: s.retention_s,
+)
+# A synced record's payload is what was sent; nothing reads it once the target applied it (a
+# retry maps the record again from its source record). Pending, failed, queued and held records
+# keep theirs: a re-drive, a retry or a paused queue sends or weighs it. The record itself, its
+# status and source record stay: reconciliation and the invoice view read them.
+SYNCED_PAYLOADS = PruneRule(
+    "bridge_synced_payloads",
+    "UPDATE bridge_record SET payload = NULL WHERE record_id IN ("
+    " SELECT record_id FROM bridge_record"
+    " WHERE status = 'synced' AND payload IS NOT NULL"
+    " AND synced_at < now() - make_interval(secs => $1)"
+    " ORDER BY synced_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    lambda s: s.retention_s,
+)
+BRIDGE_PRUNE_RULES: Final = (*COMMON_RULES, ACTIVITY_LOG, SYNCED_PAYLOADS)
 
 CATCH_UP_BATCH: Final = 200
 REDRIVE_BATCH: Final = 500

@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from services.common.settings import PROJECT_ROOT, Settings
@@ -55,7 +56,8 @@ def environment_variable(name: str) -> str:
 def _row(name: str, field: FieldInfo) -> str:
     cells = (
         f"`{environment_variable(name)}`",
-        _default(field.default),
+        # A default made by a factory (the home) is shown as this checkout makes it.
+        _default(field.get_default(call_default_factory=True)),
         _accepts(field),
         field.description or "",
     )
@@ -98,7 +100,14 @@ def _kind(annotation: Any) -> str:
     if origin in (Union, types.UnionType):
         present = [a for a in get_args(annotation) if a is not type(None)]
         return _either([_kind(a) for a in present]) + ", or unset"
-    names = {bool: "true or false", int: "integer", float: "number", str: "text", Path: "path"}
+    names = {
+        bool: "true or false",
+        int: "integer",
+        float: "number",
+        str: "text",
+        Path: "path",
+        SecretStr: "text (secret: never logged)",
+    }
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 

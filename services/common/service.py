@@ -35,6 +35,7 @@ from services.common.inbox import InboxConsumer, Subscription
 from services.common.logging import configure_logging, get_logger
 from services.common.outbox import OutboxRelay
 from services.common.ports import free_port
+from services.common.retention import COMMON_RULES, PruneRule, RetentionWorker
 from services.common.settings import Settings
 
 log = get_logger(__name__)
@@ -59,6 +60,8 @@ class ServiceDefinition:
     workers: Callable[[asyncpg.Pool, Settings], list[Worker]] = lambda _p, _s: []
     on_start: Callable[[asyncpg.Pool, Settings], Awaitable[None]] | None = None
     extra_state: dict[str, Any] = field(default_factory=dict)
+    # What the service keeps only for a while (services/common/retention.py).
+    prune_rules: tuple[PruneRule, ...] = COMMON_RULES
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -155,7 +158,11 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> int:
             if subscriptions
             else None
         )
-        workers: list[Worker] = [relay, *definition.workers(pool, settings)]
+        workers: list[Worker] = [
+            relay,
+            RetentionWorker(pool, settings, definition.prune_rules),
+            *definition.workers(pool, settings),
+        ]
         if consumer is not None:
             workers.append(consumer)
         wire_app(

@@ -3,7 +3,7 @@
 Defaults point at the local infrastructure that `make up` (or the test session) starts: the
 broker's and PostgreSQL's ports, the generated passwords and the roles' generated bearer tokens
 are read from the state files that `infra/` writes under `DWSIM_HOME` (default `.dwsim/` in the
-project folder).
+project folder of a clone, the user's data folder when dwsim is an installed package).
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, PrivateAttr
+import platformdirs
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_NAME = "dwsim"
 SERVICES: tuple[str, ...] = ("dataverse", "finance", "bridge")
 
 BROKER_STATE = "broker.json"
@@ -35,6 +37,31 @@ class InfrastructureNotStarted(RuntimeError):
 
 class TokensNotGenerated(InfrastructureNotStarted):
     """A role has no bearer token: none configured, and this home's were never generated."""
+
+
+def is_clone(root: Path = PROJECT_ROOT) -> bool:
+    """Whether the package runs from a checkout of dwsim (its `pyproject.toml` beside the
+    packages) rather than from an installed copy in site-packages, which has none."""
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        return False
+    # Installed into another project's tree, a pyproject.toml beside site-packages' parent
+    # would be that project's: only ours makes this a clone.
+    return f'name = "{PROJECT_NAME}"' in pyproject.read_text(encoding="utf-8", errors="replace")
+
+
+def default_home(root: Path = PROJECT_ROOT) -> Path:
+    """`DWSIM_HOME` when unset: `.dwsim/` in a clone (as always), else the user's data folder,
+    so that an installed dwsim never writes into site-packages."""
+    if is_clone(root):
+        return root / ".dwsim"
+    return platformdirs.user_data_path(PROJECT_NAME, appauthor=False)
+
+
+def results_folder(kind: str, home: Path, root: Path = PROJECT_ROOT) -> Path:
+    """Where `dwsim bench` or `dwsim chaos` (`kind`) writes its figures: `<kind>/results/` of
+    the clone, as before; installed, under the home, beside the rest of dwsim's state."""
+    return (root if is_clone(root) else home) / kind / "results"
 
 
 def _token_field(role: str) -> Any:
@@ -56,8 +83,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DWSIM_", extra="ignore")
 
     home: Path = Field(
-        default=PROJECT_ROOT / ".dwsim",
-        description="Folder of the local infrastructure: data, logs, ports and passwords.",
+        default_factory=default_home,
+        description="Folder of the local infrastructure: data, logs, ports and passwords "
+        "(installed as a package rather than cloned: the user's data folder).",
     )
     kafka_bootstrap: str | None = Field(
         default=None,
@@ -66,6 +94,36 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="External PostgreSQL admin URL; unset means the local embedded server.",
+    )
+    # A secured cluster: every client the project builds (services/common/kafka.py) uses these.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How the Kafka clients talk to the brokers; the local broker has no TLS "
+        "or SASL.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN",
+        description="SASL mechanism, used when the security protocol is SASL_*.",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="SASL user name; required with a SASL_* security protocol."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password; required with a SASL_* security protocol."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) that sign the brokers' certificates, with SSL or "
+        "SASL_SSL; unset means the system's.",
+    )
+    topic_replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of each provisioned topic (3 on a real cluster)."
+    )
+    topic_min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="`min.insync.replicas` of each provisioned topic; unset means the "
+        "broker's default.",
     )
     topic_prefix: str = Field(default="", description="Prefix of every topic name.")
     database_prefix: str = Field(
@@ -189,6 +247,33 @@ class Settings(BaseSettings):
         default=1 << 30, gt=0, description="Bridge: bytes a paused map may hold."
     )
 
+    # Bounded storage (services/common/retention.py). An inbox id must outlive every possible
+    # redelivery of its event; see docs/architecture.md, "Bounded storage", for what bounds it.
+    retention_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="Published outbox rows, the bridge's activity log and synced records' "
+        "payloads are pruned after this long; also the longest outbox replay an operator can "
+        "ask for.",
+    )
+    inbox_retention_s: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="Ids of applied events are pruned after this long: keep it above "
+        "`retention_s` and the broker's log retention (Kafka's default: 7 days).",
+    )
+    retention_interval_s: float = Field(
+        default=60.0, gt=0, description="How often each service prunes what is past retention."
+    )
+    retention_batch_rows: int = Field(
+        default=500, ge=1, description="Rows pruned per statement (each its own transaction)."
+    )
+    retention_pause_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="Pause between two pruning statements, so pruning never crowds the flow.",
+    )
+
     log_level: str = Field(
         default="INFO", description="Lowest level the services log (DEBUG, INFO, WARNING, ...)."
     )
@@ -208,6 +293,24 @@ class Settings(BaseSettings):
     bridge_database_url: str | None = Field(
         default=None, description="The bridge's own database URL; unset means derived."
     )
+
+    @model_validator(mode="after")
+    def _check_security_and_retention(self) -> Settings:
+        """Refuse at the start, naming the setting, what no client could connect with or what
+        would forget an event id before the event can come again."""
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"DWSIM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "DWSIM_KAFKA_SASL_USERNAME and DWSIM_KAFKA_SASL_PASSWORD"
+            )
+        if self.inbox_retention_s < self.retention_s:
+            raise ValueError(
+                "DWSIM_INBOX_RETENTION_S must be at least DWSIM_RETENTION_S: an outbox row can "
+                "be replayed while it is kept, so its consumers must remember it as long"
+            )
+        return self
 
     def state_file(self, name: str) -> Path:
         """Path of one of the local infrastructure's state files."""

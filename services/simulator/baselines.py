@@ -11,9 +11,9 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from services.common.kafka import make_consumer, make_producer
+from infra.topics import new_topic
+from services.common.kafka import make_admin, make_consumer, make_producer
 from services.common.settings import Settings
 
 # About the size of one mapped actual (the unit the pipeline figure counts). dwsim's messages
@@ -63,10 +63,10 @@ def slope_per_step(values: list[float]) -> float:
 
 async def _topic(settings: Settings) -> str:
     name = f"{settings.topic_prefix}raw-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers())
+    admin = make_admin(settings)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, settings.partitions, 1)])
+        await admin.create_topics([new_topic(settings, name)])
     finally:
         await admin.close()
     return name

@@ -24,7 +24,7 @@ from rich.table import Table
 from services.bridge.domain import (
     SyncStatus,
 )
-from services.common.settings import PROJECT_ROOT, Settings
+from services.common.settings import Settings, get_settings, results_folder
 from services.simulator.baselines import (
     measure_broker,
     measure_database,
@@ -36,7 +36,6 @@ from services.simulator.clients import Services
 from services.simulator.processes import service_status
 from services.simulator.resources import CpuWindow, read_cpu, service_memory_mb
 
-RESULTS = PROJECT_ROOT / "bench" / "results"
 BUSINESS_DATE = date(2026, 10, 1)
 ENTITY = "USPM"
 # Confirmation requests in flight at once while the source is loaded (not timed: see
@@ -650,10 +649,11 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
 
 
 def save(results: dict[str, Any]) -> Path:
-    """Write the figures to bench/results/<timestamp>.json."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write the figures to bench/results/<timestamp>.json (installed: under the home)."""
+    folder = results_folder("bench", get_settings().home)
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{stamp}.json"
+    path = folder / f"{stamp}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
     return path
 

@@ -29,13 +29,14 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from infra import postgres
 from schemas.topics import Topic, dlq_name, topic_name
-from services.common.settings import PROJECT_ROOT, SERVICES, Settings
+from services.common.kafka import make_reader
+from services.common.settings import SERVICES, Settings, get_settings, results_folder
 from services.simulator import faults
 from services.simulator.chaos_checker import CheckerUrls, CheckReport, check
 from services.simulator.clients import ApiError, Services
@@ -46,7 +47,6 @@ from services.simulator.snapshot import fetch_snapshot
 from services.simulator.stack import running_stack
 from services.simulator.topic_reader import read_to_end
 
-RESULTS = PROJECT_ROOT / "chaos" / "results"
 BUSINESS_DATE = date(2026, 10, 1)
 ENTITY = "USPM"
 # Project managers confirming at once: enough that confirmations are in flight when the fault
@@ -313,19 +313,11 @@ class LagWatch:
 
     async def _follow(self, stop: asyncio.Event) -> None:
         names = [topic_name(t, self.settings.topic_prefix) for t in Topic]
-        follower = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers(),
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,
-        )
+        follower = make_reader(self.settings, fetch_max_wait_ms=100)
         # One group-less handle per service group, to read its committed offsets (OffsetFetch,
         # without joining the group: the services keep their partitions).
         groups = [
-            AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers(),
-                group_id=f"{self.settings.topic_prefix}{service}",
-                enable_auto_commit=False,
-            )
+            make_reader(self.settings, group_id=f"{self.settings.topic_prefix}{service}")
             for service in SERVICES
         ]
         await follower.start()
@@ -705,10 +697,11 @@ def run_chaos(
 
 
 def save(results: dict[str, Any]) -> Path:
-    """Write the figures to chaos/results/<time>.json."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write the figures to chaos/results/<time>.json (installed: under the home)."""
+    folder = results_folder("chaos", get_settings().home)
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{stamp}.json"
+    path = folder / f"{stamp}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return path
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from infra.processes import pid_alive, read_state, remembered_port, stop_process, write_state
 from services.common.settings import SERVICES, Settings
@@ -87,10 +88,13 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     """The settings as `DWSIM_*` variables, so a child process runs with exactly these.
 
     By alias: a configured token is the field `configured_token_<role>`, read back from
-    `DWSIM_TOKEN_<ROLE>`; an unset one is left out, and the child reads the home's file.
+    `DWSIM_TOKEN_<ROLE>`; an unset one is left out, and the child reads the home's file. A
+    secret (the SASL password) is passed as itself, not as its masked form.
     """
     return {
-        f"DWSIM_{key.upper()}": str(value)
+        f"DWSIM_{key.upper()}": str(
+            value.get_secret_value() if isinstance(value, SecretStr) else value
+        )
         for key, value in settings.model_dump(by_alias=True).items()
         if value is not None
     }

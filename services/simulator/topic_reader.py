@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from services.common.kafka import make_reader
 from services.common.settings import Settings
 from services.simulator.deadlines import DeadlinePassed
 
@@ -26,11 +27,7 @@ async def _assigned(
     settings: Settings, topic: str
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
     """A group-less consumer holding every partition of `topic`, at its beginning."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers(),
-        enable_auto_commit=False,
-        fetch_max_wait_ms=20,
-    )
+    consumer = make_reader(settings, fetch_max_wait_ms=20)
     await consumer.start()
     try:
         await consumer.topics()  # loads the metadata that partitions_for_topic reads
