@@ -5,6 +5,9 @@ servers, security protocol, SASL credentials, TLS context); the producer and con
 the admin client (infra/topics.py, the bench), the simulator's readers and the bridge's faust
 app (`faust_broker_options`) all take theirs from it, so a secured cluster needs the settings
 and nothing else.
+
+dwsim's clients never create a topic by asking about it (`_never_auto_create_topics`): only
+provisioning does, with the configured partitions.
 """
 
 from __future__ import annotations
@@ -15,9 +18,40 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol import metadata
 
 from services.common.errors import DwsimError
 from services.common.settings import Settings
+
+
+def _never_auto_create_topics() -> None:
+    """Make aiokafka's metadata requests say `allow_auto_topic_creation=false` (it says true).
+
+    A broker that lost its log (the local broker keeps it in memory) has no topics until they
+    are provisioned again; a metadata request of a client still running (a producer, a
+    consumer, the bridge's faust worker) in that window created every topic it named with the
+    broker's default partitions (4 on the local broker, 1 on Apache Kafka's default), and
+    provisioning then found them existing. Measured: a consumer left assigned partitions 4
+    and 5 that no longer existed, and the records published to them were lost. Applies to
+    every aiokafka client of the process, faust's included; there is no client option for it.
+    """
+    request = metadata.MetadataRequest
+    if getattr(request.__init__, "_dwsim_never_auto_create", False):
+        return
+    original = request.__init__
+
+    def init(
+        self: metadata.MetadataRequest,
+        topics: list[str] | None = None,
+        allow_auto_topic_creation: bool | None = None,
+    ) -> None:
+        original(self, topics, bool(allow_auto_topic_creation))
+
+    init._dwsim_never_auto_create = True  # type: ignore[attr-defined]
+    request.__init__ = init  # type: ignore[method-assign]
+
+
+_never_auto_create_topics()
 
 
 class KafkaSecurityError(DwsimError):
