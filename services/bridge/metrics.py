@@ -3,6 +3,8 @@ its faust worker's consumer lag (services/common/metrics.py has the shared ones)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,9 +55,9 @@ def records_families(tally: dict[tuple[str, str], int]) -> list[Metric]:
     ]
 
 
-def faust_partition_lags(app: Any) -> list[PartitionLag]:
+async def faust_partition_lags(app: Any) -> list[PartitionLag]:
     """The faust worker's assigned partitions: the high-water mark of its last fetch, and the
-    offset it committed (faust's own mark), else nothing known yet."""
+    offset it committed (faust's own mark), else (nothing committed yet) its position."""
     consumer: Any = app.consumer
     committed: Any = getattr(consumer, "_committed_offset", {})
     lags = []
@@ -64,5 +66,10 @@ def faust_partition_lags(app: Any) -> list[PartitionLag]:
             highwater = consumer.highwater(tp)
         except AssertionError:  # revoked since `assignment()`
             continue
-        lags.append(PartitionLag(tp.topic, tp.partition, highwater, committed.get(tp)))
+        consumed = committed.get(tp)
+        if consumed is None:
+            with contextlib.suppress(Exception):
+                # Waits only while the position is being reset; a scrape must not hang.
+                consumed = await asyncio.wait_for(consumer.position(tp), 0.2)
+        lags.append(PartitionLag(tp.topic, tp.partition, highwater, consumed))
     return lags

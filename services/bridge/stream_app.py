@@ -164,7 +164,7 @@ class BridgeRuntime(mode.Service):
         if self.faust_app is None:
             return []
         try:
-            return faust_partition_lags(self.faust_app)
+            return await faust_partition_lags(self.faust_app)
         except Exception:  # the consumer is not started yet, or is being rebuilt
             return []
 
