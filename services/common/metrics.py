@@ -178,6 +178,10 @@ def counts_family(
 # HTTP requests
 
 
+# A client may send any method name; a label takes only these, so series stay few.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class HttpMetrics:
     """ASGI middleware: counts each answered request by its route's path template (never the
     raw path, which holds ids) and status, in the app's `state.metrics` when it has one."""
@@ -202,8 +206,9 @@ class HttpMetrics:
         finally:
             metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
             if isinstance(metrics, ServiceMetrics):
+                method = scope["method"] if scope["method"] in _METHODS else "other"
                 metrics.http_requests.labels(
-                    route=route_template(scope), method=scope["method"], status=str(status)
+                    route=route_template(scope), method=method, status=str(status)
                 ).inc()
 
 
