@@ -13,7 +13,7 @@ import faust
 
 from services.bridge.stream_app import BridgeRuntime, build_faust_app
 from services.common.event_loop import new_event_loop
-from services.common.logging import configure_logging
+from services.common.logging import configure_logging, stdlib_logging_config
 from services.common.settings import Settings
 
 
@@ -33,6 +33,9 @@ def main() -> None:
         loglevel=settings.faust_loglevel,
         redirect_stdouts=False,
         quiet=True,
+        # Else faust replaces the root's handler with a colored one on stdout: faust's,
+        # mode's and aiokafka's lines would not be JSON under DWSIM_LOG_FORMAT=json.
+        logging_config=stdlib_logging_config(settings.log_format, settings.faust_loglevel),
     )
     worker.execute_from_commandline()
 

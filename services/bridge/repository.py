@@ -255,13 +255,22 @@ async def records_by_id(
     return {r["record_id"]: _record(r) for r in rows}
 
 
-async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> None:
-    """The target applied these records."""
-    await conn.execute(
+async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> list[tuple[str, float]]:
+    """The target applied these records; each one's map and round trip in seconds (from its
+    last send to now), for the receipt round-trip histogram."""
+    rows = await conn.fetch(
         "UPDATE bridge_record SET status = 'synced', reason = NULL, updated_at = now(), "
-        "synced_at = now() WHERE record_id = ANY($1::uuid[])",
+        "synced_at = now() WHERE record_id = ANY($1::uuid[]) "
+        "RETURNING map_name, extract(epoch FROM now() - last_sent_at)::float8 AS seconds",
         record_ids,
     )
+    return [(r["map_name"], r["seconds"]) for r in rows if r["seconds"] is not None]
+
+
+async def record_tally(conn: DbConnection) -> dict[tuple[str, str], int]:
+    """Records by (map, status), as the triggers of migration 004 keep them (a few rows)."""
+    rows = await conn.fetch("SELECT map_name, status, records FROM bridge_record_tally")
+    return {(r["map_name"], r["status"]): r["records"] for r in rows}
 
 
 async def get_record(conn: DbConnection, record_id: UUID, *, lock: bool = False) -> BridgeRecord:

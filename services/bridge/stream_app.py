@@ -37,12 +37,13 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from schemas.topics import topic_name
 from services.bridge import api
 from services.bridge.handlers import DATABASE_UNAVAILABLE, SOURCE_TOPICS, BridgeProcessor, seed
+from services.bridge.metrics import faust_partition_lags, records_source
 from services.bridge.workers import BRIDGE_PRUNE_RULES, CatchUpWorker, RedriveWorker
 from services.common.backoff import Backoff
 from services.common.db import create_pool, database_status, migrate_service
 from services.common.dead_letters import send_dead_letter
 from services.common.errors import ConsumerNotReady
-from services.common.inbox import Message
+from services.common.inbox import Message, PartitionLag
 from services.common.kafka import faust_broker_options, make_producer
 from services.common.logging import get_logger
 from services.common.outbox import OutboxRelay
@@ -129,7 +130,7 @@ class BridgeRuntime(mode.Service):
             RetentionWorker(self.pool, settings, BRIDGE_PRUNE_RULES),
         ]
         app = api.build_app()
-        wire_app(
+        metrics = wire_app(
             app,
             pool=self.pool,
             settings=settings,
@@ -137,8 +138,11 @@ class BridgeRuntime(mode.Service):
             relay=relay,
             consumer=self.processor,  # /health and /parked-events read it
             rewind=self.rewind,
+            lags=self.partition_lags,
             commands=commands,
         )
+        metrics.add_source(records_source(self.pool))
+        self.processor.intake.on_round_trips = metrics.observe_round_trips
         self._server = embedded_server(app, settings, self.port)
         database = database_status(self.pool)
         self._background = [
@@ -157,6 +161,15 @@ class BridgeRuntime(mode.Service):
         """The bridge's share of `/consumer/rewind` (see `rewind_faust_consumer`)."""
         assert self.faust_app is not None
         return await rewind_faust_consumer(self.faust_app)
+
+    async def partition_lags(self) -> list[PartitionLag]:
+        """The faust worker's lag per partition, for /metrics."""
+        if self.faust_app is None:
+            return []
+        try:
+            return await faust_partition_lags(self.faust_app)
+        except Exception:  # the consumer is not started yet, or is being rebuilt
+            return []
 
     async def _guard(self, coro: Any, name: str) -> None:
         """A background task that ends while the service runs takes the process down."""

@@ -29,6 +29,7 @@ from services.common.db import (
 )
 from services.common.errors import ConsumerNotReady, NotFound, RuleError
 from services.common.logging import get_logger
+from services.common.metrics import CONTENT_TYPE, HttpMetrics, ServiceMetrics
 from services.common.outbox import parked_rows, unpublished_count
 
 log = get_logger(__name__)
@@ -305,6 +306,8 @@ def create_app(title: str, description: str) -> FastAPI:
         dependencies=[Depends(refuse_nul)],
     )
     app.add_middleware(RetryOnConflict)
+    # Outermost, so that a request run again after a conflict counts once, with its answer.
+    app.add_middleware(HttpMetrics)
     _declare_refusals(app)
 
     async def conflict(_: Request, exc: Exception) -> JSONResponse:
@@ -347,6 +350,7 @@ def create_app(title: str, description: str) -> FastAPI:
     app.include_router(_parked_router())
     app.include_router(_outbox_router())
     app.include_router(_consumer_router())
+    app.include_router(_metrics_router())
     return app
 
 
@@ -419,6 +423,29 @@ def _health_router() -> APIRouter:
             "parked_events": await conn.fetchval("SELECT count(*) FROM dwsim_parked_event"),
             "database_connection": database_status(state.pool).as_dict(),
         }
+
+    return router
+
+
+def _metrics_router() -> APIRouter:
+    router = APIRouter(tags=["metrics"])
+
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics of this process",
+        description=(
+            "Counts, durations and backlogs in Prometheus' text format (docs/metrics.md), "
+            "for a Prometheus to scrape: no token, and no business data (labels are topics, "
+            "partitions, routes, maps and statuses only)."
+        ),
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+    )
+    async def metrics(request: Request) -> Response:
+        registry: ServiceMetrics | None = getattr(request.app.state, "metrics", None)
+        if registry is None:
+            raise HTTPException(503, "the service is starting: no metrics yet")
+        return Response(await registry.render(), media_type=CONTENT_TYPE)
 
     return router
 

@@ -121,6 +121,16 @@ class Message:
 
 
 @dataclass(frozen=True)
+class PartitionLag:
+    """What a consumer knows of one assigned partition (see `metrics.lag_family`)."""
+
+    topic: str
+    partition: int
+    highwater: int | None  # from the last fetch response; None before the first
+    consumed: int | None  # the next offset the group reads (committed, else the position)
+
+
+@dataclass(frozen=True)
 class MessageOutcome:
     """What became of a message; `dead_letter` is set when it did not validate or fit."""
 
@@ -335,6 +345,8 @@ class InboxConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq_producer: AIOKafkaProducer | None = None
         self._rewinds: list[asyncio.Future[list[str]]] = []
+        # The offsets this process committed last, per partition: what the lag is read from.
+        self._committed: dict[TopicPartition, int] = {}
         self.stats = ConsumerStats()
 
     def stop(self) -> None:
@@ -417,6 +429,7 @@ class InboxConsumer:
             for tp in partitions:
                 self._consumer.seek(tp, beginnings[tp])
             await self._consumer.commit(beginnings)
+            self._committed.update(beginnings)
         except KafkaError as exc:
             # Not (yet) a member of the group, or the broker is still coming back: again after
             # the next poll, which rejoins.
@@ -488,6 +501,7 @@ class InboxConsumer:
         assert self._consumer is not None
         try:
             await self._consumer.commit(offsets)
+            self._committed.update(offsets)
         except CommitFailedError as exc:
             # A rebalance took the partitions; the next owner re-reads and its inbox skips.
             log.info("offset_commit_lost_to_rebalance", group=self._group_id, error=str(exc))
@@ -505,3 +519,21 @@ class InboxConsumer:
     async def retry_parked(self, event_id: UUID) -> bool:
         """Apply a parked event again; True when it applied and left the parked list."""
         return await retry_parked_delivery(self._pool, event_id, self._subs)
+
+    async def partition_lags(self) -> list[PartitionLag]:
+        """Each assigned partition's high-water mark from the last fetch response and the
+        next offset the group reads: what this process committed, else (nothing committed
+        here yet) the consumer's position."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        lags = []
+        for tp in sorted(consumer.assignment()):
+            consumed = self._committed.get(tp)
+            if consumed is None:
+                with contextlib.suppress(TimeoutError, KafkaError, AssertionError):
+                    # Waits only while the position is being reset; a scrape must not hang.
+                    consumed = await asyncio.wait_for(consumer.position(tp), 0.2)
+            with contextlib.suppress(AssertionError):  # revoked since `assignment()`
+                lags.append(PartitionLag(tp.topic, tp.partition, consumer.highwater(tp), consumed))
+        return lags

@@ -7,6 +7,7 @@ across the three services' logs (`invoice_id=…`).
 from __future__ import annotations
 
 import logging
+import logging.config
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,20 +17,15 @@ import structlog
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -> None:
-    """Set up structlog for a process; call once at start."""
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    """Set up structlog for a process, and the standard `logging` module's root (where
+    aiokafka, faust/mode, uvicorn and asyncpg log) through the same renderer; call once at
+    start. With `fmt="json"` every line the process logs is one JSON object."""
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *_shared_processors(),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            renderer,
+            _renderer(fmt),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
@@ -38,8 +34,58 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
-    # Libraries log through the standard module; keep their warnings, drop their chatter.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.config.dictConfig(stdlib_logging_config(fmt))
+    # `warnings.warn` output too, else it reaches stderr as bare text.
+    logging.captureWarnings(True)
+
+
+def stdlib_logging_config(fmt: str, level: str = "WARNING") -> dict[str, Any]:
+    """A `logging.config.dictConfig` for the root logger: one stderr handler rendering each
+    record as structlog renders its own lines. Libraries keep their warnings; their chatter is
+    dropped. Also what the bridge gives faust's worker, which otherwise replaces the root's
+    handlers with its own colored one on stdout."""
+    return {
+        "version": 1,
+        # Loggers the libraries created at import stay enabled (the default would mute them).
+        "disable_existing_loggers": False,
+        "formatters": {
+            "dwsim": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "foreign_pre_chain": [
+                    structlog.stdlib.add_logger_name,
+                    *_shared_processors(),
+                    structlog.stdlib.ExtraAdder(),
+                ],
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    _renderer(fmt),
+                ],
+            }
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "dwsim",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+    }
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def _renderer(fmt: str) -> Any:
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
 
 
 def get_logger(name: str) -> Any:

@@ -31,8 +31,14 @@ from services.common.db import (
     migrate_service,
 )
 from services.common.event_loop import new_event_loop
-from services.common.inbox import InboxConsumer, Subscription
+from services.common.inbox import InboxConsumer, PartitionLag, Subscription
 from services.common.logging import configure_logging, get_logger
+from services.common.metrics import (
+    ServiceMetrics,
+    consumer_source,
+    lag_family,
+    outbox_source,
+)
 from services.common.outbox import OutboxRelay
 from services.common.ports import free_port
 from services.common.retention import COMMON_RULES, PruneRule, RetentionWorker
@@ -76,7 +82,16 @@ class EmbeddedServer(uvicorn.Server):
 def embedded_server(app: FastAPI, settings: Settings, port: int) -> EmbeddedServer:
     """The service's API server, run as a task of the process (`serve()` it)."""
     return EmbeddedServer(
-        uvicorn.Config(app, host=settings.api_host, port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            # uvicorn's own handlers would print plain text and stop its lines from reaching
+            # the root logger, which renders them as every other line (services/common/logging.py).
+            log_config=None,
+        )
     )
 
 
@@ -89,13 +104,18 @@ def wire_app(
     relay: OutboxRelay,
     consumer: Any,
     rewind: Callable[[], Awaitable[list[str]]] | None = None,
+    lags: Callable[[], Awaitable[list[PartitionLag]]] | None = None,
     **extra: Any,
-) -> None:
+) -> ServiceMetrics:
     """What the shared routes (services/common/api.py) read from `app.state`: the pool, the
     settings, the service's name, its relay and its consumer (/health shows its `stats`,
     /parked-events calls its `retry_parked`), how to rewind the consumer (/consumer/rewind;
     the consumer's own `rewind` unless given), and what else the service's own routes
-    need."""
+    need.
+
+    Also the process's metrics (/metrics): the outbox, the consumer's counters and its lag
+    per partition (`lags`, the consumer's own `partition_lags` unless given); returned, for
+    the service to add its own sources."""
     app.state.pool = pool
     app.state.settings = settings
     app.state.service_name = name
@@ -104,6 +124,21 @@ def wire_app(
     app.state.rewind = rewind or getattr(consumer, "rewind", None)
     for key, value in extra.items():
         setattr(app.state, key, value)
+    metrics = ServiceMetrics(name)
+    metrics.add_source(outbox_source(pool, relay))
+    stats = getattr(consumer, "stats", None)
+    if stats is not None:
+        metrics.add_source(consumer_source(stats))
+    read_lags = lags or getattr(consumer, "partition_lags", None)
+    if read_lags is not None:
+        lag_of = read_lags
+
+        async def lag() -> list[Any]:
+            return [lag_family(await lag_of())]
+
+        metrics.add_source(lag)
+    app.state.metrics = metrics
+    return metrics
 
 
 def service_state_file(settings: Settings, name: str) -> Path:
@@ -165,7 +200,7 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> int:
         ]
         if consumer is not None:
             workers.append(consumer)
-        wire_app(
+        metrics = wire_app(
             app,
             pool=pool,
             settings=settings,
@@ -174,6 +209,11 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> int:
             consumer=consumer,
             **definition.extra_state,
         )
+        for worker in workers:
+            # A worker with figures of its own (Finance's import runs) shows them too.
+            source = getattr(worker, "collect_metrics", None)
+            if source is not None:
+                metrics.add_source(source)
         port = port_for(settings, definition.name)
         server = embedded_server(app, settings, port)
         return await _run_all(

@@ -49,7 +49,10 @@ async def serve(settings: Settings) -> int:
 
     access = Access(settings, OneTimeLogin(url, record))
     app = build_app(settings, access)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # log_config=None: uvicorn's lines go through the root logger, rendered as ours.
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None)
+    )
     log.info("service_started", url=url)
     try:
         await server.serve(sockets=[sock])

@@ -21,6 +21,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 import asyncpg
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.common.backoff import Backoff
 from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection, database_status
@@ -251,6 +252,9 @@ class ImportWorker:
         self._settings = settings
         self._stopping = asyncio.Event()
         self.runs = 0
+        self.failed_runs = 0
+        # Open proposals the last run found still waiting for billed rows (None: no run yet).
+        self.waiting: int | None = None
         self.last_error: str | None = None
 
     def stop(self) -> None:
@@ -265,7 +269,8 @@ class ImportWorker:
         while not self._stopping.is_set():
             wait = self._settings.import_interval_s
             try:
-                await import_from_staging(self._pool, self._settings)
+                summary = await import_from_staging(self._pool, self._settings)
+                self.waiting = len(summary.waiting)
                 self.last_error = None
                 backoff.reset()
                 database.reachable()
@@ -281,5 +286,28 @@ class ImportWorker:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("import_from_staging_failed", error=self.last_error)
             self.runs += 1
+            if self.last_error is not None:
+                self.failed_runs += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), wait)
+
+    async def collect_metrics(self) -> list[Metric]:
+        """/metrics: the periodic runs since the process started, by outcome, and the open
+        proposals the last run found waiting (read from the run, not counted per scrape)."""
+        runs = CounterMetricFamily(
+            "dwsim_finance_import_runs",
+            "Periodic import-from-staging runs this process made, by outcome",
+            labels=["outcome"],
+        )
+        runs.add_metric(["ok"], self.runs - self.failed_runs)
+        runs.add_metric(["failed"], self.failed_runs)
+        families: list[Metric] = [runs]
+        if self.waiting is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "dwsim_finance_proposals_waiting",
+                    "Open invoice proposals still waiting for billed rows at the last import run",
+                    value=self.waiting,
+                )
+            )
+        return families

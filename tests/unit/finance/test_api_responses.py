@@ -8,7 +8,7 @@ from typing import Any
 from services.finance.api import build_app
 
 # The routes every service shares (services/common/api.py), not Finance's own.
-SHARED_TAGS = {"health", "parked events", "outbox"}
+SHARED_TAGS = {"health", "parked events", "outbox", "metrics"}
 
 
 def _names_a_model(schema: dict[str, Any]) -> bool:
