@@ -53,6 +53,27 @@ async def add_error(
     return error_id
 
 
+async def add_errors(
+    conn: DbConnection,
+    map_name: str,
+    record_ids: list[UUID],
+    error_type: ErrorType,
+    reason: str,
+    at: datetime,
+) -> None:
+    """One entry per record, all for the same reason, in one statement (a transaction past the
+    platform's limits fails its 1,501 records at once)."""
+    await conn.execute(
+        "INSERT INTO bridge_error (record_id, map_name, error_type, reason, created_at) "
+        "SELECT r, $2, $3, $4, $5 FROM unnest($1::uuid[]) WITH ORDINALITY AS u(r, n) ORDER BY n",
+        record_ids,
+        map_name,
+        error_type.value,
+        reason,
+        at,
+    )
+
+
 async def get_error(conn: DbConnection, error_id: int) -> ErrorEntry:
     row = await conn.fetchrow(
         "SELECT id, record_id, map_name, status FROM bridge_error WHERE id = $1", error_id

@@ -24,12 +24,18 @@ from schemas.receipts import SyncReceipt
 from schemas.topics import Topic
 from services.bridge import error_repository as errors_repo
 from services.bridge import repository as repo
+from services.bridge import transaction_repository as tx_repo
 from services.bridge.domain import (
     BridgeRuleError,
     ErrorType,
+    LimitOutcome,
     MapState,
+    PlatformLimits,
     QueueLimits,
+    SourceTransaction,
     SyncStatus,
+    limit_outcome,
+    transaction_breach,
 )
 from services.bridge.error_queue import ErrorQueue
 from services.bridge.mapping import (
@@ -63,11 +69,13 @@ class Intake:
         errors: ErrorQueue,
         limits: QueueLimits,
         clock: Callable[[], datetime],
+        platform_limits: PlatformLimits = PlatformLimits.NONE,
     ) -> None:
         self.sender = sender
         self.errors = errors
         self.limits = limits
         self.clock = clock
+        self.platform_limits = platform_limits
 
     # ----------------------------------------------------------------------------------------
     # Source events of the table maps
@@ -88,13 +96,20 @@ class Intake:
         state = (await repo.lock_map(conn, map_name)).state
         arriving: list[BridgeRecord] = []
         filtered: list[BridgeRecord] = []
+        over_limits: list[BridgeRecord] = []
         for event, message_key in events:
             source = event.payload.model_dump(mode="json")
-            for record in records_of_event(
+            records = records_of_event(
                 pairs, base.value, event.event_id, event.correlation_id, source, message_key
-            ):
+            )
+            records, failing = await self._platform_limits(
+                conn, map_name, event.event_id, source, records
+            )
+            over_limits.extend(failing)
+            for record in records:
                 (filtered if record.status is SyncStatus.FILTERED else arriving).append(record)
         await self.arrive_all(conn, map_name, state, arriving, new=True)
+        await self._fail_over_limits(conn, map_name, over_limits)
         if filtered:
             await repo.insert_records(conn, filtered)
             for reason in sorted({r.reason or "" for r in filtered}):
@@ -106,6 +121,101 @@ class Intake:
                     count=len(these),
                     invoice_ids=sorted({r.invoice_id for r in these if r.invoice_id}),
                 )
+
+    # ----------------------------------------------------------------------------------------
+    # Microsoft's live-sync limits (docs/bridge.md)
+
+    async def _platform_limits(
+        self,
+        conn: DbConnection,
+        map_name: str,
+        event_id: UUID,
+        source: dict[str, Any],
+        records: list[BridgeRecord],
+    ) -> tuple[list[BridgeRecord], list[BridgeRecord]]:
+        """The event's records once its source transaction is held against Microsoft's limits:
+        those that go on as usual, and those the limits fail.
+
+        Within them, or past them with `platform_limits=none`: unchanged (the latter counted
+        as a transaction that would fail in production, once per map, in the activity log).
+        Past them with `microsoft`: every mapped record fails with the platform's reason; the
+        ones that could not be mapped or are filtered keep their status. A redelivered event
+        (all its records stored) is left alone: its late arrival is not its transaction's.
+        """
+        candidates = [r for r in records if r.status is not SyncStatus.FILTERED]
+        if not candidates or await tx_repo.all_known(conn, [r.record_id for r in candidates]):
+            return records, []
+        transaction = source.get("transaction")
+        if isinstance(transaction, dict):
+            transaction_id = UUID(str(transaction["transaction_id"]))
+            size, entities = int(transaction["records"]), int(transaction["legal_entities"])
+        else:
+            # A producer that does not say: the message is a transaction of its own.
+            transaction_id, size = event_id, len(candidates)
+            entities = len({str((r.source_record or {}).get("legal_entity")) for r in candidates})
+        invoice_ids = sorted({r.invoice_id for r in candidates if r.invoice_id})
+        invoice_id = invoice_ids[0] if len(invoice_ids) == 1 else None
+        now = self.clock()
+        seen = await tx_repo.note_transaction(
+            conn,
+            transaction_id,
+            map_name,
+            records=size,
+            legal_entities=entities,
+            now=now,
+            invoice_id=invoice_id,
+        )
+        breach = seen.breach or transaction_breach(
+            SourceTransaction(transaction_id, size, entities, seen.first_arrival), now
+        )
+        outcome = limit_outcome(breach, self.platform_limits)
+        if breach is None or outcome is LimitOutcome.WITHIN:
+            return records, []
+        if seen.outcome is LimitOutcome.WITHIN:  # the first of its records past the limit here
+            await tx_repo.mark_over_limits(conn, transaction_id, map_name, outcome, breach)
+            verdict = (
+                "fails (platform limits applied)"
+                if outcome is LimitOutcome.FAILS
+                else "would fail in production; synced (platform limits not applied)"
+            )
+            await repo.add_activity(
+                conn,
+                map_name,
+                "platform_limit",
+                f"source transaction {transaction_id} {verdict}: {breach}",
+                invoice_id=invoice_id,
+                detail={
+                    "transaction_id": str(transaction_id),
+                    "records": size,
+                    "legal_entities": entities,
+                    "outcome": outcome.value,
+                },
+            )
+            log.warning(
+                "platform_limit",
+                map=map_name,
+                invoice_id=invoice_id,
+                transaction_id=str(transaction_id),
+                outcome=outcome.value,
+                reason=breach,
+            )
+        if outcome is LimitOutcome.WOULD_FAIL:
+            return records, []
+        reason = f"{breach}; source transaction {transaction_id} fails whole"
+        failing = [r.fails(reason) for r in records if r.status is SyncStatus.PENDING]
+        return [r for r in records if r.status is not SyncStatus.PENDING], failing
+
+    async def _fail_over_limits(
+        self, conn: DbConnection, map_name: str, records: list[BridgeRecord]
+    ) -> None:
+        """Store the records failed by the platform's limits, each with an error-queue entry
+        (one statement per reason); a record seen before is left as it is."""
+        if not records:
+            return
+        inserted = await repo.insert_records(conn, records)
+        for reason in dict.fromkeys(r.reason or "" for r in records):
+            these = [r for r in records if r.reason == reason and r.record_id in inserted]
+            await self.errors.add_many(conn, map_name, these, ErrorType.PLATFORM_LIMIT, reason)
 
     async def arrive_all(
         self,
