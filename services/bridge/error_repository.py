@@ -28,6 +28,8 @@ class ErrorEntry:
     record_id: UUID | None
     map_name: str
     status: str  # open | retried | resolved
+    error_type: ErrorType
+    reason: str
 
 
 async def add_error(
@@ -76,11 +78,20 @@ async def add_errors(
 
 async def get_error(conn: DbConnection, error_id: int) -> ErrorEntry:
     row = await conn.fetchrow(
-        "SELECT id, record_id, map_name, status FROM bridge_error WHERE id = $1", error_id
+        "SELECT id, record_id, map_name, status, error_type, reason FROM bridge_error "
+        "WHERE id = $1",
+        error_id,
     )
     if row is None:
         raise UnknownError(f"no error {error_id}")
-    return ErrorEntry(row["id"], row["record_id"], row["map_name"], row["status"])
+    return ErrorEntry(
+        row["id"],
+        row["record_id"],
+        row["map_name"],
+        row["status"],
+        ErrorType(row["error_type"]),
+        row["reason"],
+    )
 
 
 async def mark_error_retried(conn: DbConnection, error_id: int) -> None:
