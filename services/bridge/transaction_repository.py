@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from services.bridge.domain import LimitOutcome
+from services.bridge.domain import LimitOutcome, SourceTransaction
 from services.common.db import DbConnection
 
 
@@ -30,42 +30,45 @@ class TransactionSeen:
     breach: str | None
 
 
-async def note_transaction(
+async def note_transactions(
     conn: DbConnection,
-    transaction_id: UUID,
     map_name: str,
-    *,
-    records: int,
-    legal_entities: int,
+    transactions: dict[UUID, tuple[SourceTransaction, str | None]],
     now: datetime,
-    invoice_id: str | None,
-) -> TransactionSeen:
-    """Record that the transaction brought records to `map_name` (the first time: `now` is its
-    first arrival there); what is known of it so far.
+) -> dict[UUID, TransactionSeen]:
+    """Record that these transactions (each with its invoice, if any) brought records to
+    `map_name` (the first time: `now` is their first arrival there); what is known of each.
 
     Another map's row written by a transaction not yet committed is not seen: at worst the two
     maps measure two minutes from their own first record, a few milliseconds apart.
     """
+    ids = list(transactions)
     await conn.execute(
         "INSERT INTO bridge_source_transaction (transaction_id, map_name, records, "
-        "legal_entities, first_arrival, invoice_id) VALUES ($1, $2, $3, $4, $5, $6) "
-        "ON CONFLICT (transaction_id, map_name) DO NOTHING",
-        transaction_id,
+        "legal_entities, first_arrival, invoice_id) "
+        "SELECT t, $2, r, l, $3, i FROM unnest($1::uuid[], $4::int[], $5::int[], $6::text[]) "
+        "AS u(t, r, l, i) ON CONFLICT (transaction_id, map_name) DO NOTHING",
+        ids,
         map_name,
-        records,
-        legal_entities,
         now,
-        invoice_id,
+        [transactions[i][0].records for i in ids],
+        [transactions[i][0].legal_entities for i in ids],
+        [transactions[i][1] for i in ids],
     )
-    row = await conn.fetchrow(
-        "SELECT min(first_arrival) AS first_arrival, "
-        "max(outcome) FILTER (WHERE map_name = $2) AS outcome, "
-        "min(breach) AS breach FROM bridge_source_transaction WHERE transaction_id = $1",
-        transaction_id,
+    rows = await conn.fetch(
+        "SELECT transaction_id, min(first_arrival) AS first_arrival, "
+        "max(outcome) FILTER (WHERE map_name = $2) AS outcome, min(breach) AS breach "
+        "FROM bridge_source_transaction WHERE transaction_id = ANY($1::uuid[]) "
+        "GROUP BY transaction_id",
+        ids,
         map_name,
     )
-    assert row is not None  # the row inserted above, or the one before it
-    return TransactionSeen(row["first_arrival"], LimitOutcome(row["outcome"]), row["breach"])
+    return {
+        r["transaction_id"]: TransactionSeen(
+            r["first_arrival"], LimitOutcome(r["outcome"]), r["breach"]
+        )
+        for r in rows
+    }
 
 
 async def mark_over_limits(
@@ -84,12 +87,3 @@ async def mark_over_limits(
         outcome.value,
         breach,
     )
-
-
-async def all_known(conn: DbConnection, record_ids: list[UUID]) -> bool:
-    """Whether every one of these records is stored already: the event that maps them was
-    seen before (a redelivery), so its arrival says nothing of its transaction's duration."""
-    known: int = await conn.fetchval(
-        "SELECT count(*) FROM bridge_record WHERE record_id = ANY($1::uuid[])", record_ids
-    )
-    return known == len(record_ids)
