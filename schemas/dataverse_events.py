@@ -27,6 +27,23 @@ class Address(BaseModel):
     country: str | None = None
 
 
+class SourceTransaction(BaseModel):
+    """The Dataverse transaction an event belongs to, on every message of it.
+
+    A transaction can span several messages (an invoice's header, then its actuals in runs of
+    up to 500); dual-write's limits are per transaction, so each message says which one it is
+    part of and how big the whole is. `records`: the rows it gives to dual-write (headers and
+    actuals not flagged skip sync); `legal_entities`: the distinct legal entities of those rows.
+    Optional: a producer that does not send it makes each message a transaction of its own.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    transaction_id: UUID
+    records: int = Field(ge=0)
+    legal_entities: int = Field(ge=0)
+
+
 class InvoiceConfirmed(BaseModel):
     """`invoice-confirmed`: a confirmed proforma's header, what Finance's proposal is made of."""
 
@@ -48,6 +65,7 @@ class InvoiceConfirmed(BaseModel):
     expected_billed_lines: int = Field(ge=0)
     is_corrective: bool = False
     corrects_invoice_id: UUID | None = None
+    transaction: SourceTransaction | None = None
 
 
 class ActualCreated(BaseModel):
@@ -93,3 +111,4 @@ class ActualsCreated(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     actuals: list[ActualCreated] = Field(min_length=1)
+    transaction: SourceTransaction | None = None

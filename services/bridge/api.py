@@ -127,6 +127,20 @@ class ActivityOut(BaseModel):
     at: Timestamp
 
 
+class OverLimitTransactionOut(BaseModel):
+    """A source transaction past Microsoft's live-sync limits on one map: failed (limits
+    applied) or synced and counted as one that would fail in production."""
+
+    transaction_id: UUID
+    map_name: str
+    records: int
+    legal_entities: int
+    first_arrival: Timestamp
+    invoice_id: str | None
+    outcome: Literal["fails", "would_fail"]
+    breach: str
+
+
 class AlertRuleOut(BaseModel):
     """An alert rule: `error_count` errors of `error_type` within `window_s` → `action`."""
 
@@ -338,9 +352,21 @@ def _maps_router() -> APIRouter:
         rows = await queries.list_activity(conn, map_name=name, kind=kind, limit=limit)
         return [ActivityOut.model_validate(r) for r in rows]
 
-    @router.get("/stats", summary="Per map: forwarded, filtered, one-way violations, by status")
+    @router.get(
+        "/stats",
+        summary="Per map: forwarded, filtered, one-way violations, by status, and source "
+        "transactions past Microsoft's limits (failed / would fail in production)",
+    )
     async def stats(conn: DbConnection = CONN) -> dict[str, dict[str, int]]:
         return await queries.stats(conn)
+
+    @router.get(
+        "/platform-limits",
+        summary="Source transactions past Microsoft's live-sync limits, per map, oldest first",
+    )
+    async def platform_limits(conn: DbConnection = CONN) -> list[OverLimitTransactionOut]:
+        rows = await queries.over_limit_transactions(conn)
+        return [OverLimitTransactionOut.model_validate(r) for r in rows]
 
     @router.get("/alert-rules", summary="Alert rules: error type, count, window, action")
     async def alert_rules(conn: DbConnection = CONN) -> list[AlertRuleOut]:

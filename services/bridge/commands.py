@@ -25,6 +25,7 @@ from services.bridge.domain import (
     ErrorType,
     MapAction,
     MapState,
+    PlatformLimits,
     SyncStatus,
     transition,
 )
@@ -225,7 +226,17 @@ class BridgeCommands:
             detail={"error_id": error.id},
         )
         remapped = remap(record, MAPS_BY_NAME[record.map_name])
-        if remapped.status is SyncStatus.FILTERED:
+        if (
+            error.error_type is ErrorType.PLATFORM_LIMIT
+            and self.intake.platform_limits is PlatformLimits.MICROSOFT
+            and remapped.status is SyncStatus.PENDING
+        ):
+            # Its source transaction is as big as it was: the platform refuses it again. What
+            # helps is what helps in production (fewer lines per invoice, or the asynchronous
+            # mode: platform_limits=none), then a retry.
+            after = record.fails(error.reason)
+            await self.intake.errors.fail(conn, after, ErrorType.PLATFORM_LIMIT)
+        elif remapped.status is SyncStatus.FILTERED:
             await repo.save_status(conn, remapped)
             after = remapped
         elif remapped.status is SyncStatus.FAILED:

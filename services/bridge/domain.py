@@ -1,4 +1,5 @@
-"""Pure rules of the dual-write bridge: map state, record status, paused queue, alert rules.
+"""Pure rules of the dual-write bridge: map state, record status, paused queue, alert rules,
+Microsoft's live-sync limits.
 
 Nothing here does I/O or reads the clock: the bridge's use cases load state from PostgreSQL,
 call these functions, and write the outcome back. What a table map is and how one is applied is
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
+from uuid import UUID
 
 from services.common.errors import RuleError
 
@@ -254,6 +256,7 @@ class ErrorType(StrEnum):
     TARGET_REFUSED = "target_refused"  # rejected by the target: its receipt gave the reason
     TIMEOUT = "timeout"  # target unavailable: no receipt within the receipt time-out
     QUEUE_LIMIT = "queue_limit"  # refused past the paused queue limit
+    PLATFORM_LIMIT = "platform_limit"  # its source transaction is past Microsoft's limits
     ONE_WAY_VIOLATION = "one_way_violation"
 
 
@@ -341,3 +344,93 @@ def evaluate_alerts(
         if in_window >= rule.count:
             triggered.append(TriggeredAlert(rule, in_window, now))
     return triggered
+
+
+# --------------------------------------------------------------------------------------------
+# Microsoft's live-sync limits (domain.md, "Limits Microsoft documents")
+
+
+class PlatformLimits(StrEnum):
+    """Whether the bridge applies the real platform's limits (setting `platform_limits`)."""
+
+    NONE = "none"  # dwsim's asynchronous model: sync everything, count what would fail
+    MICROSOFT = "microsoft"  # fail a transaction past the limits, as dual-write does
+
+
+@dataclass(frozen=True)
+class TransactionLimits:
+    """What one dual-write transaction may hold; the defaults are Microsoft's documented ones."""
+
+    max_records: int = 1_000
+    max_duration: timedelta = timedelta(minutes=2)
+    max_legal_entities: int = 250  # live sync
+    max_legal_entities_initial_sync: int = 40
+
+
+MICROSOFT_LIMITS: Final = TransactionLimits()
+
+
+@dataclass(frozen=True)
+class SourceTransaction:
+    """One source transaction as the bridge sees it.
+
+    `records` are the rows it gives to dual-write (an invoice's header and its billed lines;
+    skip-sync rows are not synced, so they do not count); `first_arrival` is when the bridge
+    saw its first record.
+    """
+
+    transaction_id: UUID
+    records: int
+    legal_entities: int
+    first_arrival: datetime
+
+
+def transaction_breach(
+    transaction: SourceTransaction,
+    now: datetime,
+    limits: TransactionLimits = MICROSOFT_LIMITS,
+    *,
+    initial_sync: bool = False,
+) -> str | None:
+    """Why dual-write would refuse `transaction` at `now`, or None when it is within limits.
+
+    More than `max_records` records, more legal entities than live sync (or initial sync)
+    handles, or records still arriving more than `max_duration` after the first: the whole
+    transaction fails, as the platform rolls back a transaction it cannot carry.
+    """
+    if transaction.records > limits.max_records:
+        return (
+            f"platform limit: transaction of {transaction.records:,} records > "
+            f"{limits.max_records:,} records per dual-write transaction"
+        )
+    max_entities = (
+        limits.max_legal_entities_initial_sync if initial_sync else limits.max_legal_entities
+    )
+    if transaction.legal_entities > max_entities:
+        sync = "initial" if initial_sync else "live"
+        return (
+            f"platform limit: transaction of {transaction.legal_entities:,} legal entities > "
+            f"{max_entities:,} per {sync}-sync transaction"
+        )
+    elapsed = now - transaction.first_arrival
+    if elapsed > limits.max_duration:
+        return (
+            f"platform limit: transaction still delivering after {elapsed.total_seconds():,.0f} s "
+            f"> {limits.max_duration.total_seconds():,.0f} s per dual-write transaction"
+        )
+    return None
+
+
+class LimitOutcome(StrEnum):
+    """What the bridge does with the records of a source transaction, given the setting."""
+
+    WITHIN = "within"  # within the limits: synced as usual
+    FAILS = "fails"  # past them, limits applied: every record fails with the reason
+    WOULD_FAIL = "would_fail"  # past them, limits not applied: synced, counted as would-fail
+
+
+def limit_outcome(breach: str | None, applied: PlatformLimits) -> LimitOutcome:
+    """The outcome of a transaction with `breach` (None: within limits) under the setting."""
+    if breach is None:
+        return LimitOutcome.WITHIN
+    return LimitOutcome.FAILS if applied is PlatformLimits.MICROSOFT else LimitOutcome.WOULD_FAIL

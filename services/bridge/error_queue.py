@@ -83,6 +83,40 @@ class ErrorQueue:
         )
         await self.evaluate_alerts(conn, map_name, now)
 
+    async def add_many(
+        self,
+        conn: DbConnection,
+        map_name: str,
+        records: list[BridgeRecord],
+        error_type: ErrorType,
+        reason: str,
+    ) -> None:
+        """Entries for stored records that failed together for one reason: one statement, one
+        line in the activity log, and one look of the alert rules at them."""
+        if not records:
+            return
+        now = self.clock()
+        ids = [r.record_id for r in records]
+        await errors_repo.add_errors(conn, map_name, ids, error_type, reason, now)
+        invoice_ids = sorted({r.invoice_id for r in records if r.invoice_id})
+        await repo.add_activity(
+            conn,
+            map_name,
+            "error",
+            f"{len(records):,} records failed: {reason}",
+            invoice_id=invoice_ids[0] if len(invoice_ids) == 1 else None,
+            detail={"error_type": error_type.value, "records": len(records)},
+        )
+        log.warning(
+            "records_failed",
+            map=map_name,
+            invoice_ids=invoice_ids,
+            reason=reason,
+            error_type=error_type.value,
+            count=len(records),
+        )
+        await self.evaluate_alerts(conn, map_name, now)
+
     async def evaluate_alerts(self, conn: DbConnection, map_name: str, now: datetime) -> None:
         """Fire the map's alert rules that the errors in their windows cross (map locked)."""
         stored = await errors_repo.alert_rules(conn, map_name)

@@ -28,6 +28,8 @@ class ErrorEntry:
     record_id: UUID | None
     map_name: str
     status: str  # open | retried | resolved
+    error_type: ErrorType
+    reason: str
 
 
 async def add_error(
@@ -53,13 +55,43 @@ async def add_error(
     return error_id
 
 
+async def add_errors(
+    conn: DbConnection,
+    map_name: str,
+    record_ids: list[UUID],
+    error_type: ErrorType,
+    reason: str,
+    at: datetime,
+) -> None:
+    """One entry per record, all for the same reason, in one statement (a transaction past the
+    platform's limits fails its 1,501 records at once)."""
+    await conn.execute(
+        "INSERT INTO bridge_error (record_id, map_name, error_type, reason, created_at) "
+        "SELECT r, $2, $3, $4, $5 FROM unnest($1::uuid[]) WITH ORDINALITY AS u(r, n) ORDER BY n",
+        record_ids,
+        map_name,
+        error_type.value,
+        reason,
+        at,
+    )
+
+
 async def get_error(conn: DbConnection, error_id: int) -> ErrorEntry:
     row = await conn.fetchrow(
-        "SELECT id, record_id, map_name, status FROM bridge_error WHERE id = $1", error_id
+        "SELECT id, record_id, map_name, status, error_type, reason FROM bridge_error "
+        "WHERE id = $1",
+        error_id,
     )
     if row is None:
         raise UnknownError(f"no error {error_id}")
-    return ErrorEntry(row["id"], row["record_id"], row["map_name"], row["status"])
+    return ErrorEntry(
+        row["id"],
+        row["record_id"],
+        row["map_name"],
+        row["status"],
+        ErrorType(row["error_type"]),
+        row["reason"],
+    )
 
 
 async def mark_error_retried(conn: DbConnection, error_id: int) -> None:

@@ -27,6 +27,7 @@ from schemas.topics import Topic, topic_name
 from services.bridge import repository as repo
 from services.bridge.commands import MAP_SLUGS, BridgeCommands
 from services.bridge.domain import (
+    PlatformLimits,
     QueueLimits,
 )
 from services.bridge.error_queue import ErrorQueue
@@ -82,7 +83,13 @@ class BridgeProcessor:
             max_age=timedelta(seconds=settings.queue_max_age_s),
             max_size_bytes=settings.queue_max_bytes,
         )
-        self.intake = Intake(RecordSender(settings.topic_prefix), ErrorQueue(clock), limits, clock)
+        self.intake = Intake(
+            RecordSender(settings.topic_prefix),
+            ErrorQueue(clock),
+            limits,
+            clock,
+            PlatformLimits(settings.platform_limits),
+        )
         self.commands = BridgeCommands(pool, self.intake)
         self._subscriptions = {
             topic_name(base, settings.topic_prefix): Subscription(

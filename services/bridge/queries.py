@@ -13,6 +13,10 @@ from services.bridge.repository import UnknownRecord, list_maps
 from services.common.db import DbConnection
 from services.common.errors import NotFound
 
+# `/stats` keys: source transactions past Microsoft's live-sync limits, per map.
+TRANSACTIONS_FAILED = "transactions_failed_platform_limits"
+TRANSACTIONS_WOULD_FAIL = "transactions_would_fail_in_production"
+
 
 async def record_row(conn: DbConnection, record_id: UUID) -> dict[str, Any]:
     """Every column of one record, as the admin API shows it."""
@@ -43,7 +47,9 @@ async def list_records(
 
 
 async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
-    """Per map: forwarded, filtered, one-way violations and records by status."""
+    """Per map: forwarded, filtered, one-way violations, records by status, and the source
+    transactions past Microsoft's limits: failed by them (`platform_limits=microsoft`) or
+    synced and counted as ones that would fail in production (`none`)."""
     result: dict[str, dict[str, int]] = {}
     for m in await list_maps(conn):
         result[m.name] = {
@@ -51,6 +57,8 @@ async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
             "filtered": 0,
             "one_way_violations": 0,
             **{s.value: 0 for s in SyncStatus},
+            TRANSACTIONS_FAILED: 0,
+            TRANSACTIONS_WOULD_FAIL: 0,
         }
     for row in await conn.fetch(
         "SELECT map_name, status, count(*) AS n, count(*) FILTER (WHERE attempts > 0) AS sent "
@@ -59,6 +67,12 @@ async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
         figures = result[row["map_name"]]
         figures[row["status"]] += row["n"]
         figures["forwarded"] += row["sent"]
+    for row in await conn.fetch(
+        "SELECT map_name, outcome, count(*) AS n FROM bridge_source_transaction "
+        "WHERE outcome <> 'within' GROUP BY map_name, outcome"
+    ):
+        key = TRANSACTIONS_FAILED if row["outcome"] == "fails" else TRANSACTIONS_WOULD_FAIL
+        result[row["map_name"]][key] = row["n"]
     for name, figures in result.items():
         figures["filtered"] = figures[SyncStatus.FILTERED.value]
         figures["one_way_violations"] = await conn.fetchval(
@@ -67,6 +81,16 @@ async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
             name,
         )
     return result
+
+
+async def over_limit_transactions(conn: DbConnection) -> list[dict[str, Any]]:
+    """Source transactions past Microsoft's limits, one row per map, oldest first."""
+    rows = await conn.fetch(
+        "SELECT transaction_id, map_name, records, legal_entities, first_arrival, invoice_id, "
+        "outcome, breach FROM bridge_source_transaction WHERE outcome <> 'within' "
+        "ORDER BY first_arrival, transaction_id, map_name"
+    )
+    return [dict(r) for r in rows]
 
 
 async def list_errors(

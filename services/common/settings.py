@@ -246,6 +246,14 @@ class Settings(BaseSettings):
     queue_max_bytes: int = Field(
         default=1 << 30, gt=0, description="Bridge: bytes a paused map may hold."
     )
+    platform_limits: Literal["none", "microsoft"] = Field(
+        default="none",
+        description=(
+            "Bridge: 'microsoft' fails a source transaction past dual-write's live-sync limits "
+            "(1,000 records, 2 minutes, 250 legal entities) into the error queue; 'none' "
+            "syncs it and counts it as one that would fail in production."
+        ),
+    )
 
     # Bounded storage (services/common/retention.py). An inbox id must outlive every possible
     # redelivery of its event; see docs/architecture.md, "Bounded storage", for what bounds it.

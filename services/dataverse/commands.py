@@ -434,6 +434,10 @@ async def confirm_invoice(
             conn, stored.invoice.contract_id, stored.invoice.customer_id
         )
         methods = {terms.billing_methods[line.contract_line_id] for line in result.invoice.lines}
+        # The header and the new actuals are one transaction for dual-write's limits.
+        transaction = events.source_transaction(
+            result.new_actuals, header_legal_entities=[result.invoice.legal_entity]
+        )
         header = events.invoice_confirmed_row(
             settings,
             result.invoice,
@@ -443,10 +447,11 @@ async def confirm_invoice(
             # One billing method when every line has the same, else none (a mixed invoice).
             billing_method=methods.pop() if len(methods) == 1 else None,
             payment_terms=terms.payment_terms,
+            transaction=transaction,
         )
         # One outbox statement: the header first, then the actuals in creation order.
         actual_rows = events.actuals_created_rows(
-            settings, result.new_actuals, invoice_id=invoice_id
+            settings, result.new_actuals, invoice_id=invoice_id, transaction=transaction
         )
         await outbox.add_many(conn, [header, *actual_rows])
     log.info(

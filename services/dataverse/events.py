@@ -6,15 +6,23 @@
   id, so that the actuals of one invoice stay in order on one partition. Correlation id: the
   invoice id where there is one.
 * `invoice-confirmed`: a confirmed proforma's header. Key and correlation id: the invoice id.
+
+Every message carries its `transaction` (`source_transaction`): the Dataverse transaction it is
+part of and that transaction's size, which dual-write's limits are about (docs/bridge.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Final
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from schemas.dataverse_events import ActualCreated, ActualsCreated, InvoiceConfirmed
+from schemas.dataverse_events import (
+    ActualCreated,
+    ActualsCreated,
+    InvoiceConfirmed,
+    SourceTransaction,
+)
 from schemas.envelope import Envelope
 from schemas.topics import Topic, topic_name
 from services.common import outbox
@@ -68,17 +76,35 @@ def actual_key(actual: MsdynActual) -> str:
 OutboxRow = tuple[str, str | None, Envelope[Any]]
 
 
+def source_transaction(
+    actuals: Sequence[MsdynActual], *, header_legal_entities: Sequence[str] = ()
+) -> SourceTransaction:
+    """The transaction that publishes `actuals` (and one header per `header_legal_entities`):
+    the rows it gives to dual-write are the headers and the actuals not flagged skip sync,
+    which the actuals map leaves out (a 1,500-line invoice: 1 + 1,500 records)."""
+    synced = [a for a in actuals if not a.skip_sync]
+    entities = {*header_legal_entities, *(a.legal_entity for a in synced)}
+    return SourceTransaction(
+        transaction_id=uuid4(),
+        records=len(header_legal_entities) + len(synced),
+        legal_entities=len(entities),
+    )
+
+
 def actuals_created_rows(
     settings: Settings,
     actuals: Sequence[MsdynActual],
     *,
     invoice_id: UUID | None = None,
+    transaction: SourceTransaction | None = None,
 ) -> list[OutboxRow]:
     """The `actuals-created` outbox rows of the new actuals, in creation order.
 
     `invoice_id` is the invoice whose confirmation created them; it is the correlation id of
     all of them (also of an actual put back into the backlog, which carries no invoice id).
+    `transaction`: the transaction they are part of; by default one of these actuals alone.
     """
+    transaction = transaction or source_transaction(actuals)
     topic = topic_name(Topic.ACTUALS_CREATED, settings.topic_prefix)
 
     def correlation(actual: MsdynActual) -> str | None:
@@ -95,7 +121,7 @@ def actuals_created_rows(
             outbox.envelope(
                 ACTUALS_CREATED,
                 SOURCE,
-                ActualsCreated(actuals=[actual_created(a) for a in run]),
+                ActualsCreated(actuals=[actual_created(a) for a in run], transaction=transaction),
                 correlation_id=correlation(run[0]),
             ),
         )
@@ -124,6 +150,7 @@ def invoice_confirmed_row(
     customer_name: str | None,
     billing_method: Any,
     payment_terms: str | None,
+    transaction: SourceTransaction | None = None,
 ) -> OutboxRow:
     """The outbox row of the confirmed header, for Finance's proposal."""
     payload = InvoiceConfirmed(
@@ -142,6 +169,7 @@ def invoice_confirmed_row(
         expected_billed_lines=expected_billed_lines,
         is_corrective=invoice.is_corrective,
         corrects_invoice_id=invoice.corrects_invoice_id,
+        transaction=transaction,
     )
     return (
         topic_name(Topic.INVOICE_CONFIRMED, settings.topic_prefix),

@@ -62,6 +62,10 @@ class DemoResult:
             "invoices_per_s": round(self.invoices / total, 2) if total else None,
             "confirm_to_proposal_lines_p50_s": pct(0.5),
             "confirm_to_proposal_lines_p99_s": pct(0.99),
+            # Microsoft's live-sync limits (docs/bridge.md): what production would refuse.
+            "transactions_would_fail_in_production": (
+                len(self.report.would_fail) if self.report else 0
+            ),
         }
 
 

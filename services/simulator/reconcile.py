@@ -154,6 +154,19 @@ class BridgeRecord:
 
 
 @dataclass(frozen=True)
+class OverLimitTransaction:
+    """A source transaction past Microsoft's live-sync limits, as the bridge counted it:
+    `fails` (the limits applied: its records are in the error queue) or `would_fail` (synced;
+    it would fail in production)."""
+
+    transaction_id: str
+    invoice_id: str | None
+    records: int
+    outcome: str
+    breach: str
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What the three sides hold, normalised for comparison."""
 
@@ -165,6 +178,7 @@ class Snapshot:
     customer_invoices: tuple[CustomerInvoice, ...] = ()
     bridge_records: tuple[BridgeRecord, ...] = ()
     paused_maps: tuple[str, ...] = ()
+    over_limit_transactions: tuple[OverLimitTransaction, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,35 @@ class Report:
     compared: list[Comparison] = field(default_factory=list)
     # The confirmed invoices compared, in the order compared (one JUnit test case each).
     invoice_ids: list[str] = field(default_factory=list)
+    # Source transactions past Microsoft's live-sync limits (not differences: with the
+    # limits applied their records are in the error queue and show as differences there).
+    over_limits: list[OverLimitTransaction] = field(default_factory=list)
+
+    @property
+    def would_fail(self) -> list[OverLimitTransaction]:
+        """Transactions synced here that Microsoft's dual-write would have refused."""
+        return [t for t in self.over_limits if t.outcome == "would_fail"]
+
+    @property
+    def failed_by_limits(self) -> list[OverLimitTransaction]:
+        """Transactions the bridge failed because Microsoft's limits were applied."""
+        return [t for t in self.over_limits if t.outcome == "fails"]
+
+    def limits_sentence(self) -> str | None:
+        """E.g. "1 transaction would fail in production: transaction of 1,501 records >
+        1,000 records per dual-write transaction"; None when none is past the limits."""
+        parts = []
+        for what, these in (
+            ("would fail in production", self.would_fail),
+            ("failed by Microsoft's limits", self.failed_by_limits),
+        ):
+            if these:
+                noun = "transaction" if len(these) == 1 else "transactions"
+                reasons = "; ".join(
+                    sorted({t.breach.removeprefix("platform limit: ") for t in these})
+                )
+                parts.append(f"{len(these):,} {noun} {what}: {reasons}")
+        return ". ".join(parts) or None
 
     @property
     def agree(self) -> bool:
@@ -238,6 +281,8 @@ class Report:
             "summary": self.summary(),
             "differences": [d.to_json() for d in self.differences],
             "unexplained": len(self.unexplained),
+            "transactions_would_fail_in_production": [asdict(t) for t in self.would_fail],
+            "transactions_failed_platform_limits": [asdict(t) for t in self.failed_by_limits],
         }
 
 
@@ -341,6 +386,9 @@ class _Reconciliation:
             self.invoice(invoice)
         self.synced_actuals()
         self.orphans()
+        # A transaction reaching two maps is one transaction: counted once.
+        by_id = {t.transaction_id: t for t in self.snapshot.over_limit_transactions}
+        self.report.over_limits = list(by_id.values())
         self.report.compared = [
             Comparison(
                 INVOICES, self.counts[INVOICES], "compared with their proposals by id and currency"
@@ -809,6 +857,9 @@ def scoped(snapshot: Snapshot, invoice_ids: Iterable[str], actual_ids: Iterable[
             r for r in snapshot.bridge_records if r.invoice_id in keys or r.record_key in keys
         ),
         paused_maps=snapshot.paused_maps,
+        over_limit_transactions=tuple(
+            t for t in snapshot.over_limit_transactions if t.invoice_id in invoices
+        ),
     )
 
 

@@ -23,7 +23,11 @@ CSV_COLUMNS = ("invoice_id", "actual_id", "difference", "cause", "explained")
 
 
 def print_report(console: Console, report: Report) -> None:
-    """The reconciliation as a table, with a verdict that says what it compared."""
+    """The reconciliation as a table, with a verdict that says what it compared, and the
+    source transactions past Microsoft's live-sync limits."""
+    limits = report.limits_sentence()
+    if limits:
+        console.print(f"[yellow]⚠ {limits}[/yellow] (docs/bridge.md, Microsoft's limits)")
     if report.agree:
         console.print(
             f"[green]✔ Dataverse and Finance agree[/green] over {report.invoices} confirmed "

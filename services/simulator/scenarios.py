@@ -1,4 +1,4 @@
-"""The ten built-in scenarios, written on the public scenario API (`scenario.py`): each
+"""The eleven built-in scenarios, written on the public scenario API (`scenario.py`): each
 replays a pain real users know and ends reconciled. The fault scenarios are phased (setup,
 load, fault, recovery, expect); the others are one story each (`@scenario`).
 
@@ -36,7 +36,7 @@ from services.simulator.scenario import (
     run_scenario,
     scenario,
 )
-from services.simulator.seed import ContractPlan, DemoPlan, EntryPlan, plan_demo
+from services.simulator.seed import ROLES, ContractPlan, DemoPlan, EntryPlan, plan_demo
 from services.simulator.topic_reader import read_to_end, read_values
 
 __all__ = ["SCENARIOS", "ScenarioFailed", "ScenarioResult", "replay_order_breaks", "run_scenario"]
@@ -447,6 +447,91 @@ async def _corrective_invoice(ctx: ScenarioContext) -> None:
     )
 
 
+LARGE_INVOICE_LINES = 1_500
+PLATFORM_REASON = (
+    "platform limit: transaction of 1,501 records > 1,000 records per dual-write transaction"
+)
+
+
+def _large_invoice_plan() -> DemoPlan:
+    """One time-and-material contract with 1,500 one-hour entries: one invoice of 1,500 lines."""
+    cost, bill = ROLES["Developer"]
+    entries = tuple(
+        EntryPlan(
+            "time",
+            Decimal(1),
+            Decimal(1),
+            cost,
+            bill,
+            f"Resource {i % 30:02d}",
+            "Developer",
+            BUSINESS_DATE.replace(day=1 + i % 28),
+        )
+        for i in range(LARGE_INVOICE_LINES)
+    )
+    contract = ContractPlan(0, "USPM", "USD", "Contoso", "time_and_material", entries=entries)
+    return DemoPlan(seed=26, business_date=BUSINESS_DATE, contracts=(contract,))
+
+
+async def _platform_limits(ctx: ScenarioContext) -> None:
+    run = ctx.flow(_large_invoice_plan(), deadline_s=300)
+    await run.setup()
+    await run.approve_entries()
+    await run.sync_and_post_journals()
+    ctx.say("confirming one invoice of 1,500 lines with Microsoft's limits applied")
+    await run.invoice()
+    [invoice_id] = run.invoice_ids.values()
+
+    async def failed() -> list[dict[str, Any]] | None:
+        errors = await ctx.services.bridge.get("/errors", status="open")
+        mine = [e for e in errors if e.get("invoice_id") == invoice_id]
+        return mine if len(mine) == 1 + LARGE_INVOICE_LINES else None
+
+    errors = await until(failed, "the invoice's records in the error queue", 120)
+    ctx.check(
+        f"the 1,500-line invoice fails whole: header and 1,500 lines in the error queue as "
+        f"platform-limit errors with the reason '{PLATFORM_REASON}'",
+        all(
+            e["error_type"] == "platform_limit" and e["reason"].startswith(PLATFORM_REASON)
+            for e in errors
+        ),
+        f"{len(errors)} errors of types {sorted({e['error_type'] for e in errors})}",
+    )
+    logged = await ctx.services.bridge.get("/activity", map="invoices", kind="platform_limit")
+    ctx.check(
+        "the activity log says the transaction failed by the platform's limits",
+        any(a.get("invoice_id") == invoice_id and PLATFORM_REASON in a["message"] for a in logged),
+        f"{len(logged)} platform_limit entries",
+    )
+    try:
+        await ctx.services.finance.get(f"/proposals/{invoice_id}")
+        reached = True
+    except ApiError as exc:
+        reached = exc.status != 404
+    staged = await ctx.services.finance.get("/staging", invoice_id=invoice_id)
+    ctx.check(
+        "nothing of it reached Finance: no proposal, no staged billed line",
+        not reached and not staged,
+        f"proposal {'found' if reached else 'absent'}, {len(staged)} staged rows",
+    )
+    ctx.say("switching the bridge to the asynchronous mode (platform limits off), then retry")
+    faults.stop(ctx.settings, "bridge")
+    faults.start(ctx.settings.model_copy(update={"platform_limits": "none"}), "bridge")
+    for table_map in ("invoices", "actuals"):
+        await ctx.services.bridge.call("POST", "/errors/retry-all", params={"map": table_map})
+    await ctx.finish()
+    left = [
+        e
+        for e in await ctx.services.bridge.get("/errors", status="open")
+        if e.get("invoice_id") == invoice_id
+    ]
+    ctx.check(
+        "retried without the limits, the invoice reaches Finance whole and is posted",
+        not left,
+        f"{len(left)} open errors of the invoice",
+    )
+
+
 async def _poison_event(ctx: ScenarioContext) -> None:
     topic = topic_name(Topic.INVOICE_CONFIRMED, ctx.settings.topic_prefix)
     poison = (
@@ -600,6 +685,12 @@ BUILT_IN: tuple[Scenario, ...] = (
         "A confirmed invoice corrected: credit, rebill and "
         "backlog return reach Finance like any invoice.",
     )(_corrective_invoice),
+    scenario(
+        "platform-limits",
+        "Microsoft's limits on: a 1,500-line invoice fails whole with the platform's reason; "
+        "retried without them, it reaches Finance.",
+        settings={"platform_limits": "microsoft"},
+    )(_platform_limits),
     scenario(
         "poison-event",
         "Malformed events go to the .dlq with their reason; the flow goes on.",

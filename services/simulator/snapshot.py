@@ -15,6 +15,7 @@ from services.simulator.reconcile import (
     ConfirmedInvoice,
     CustomerInvoice,
     JournalLine,
+    OverLimitTransaction,
     Proposal,
     ProposalLine,
     Snapshot,
@@ -140,6 +141,24 @@ async def _journal_lines(services: Services, legal_entity: str | None = None) ->
     return lines
 
 
+async def _over_limit_transactions(services: Services) -> tuple[OverLimitTransaction, ...]:
+    """The source transactions past Microsoft's limits (none when the bridge does not answer)."""
+    try:
+        rows = await services.bridge.get("/platform-limits")
+    except ApiError:
+        rows = []
+    return tuple(
+        OverLimitTransaction(
+            transaction_id=str(r["transaction_id"]),
+            invoice_id=str(r["invoice_id"]) if r.get("invoice_id") else None,
+            records=int(r["records"]),
+            outcome=str(r["outcome"]),
+            breach=str(r["breach"]),
+        )
+        for r in rows
+    )
+
+
 async def _bridge_view(services: Services) -> tuple[tuple[BridgeRecord, ...], tuple[str, ...]]:
     """The bridge's records and its paused maps (none when the bridge does not answer)."""
     try:
@@ -192,6 +211,7 @@ async def fetch_snapshot(services: Services) -> Snapshot:
         customer_invoices=customer_invoices,
         bridge_records=records,
         paused_maps=paused,
+        over_limit_transactions=await _over_limit_transactions(services),
     )
 
 
@@ -245,6 +265,7 @@ async def fetch_snapshot_of(
         customer_invoices=tuple(customer_invoices),
         bridge_records=records,
         paused_maps=paused,
+        over_limit_transactions=await _over_limit_transactions(services),
     )
     mine = scoped(whole, [i.invoice_id for i in invoices], [a.actual_id for a in actuals])
     # Every staged row and journal line of the legal entity is the test's own: one that no

@@ -46,6 +46,12 @@ REQUIRED_CHECKS = {
     ],
     "journal-not-posted": [f"each proposal waits: '{NOT_POSTED_YET}'", "journals posted"],
     "corrective-invoice": ["corrective invoice posted at minus half the original's net"],
+    "platform-limits": [
+        "the 1,500-line invoice fails whole",
+        "the activity log says the transaction failed",
+        "nothing of it reached Finance",
+        "retried without the limits, the invoice reaches Finance whole",
+    ],
     "poison-event": ["on invoice-confirmed.dlq with its reason"],
     "bridge-killed": ["bridge killed with SIGKILL", "4 more confirmed while the bridge is down"],
     "broker-restarted-empty": [

@@ -24,6 +24,8 @@ from schemas.vocabulary import (
     TransactionClass,
     TransactionType,
 )
+from services.common.settings import Settings
+from services.dataverse import events
 from services.dataverse.domain import (
     ActualNotInvoiceableError,
     Changes,
@@ -559,3 +561,31 @@ def test_confirm_refuses_an_actual_adjusted_behind_the_drafts_back(world: World)
             accounting_date=CONFIRM_DAY,
             new_id=world.new_id,
         )
+
+
+def test_a_confirmation_is_one_source_transaction_of_its_header_and_billed_lines(
+    world: World,
+) -> None:
+    """Dual-write's limits count a transaction's synced rows (docs/bridge.md, "Microsoft's
+    limits"): the header and every billed line, not the skip-sync reversals; every message of
+    the confirmation names the same transaction."""
+    for _ in range(3):
+        world.approve("8")
+    world.add_milestone()
+    invoice = world.create_invoice()
+    result = confirm_invoice(
+        invoice, world.actuals, world.milestones, accounting_date=CONFIRM_DAY, new_id=world.new_id
+    )
+    skip_sync = [a for a in result.new_actuals if a.skip_sync]
+    assert len(skip_sync) == 3  # the unbilled reversals: not synced, not counted
+
+    transaction = events.source_transaction(
+        result.new_actuals, header_legal_entities=[invoice.legal_entity]
+    )
+
+    assert transaction.records == 1 + result.expected_billed_sales_count == 5
+    assert transaction.legal_entities == 1
+    rows = events.actuals_created_rows(
+        Settings(), result.new_actuals, invoice_id=invoice.invoice_id, transaction=transaction
+    )
+    assert {row[2].payload.transaction for row in rows} == {transaction}
