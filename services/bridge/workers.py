@@ -76,7 +76,7 @@ class _Periodic:
             wait = self._interval
             try:
                 # Records re-sent take up their invoice's trace (outbox.add_many resumes it).
-                with tracing.continued(None):
+                with tracing.continued(None, type(self).__name__):
                     busy = await self.tick()
                 backoff.reset()
                 database.reachable()

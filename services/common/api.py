@@ -108,7 +108,7 @@ class TraceRequests:
             if name == b"traceparent":
                 parent = tracing.parse_traceparent(value)
                 break
-        with tracing.continued(parent) as started:
+        with tracing.continued(parent, f"{scope['method']} {scope['path']}") as started:
             answer = started.current.traceparent.encode()
 
             async def traced(message: Message) -> None:

@@ -204,7 +204,9 @@ async def apply_batch_once(
     outcome: dict[UUID, str] = {d.event.event_id: "applied" for d in fresh}
     if fresh:
         # Each invoice's outbox rows and log lines continue the trace of its own event.
-        with for_events((d.event.correlation_id, d.trace) for d in fresh):
+        with for_events(
+            ((d.event.correlation_id, d.trace) for d in fresh), f"apply {fresh[0].topic}"
+        ):
             await _apply_fresh(conn, fresh, apply_one, apply_many, outcome)
     results = []
     for delivery in deliveries:

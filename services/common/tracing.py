@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:  # logging imports this module, and db imports logging
     from services.common.db import DbConnection
@@ -103,6 +103,33 @@ def from_headers(
     return None
 
 
+class SpanSink(Protocol):
+    """Where spans go when they are exported (services/common/otel.py); none by default."""
+
+    def start(self, name: str, parent: TraceContext | None) -> TraceContext:
+        """Open a span (a child of `parent`, else a new trace's root); its context."""
+
+    def end(self, context: TraceContext) -> None:
+        """Close the span `start` returned."""
+
+
+_sink: SpanSink | None = None
+
+
+def install_sink(sink: SpanSink | None) -> None:
+    """Export spans to `sink` from now on (None: stop exporting)."""
+    global _sink
+    _sink = sink
+
+
+def _open_span(name: str, parent: TraceContext | None, opened: list[TraceContext]) -> TraceContext:
+    if _sink is None:
+        return parent.child() if parent is not None else new_trace()
+    context = _sink.start(name, parent)
+    opened.append(context)
+    return context
+
+
 @dataclass
 class TraceScope:
     """The context of the work running now: `current`, and per correlation id the context of
@@ -113,6 +140,8 @@ class TraceScope:
     current: TraceContext
     by_correlation: dict[str, TraceContext] = field(default_factory=dict)
     local: bool = False
+    # Spans the sink opened for this scope, closed when it ends.
+    opened: list[TraceContext] = field(default_factory=list)
 
     def context_for(self, correlation_id: str | None) -> TraceContext:
         """The context that work for `correlation_id` belongs to."""
@@ -133,52 +162,58 @@ def current_scope() -> TraceScope | None:
 
 @contextmanager
 def scope(trace_scope: TraceScope) -> Iterator[TraceScope]:
-    """Make `trace_scope` current inside the block."""
+    """Make `trace_scope` current inside the block; the spans it opened end with it."""
     token = _scope.set(trace_scope)
     try:
         yield trace_scope
     finally:
         _scope.reset(token)
+        if _sink is not None:
+            for context in reversed(trace_scope.opened):
+                _sink.end(context)
 
 
 @contextmanager
-def continued(parent: TraceContext | None) -> Iterator[TraceScope]:
+def continued(parent: TraceContext | None, name: str = "work") -> Iterator[TraceScope]:
     """Work caused by `parent` (a request's or an event's context): a child span of it, or a
     local root when there is no parent."""
-    if parent is None:
-        with scope(TraceScope(new_trace(), local=True)) as started:
-            yield started
-    else:
-        with scope(TraceScope(parent.child())) as started:
-            yield started
+    opened: list[TraceContext] = []
+    current = _open_span(name, parent, opened)
+    with scope(TraceScope(current, local=parent is None, opened=opened)) as started:
+        yield started
 
 
 @contextmanager
-def for_events(contexts: Iterable[tuple[str | None, TraceContext | None]]) -> Iterator[None]:
+def for_events(
+    contexts: Iterable[tuple[str | None, TraceContext | None]], name: str = "apply"
+) -> Iterator[None]:
     """Work applying events (correlation id, context each), in one transaction: each
-    invoice's work continues its own event's trace; the first traced event's is current."""
-    scoped: TraceScope | None = None
+    invoice's work is a child span of its own event's; the first traced event's is current."""
+    opened: list[TraceContext] = []
+    first: TraceContext | None = None
+    by_correlation: dict[str, TraceContext] = {}
     for correlation_id, parent in contexts:
-        if parent is None:
+        if parent is None or (correlation_id is not None and correlation_id in by_correlation):
             continue
-        if scoped is None:
-            scoped = TraceScope(parent.child())
-        if correlation_id is not None and correlation_id not in scoped.by_correlation:
-            scoped.by_correlation[correlation_id] = parent.child()
-    if scoped is None:
-        with continued(None):
+        if first is not None and correlation_id is None:
+            continue  # an event without an invoice works in the batch's first span
+        span = _open_span(name, parent, opened)
+        first = first or span
+        if correlation_id is not None:
+            by_correlation[correlation_id] = span
+    if first is None:
+        with continued(None, name):
             yield
     else:
-        with scope(scoped):
+        with scope(TraceScope(first, by_correlation, opened=opened)):
             yield
 
 
 def traceparent_for(correlation_id: str | None) -> str:
-    """The `traceparent` of an event written now for `correlation_id`: a new child span of
-    the work's context (a new trace's root outside any scope)."""
+    """The `traceparent` of an event written now for `correlation_id`: the span of the work
+    writing it is the parent of the work the event causes (a new trace outside any scope)."""
     active = _scope.get()
-    parent = active.context_for(correlation_id) if active is not None else None
-    return (parent.child() if parent is not None else new_trace()).traceparent
+    return (active.context_for(correlation_id) if active is not None else new_trace()).traceparent
 
 
 def trace_id_for(correlation_id: str | None) -> str | None:
@@ -206,7 +241,9 @@ async def resume(conn: DbConnection, correlation_ids: Iterable[str | None]) -> N
     for row in rows:
         stored = parse_traceparent(row["traceparent"])
         if stored is not None:
-            active.by_correlation[row["correlation_id"]] = stored.child()
+            active.by_correlation[row["correlation_id"]] = _open_span(
+                "resume", stored, active.opened
+            )
 
 
 def add_trace_id(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:

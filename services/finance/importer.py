@@ -275,7 +275,7 @@ class ImportWorker:
             wait = self._settings.import_interval_s
             try:
                 # Each proposal's work takes up its invoice's trace (`_import_proposal`).
-                with tracing.continued(None):
+                with tracing.continued(None, "import from staging"):
                     summary = await import_from_staging(self._pool, self._settings)
                 self.waiting = len(summary.waiting)
                 self.last_error = None

@@ -70,8 +70,9 @@ def test_a_request_with_a_traceparent_continues_it_in_a_child_span() -> None:
         assert not started.local
         written = parse_traceparent(tracing.traceparent_for("inv-1"))
     assert written is not None and caller is not None
-    assert written.trace_id == caller.trace_id
-    assert written.span_id not in (caller.span_id, started.current.span_id)
+    # The request is a span of the caller's trace, and the parent of what its event causes.
+    assert written == started.current
+    assert written.trace_id == caller.trace_id and written.span_id != caller.span_id
 
 
 def test_a_batch_of_two_invoices_writes_each_invoice_in_its_own_trace() -> None:
