@@ -1,9 +1,11 @@
 """W3C trace context: one invoice's flow across the three services is one trace.
 
 A `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`) starts with the HTTP
-request that causes a change (the caller's, else a new one), is stored with every outbox row
-the change writes (a child span per row), travels as a Kafka header, and becomes the current
-context while a consumer applies the event, so the rows that handler writes carry it on.
+request that causes a change (a span of the caller's trace, else of a new one), is stored with
+every outbox row the change writes (naming the writing span as the parent), travels as a Kafka
+header, and while a consumer applies the event a child span of it is current, so the rows that
+handler writes carry the trace on. Each scope of work is one span; spans are exported only when
+a `SpanSink` is installed (services/common/otel.py).
 
 A batch of events applied in one transaction may belong to several invoices: the scope then
 knows each correlation id's (invoice id's) context, and an outbox row or a log line takes the
@@ -244,6 +246,9 @@ async def resume(conn: DbConnection, correlation_ids: Iterable[str | None]) -> N
             active.by_correlation[row["correlation_id"]] = _open_span(
                 "resume", stored, active.opened
             )
+    # An invoice without a stored trace stays in this work's own; not looked up again.
+    for correlation_id in wanted:
+        active.by_correlation.setdefault(correlation_id, active.current)
 
 
 def add_trace_id(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
