@@ -14,12 +14,14 @@ import faust
 from services.bridge.stream_app import BridgeRuntime, build_faust_app
 from services.common.event_loop import new_event_loop
 from services.common.logging import configure_logging, stdlib_logging_config
+from services.common.otel import start_export
 from services.common.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
     configure_logging("bridge", settings.log_level, settings.log_format)
+    start_export(settings, "bridge")
     # Fail at the start, naming the tokens file, rather than with a 500 on the first request.
     settings.role_tokens()
     loop = new_event_loop()

@@ -153,6 +153,15 @@ class Intake:
                 else:
                     arriving.append(record)
         await self.arrive_all(conn, map_name, state, arriving, new=True)
+        if base is Topic.INVOICE_CONFIRMED:
+            # One line per confirmed invoice: where its trace crosses the bridge.
+            for record in arriving:
+                log.info(
+                    "proposal_header_arrived",
+                    map=map_name,
+                    state=state.value,
+                    invoice_id=record.invoice_id,
+                )
         await self._fail_over_limits(conn, map_name, over_limits)
         if filtered:
             await repo.insert_records(conn, filtered)

@@ -17,6 +17,7 @@ from services.bridge.commands import BridgeCommands
 from services.bridge.domain import (
     MapState,
 )
+from services.common import tracing
 from services.common.backoff import Backoff
 from services.common.db import TRANSIENT_DATABASE_ERRORS, database_status
 from services.common.logging import get_logger
@@ -74,7 +75,9 @@ class _Periodic:
             busy = False
             wait = self._interval
             try:
-                busy = await self.tick()
+                # Records re-sent take up their invoice's trace (outbox.add_many resumes it).
+                with tracing.continued(None, type(self).__name__):
+                    busy = await self.tick()
                 backoff.reset()
                 database.reachable()
             except TRANSIENT_DATABASE_ERRORS as exc:

@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common import tracing
 from services.common.auth import Role, bearer, require_role, role_of
 from services.common.db import (
     CONNECTION_LOST_ERRORS,
@@ -88,6 +89,37 @@ class RetryOnConflict:
                     attempt=attempt + 1,
                 )
                 await asyncio.sleep(0.01 * 2**attempt)
+
+
+class TraceRequests:
+    """ASGI middleware: each request's work continues the caller's W3C `traceparent` (a child
+    span of it), else starts a local root that may resume the trace of the invoice it acts on
+    (services/common/tracing.py). The response names the request's span in `traceparent`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        parent = None
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent":
+                parent = tracing.parse_traceparent(value)
+                break
+        with tracing.continued(parent, f"{scope['method']} {scope['path']}") as started:
+            answer = started.current.traceparent.encode()
+
+            async def traced(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", ()), (b"traceparent", answer)],
+                    }
+                await send(message)
+
+            await self.app(scope, receive, traced)
 
 
 class ErrorOut(BaseModel):
@@ -308,6 +340,7 @@ def create_app(title: str, description: str) -> FastAPI:
     app.add_middleware(RetryOnConflict)
     # Outermost, so that a request run again after a conflict counts once, with its answer.
     app.add_middleware(HttpMetrics)
+    app.add_middleware(TraceRequests)
     _declare_refusals(app)
 
     async def conflict(_: Request, exc: Exception) -> JSONResponse:

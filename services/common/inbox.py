@@ -55,6 +55,7 @@ from services.common.kafka import make_consumer, make_producer
 from services.common.logging import correlation, get_logger
 from services.common.parking import park, retry_parked
 from services.common.settings import Settings
+from services.common.tracing import TraceContext, for_events, from_headers
 
 log = get_logger(__name__)
 
@@ -69,6 +70,8 @@ class Delivery:
     topic: str
     key: str | None
     value: bytes
+    # The `traceparent` the message arrived with: the handler's work continues that trace.
+    trace: TraceContext | None = None
 
 
 ApplyOne = Callable[[DbConnection, Delivery], Awaitable[None]]
@@ -187,17 +190,42 @@ async def apply_batch_once(
             seen.add(delivery.event.event_id)
             unique.append(delivery)
     rows = await conn.fetch(
-        "INSERT INTO dwsim_inbox (event_id, topic, event_type, correlation_id) "
-        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) "
+        "INSERT INTO dwsim_inbox (event_id, topic, event_type, correlation_id, traceparent) "
+        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) "
         "ON CONFLICT DO NOTHING RETURNING event_id",
         [d.event.event_id for d in unique],
         [d.topic for d in unique],
         [d.event.event_type for d in unique],
         [d.event.correlation_id for d in unique],
+        [d.trace.traceparent if d.trace is not None else None for d in unique],
     )
     new_ids = {r["event_id"] for r in rows}
     fresh = [d for d in unique if d.event.event_id in new_ids]
     outcome: dict[UUID, str] = {d.event.event_id: "applied" for d in fresh}
+    if fresh:
+        # Each invoice's outbox rows and log lines continue the trace of its own event.
+        with for_events(
+            ((d.event.correlation_id, d.trace) for d in fresh), f"apply {fresh[0].topic}"
+        ):
+            await _apply_fresh(conn, fresh, apply_one, apply_many, outcome)
+    results = []
+    for delivery in deliveries:
+        event_id = delivery.event.event_id
+        result = outcome.pop(event_id, "duplicate")
+        if result == "duplicate":
+            log.debug("event_duplicate_skipped", event_id=str(event_id))
+        results.append(result)
+    return results
+
+
+async def _apply_fresh(
+    conn: DbConnection,
+    fresh: list[Delivery],
+    apply_one: ApplyOne,
+    apply_many: ApplyMany | None,
+    outcome: dict[UUID, str],
+) -> None:
+    """Apply new events together in one savepoint, else one by one (see apply_batch_once)."""
     if fresh:
         try:
             async with conn.transaction():
@@ -213,14 +241,6 @@ async def apply_batch_once(
             log.info("batch_failed_applying_one_by_one", events=len(fresh), error=repr(exc))
             for delivery in fresh:
                 outcome[delivery.event.event_id] = await _apply_or_park(conn, delivery, apply_one)
-    results = []
-    for delivery in deliveries:
-        event_id = delivery.event.event_id
-        result = outcome.pop(event_id, "duplicate")
-        if result == "duplicate":
-            log.debug("event_duplicate_skipped", event_id=str(event_id))
-        results.append(result)
-    return results
 
 
 async def apply_messages(
@@ -254,7 +274,7 @@ async def apply_messages(
             )
             continue
         key = msg.key.decode(errors="replace") if msg.key else None
-        delivery = Delivery(event, msg.topic, key, msg.value or b"")
+        delivery = Delivery(event, msg.topic, key, msg.value or b"", from_headers(msg.headers))
         by_topic.setdefault(msg.topic, []).append((index, delivery))
     if by_topic:
         async with pool.acquire() as conn, conn.transaction():

@@ -1,7 +1,8 @@
 """Structured logging: every line is a fact with fields, carrying the correlation id.
 
 The correlation id is the invoice id wherever there is one, so one invoice can be followed
-across the three services' logs (`invoice_id=…`).
+across the three services' logs (`invoice_id=…`); while a trace is current every line also
+carries its `trace_id` (services/common/tracing.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
+
+from services.common.tracing import add_trace_id
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -> None:
@@ -77,6 +80,7 @@ def stdlib_logging_config(fmt: str, level: str = "WARNING") -> dict[str, Any]:
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

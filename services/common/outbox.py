@@ -14,6 +14,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel
 
 from schemas.envelope import Envelope
+from services.common import tracing
 from services.common.backoff import Backoff
 from services.common.db import (
     TRANSIENT_DATABASE_ERRORS,
@@ -47,11 +48,13 @@ async def add(
     """Record `event` for `topic` inside the caller's open transaction."""
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.add must run inside the transaction of the change")
+    await tracing.resume(conn, [event.correlation_id])
     # One round trip: the row and the relay's wake-up (delivered at commit) together.
     await conn.execute(
         "WITH added AS ("
-        "INSERT INTO dwsim_outbox (event_id, topic, key, event_type, correlation_id, value) "
-        "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) "
+        "INSERT INTO dwsim_outbox "
+        "(event_id, topic, key, event_type, correlation_id, value, traceparent) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $8) RETURNING id) "
         "SELECT pg_notify($7, '') FROM added",
         event.event_id,
         topic,
@@ -60,6 +63,7 @@ async def add(
         event.correlation_id,
         event.model_dump_json().encode(),
         NOTIFY_CHANNEL,
+        tracing.traceparent_for(event.correlation_id),
     )
 
 
@@ -69,12 +73,17 @@ async def add_many(conn: DbConnection, rows: list[tuple[str, str | None, Envelop
         return
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.add_many must run inside the transaction of the change")
+    await tracing.resume(conn, (e.correlation_id for _, _, e in rows))
     await conn.execute(
         "WITH added AS ("
-        "INSERT INTO dwsim_outbox (event_id, topic, key, event_type, correlation_id, value) "
-        "SELECT r.event_id, r.topic, r.key, r.event_type, r.correlation_id, r.value "
-        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[]) "
-        "WITH ORDINALITY AS r(event_id, topic, key, event_type, correlation_id, value, ord) "
+        "INSERT INTO dwsim_outbox "
+        "(event_id, topic, key, event_type, correlation_id, value, traceparent) "
+        "SELECT r.event_id, r.topic, r.key, r.event_type, r.correlation_id, r.value, "
+        "r.traceparent "
+        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], "
+        "$8::text[]) "
+        "WITH ORDINALITY AS "
+        "r(event_id, topic, key, event_type, correlation_id, value, traceparent, ord) "
         "ORDER BY r.ord RETURNING 1) "
         "SELECT pg_notify($7, '') WHERE EXISTS (SELECT FROM added)",
         [e.event_id for _, _, e in rows],
@@ -84,6 +93,7 @@ async def add_many(conn: DbConnection, rows: list[tuple[str, str | None, Envelop
         [e.correlation_id for _, _, e in rows],
         [e.model_dump_json().encode() for _, _, e in rows],
         NOTIFY_CHANNEL,
+        [tracing.traceparent_for(e.correlation_id) for _, _, e in rows],
     )
 
 
@@ -258,7 +268,7 @@ class OutboxRelay:
             # taken, so no row is ever passed over and ids are published in order. Writers of
             # one record hold its row lock, so a record's events get ids in commit order.
             rows = await conn.fetch(
-                "SELECT id, event_id, topic, key, value, event_type, correlation_id "
+                "SELECT id, event_id, topic, key, value, event_type, correlation_id, traceparent "
                 "FROM dwsim_outbox "
                 "WHERE published_at IS NULL "
                 "AND xid < pg_snapshot_xmin(pg_current_snapshot()) "
@@ -299,7 +309,10 @@ _Refusal = tuple[asyncpg.Record, int, str]
 def _wire(row: asyncpg.Record) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
     """Key, value and headers of a row as the relay sends it."""
     key = row["key"].encode() if row["key"] is not None else None
-    return key, row["value"], [("event_type", row["event_type"].encode())]
+    headers = [("event_type", row["event_type"].encode())]
+    if row["traceparent"] is not None:  # rows written before migration 005 have none
+        headers.append((tracing.HEADER, row["traceparent"].encode()))
+    return key, row["value"], headers
 
 
 def wire_size(row: asyncpg.Record) -> int:
@@ -377,9 +390,10 @@ async def park_rows(conn: DbConnection, refusals: list[_Refusal]) -> None:
     await conn.execute(
         "WITH moved AS (DELETE FROM dwsim_outbox WHERE id = ANY($1::bigint[]) RETURNING *) "
         "INSERT INTO dwsim_outbox_parked "
-        "(id, event_id, topic, key, event_type, correlation_id, value, size, reason, created_at) "
+        "(id, event_id, topic, key, event_type, correlation_id, value, size, reason, created_at, "
+        "traceparent) "
         "SELECT m.id, m.event_id, m.topic, m.key, m.event_type, m.correlation_id, m.value, "
-        "r.size, r.reason, m.created_at "
+        "r.size, r.reason, m.created_at, m.traceparent "
         "FROM moved m JOIN unnest($1::bigint[], $2::integer[], $3::text[]) AS r(id, size, reason) "
         "ON r.id = m.id",
         [row["id"] for row, _, _ in refusals],

@@ -39,6 +39,7 @@ from services.common.metrics import (
     lag_family,
     outbox_source,
 )
+from services.common.otel import start_export
 from services.common.outbox import OutboxRelay
 from services.common.ports import free_port
 from services.common.retention import COMMON_RULES, PruneRule, RetentionWorker
@@ -176,6 +177,7 @@ def port_for(settings: Settings, name: str) -> int:
 async def serve(definition: ServiceDefinition, settings: Settings) -> int:
     """Run the service until a signal stops it; returns the process exit code."""
     configure_logging(definition.name, settings.log_level, settings.log_format)
+    start_export(settings, definition.name)
     # Fail at the start, naming the tokens file, rather than with a 500 on the first request.
     settings.role_tokens()
     pool = await create_pool(settings.service_database_url(definition.name), max_size=10)

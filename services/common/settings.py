@@ -288,6 +288,14 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = Field(
         default="console", description="Log lines for people (console) or for machines (json)."
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description=(
+            "OTLP/HTTP endpoint the services export their trace spans to (needs the `otel` "
+            "extra); the standard OTEL_EXPORTER_OTLP_* variables turn it on too. Unset: no "
+            "exporter runs."
+        ),
+    )
     faust_loglevel: str = Field(
         default="WARNING",
         description="Bridge: log level of faust and the Kafka client inside the bridge worker.",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from services.common import tracing
 from services.common.backoff import Backoff
 from services.common.db import TRANSIENT_DATABASE_ERRORS, DbConnection, database_status
 from services.common.logging import get_logger
@@ -159,7 +160,9 @@ async def _import_open_proposals(
             continue
         async with conn.transaction():
             await _import_proposal(conn, settings, proposal_id, summary)
-    for proposal_id in await repository.set_open_waiting_reasons(conn, waiting):
+    changed = await repository.set_open_waiting_reasons(conn, waiting)
+    await tracing.resume(conn, changed)
+    for proposal_id in changed:
         log.info("proposal_waiting", invoice_id=proposal_id, reason=waiting[proposal_id])
     summary.waiting.update(waiting)
 
@@ -168,6 +171,8 @@ async def _import_proposal(
     conn: DbConnection, settings: Settings, proposal_id: str, summary: ImportSummary
 ) -> None:
     """The proposal unit of one open proposal: all its lines, or its waiting reason."""
+    # The import runs on its own: its lines belong to the trace the header arrived with.
+    await tracing.resume(conn, [proposal_id])
     record = await repository.get_proposal(conn, proposal_id, for_update=True)
     if record["status"] != ProposalStatus.OPEN:
         return  # another run gave it its lines while this one waited for the lock
@@ -269,7 +274,9 @@ class ImportWorker:
         while not self._stopping.is_set():
             wait = self._settings.import_interval_s
             try:
-                summary = await import_from_staging(self._pool, self._settings)
+                # Each proposal's work takes up its invoice's trace (`_import_proposal`).
+                with tracing.continued(None, "import from staging"):
+                    summary = await import_from_staging(self._pool, self._settings)
                 self.waiting = len(summary.waiting)
                 self.last_error = None
                 backoff.reset()
