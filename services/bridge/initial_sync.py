@@ -5,8 +5,8 @@ signal on `initial-sync-requested`), receives them marked with its id on the map
 topics, and sends them like live rows. It is over when every row the snapshot holds has
 arrived and none of the records it brought is still on its way (pending, queued or held);
 then it is `completed`, or `completed_with_errors` when records of it failed. A re-run is a
-new run: rows the bridge already holds synced (or on their way) are counted, not sent again,
-so what it sends are the rows that failed before, or never arrived.
+new run: rows the bridge already holds synced are counted, not sent again, so what it sends
+are the rows that failed before, or never arrived, or are still on their way.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ IN_FLIGHT: frozenset[SyncStatus] = frozenset(
     {SyncStatus.PENDING, SyncStatus.QUEUED, SyncStatus.NOT_SYNCED}
 )
 # Record statuses that make a snapshot row "already there": the bridge does not send it again.
-ALREADY_THERE: frozenset[SyncStatus] = frozenset(
-    {SyncStatus.SYNCED, SyncStatus.PENDING, SyncStatus.QUEUED}
-)
+# Only synced: a record still on its way may yet be refused, and the run must count what
+# becomes of every row it does not find synced (sending one twice is harmless: Finance takes a
+# row it holds as a duplicate).
+ALREADY_THERE: frozenset[SyncStatus] = frozenset({SyncStatus.SYNCED})
 
 
 @dataclass(frozen=True)

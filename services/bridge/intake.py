@@ -181,14 +181,14 @@ class Intake:
         batch: list[tuple[UUID, dict[str, Any], list[BridgeRecord]]],
     ) -> tuple[list[tuple[UUID, dict[str, Any], list[BridgeRecord]]], dict[UUID, list[UUID]]]:
         """Of a batch, the snapshot rows of an initial sync's run are counted on their run,
-        and those the map holds already (synced, or on their way: the same leg and record
-        key) are left out: a re-run sends only what failed before or never arrived. Returns
+        and those the map holds synced already (the same leg and record key) are left out:
+        a re-run sends only what failed before, never arrived or is still on its way. Returns
         the batch left to arrive, and per run the ids of its records (linked once stored).
 
         Record ids come from the source event (`records.record_id_for`), so a snapshot row
         is a record of its own, not the live one's; Finance takes a row it holds already as
-        a duplicate (headers by ProposalId, staging rows by actual id), so a row that slips
-        through twice (its live and snapshot messages in one batch) is not doubled there.
+        a duplicate (headers by ProposalId, staging rows by actual id), so a row sent twice
+        (its live record still pending, or in the same batch) is not doubled there.
         Snapshot messages of a run this map did not ask for arrive like live rows.
         """
         marked: list[tuple[int, UUID, int]] = []

@@ -2,7 +2,7 @@
 -- The bridge asked Dataverse for a snapshot (`initial-sync-requested`, snapshot id = run id);
 -- rows_expected is what Dataverse said the snapshot holds (on every snapshot message),
 -- rows_received what reached the bridge, rows_already_synced those the bridge held already
--- (synced, or on their way) and did not send again. What was sent, synced and failed is
+-- synced and did not send again. What was sent, synced and failed is
 -- counted from the run's records (bridge_initial_sync_record), so receipts need no bookkeeping.
 CREATE TABLE bridge_initial_sync (
     run_id uuid PRIMARY KEY,
