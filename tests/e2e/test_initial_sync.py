@@ -9,14 +9,21 @@ A second test shows a run with errors, the cause fixed in Finance, and a re-run 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import asyncpg
 import pytest
 
+from services.common.settings import PROJECT_ROOT
 from services.simulator.builders import Contract
 from services.simulator.harness import DwsimTest
 from services.simulator.initial_sync import follow_initial_sync, start_initial_sync
+from services.simulator.processes import settings_environment
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -95,6 +102,27 @@ async def _initial_sync(dwsim: DwsimTest, table_map: str, entity: str) -> dict[s
     return await follow_initial_sync(dwsim.services, table_map, run["run_id"], 180)
 
 
+async def _cli_initial_sync(
+    dwsim: DwsimTest, table_map: str, entity: str
+) -> tuple[int, dict[str, Any]]:
+    """`dwsim map initial-sync MAP -e ENTITY --json` against the test's stack: exit code, run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DWSIM_")}
+    env.update(settings_environment(dwsim.settings))
+    command = [sys.executable, "-m", "services.simulator", "map", "initial-sync", table_map]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "-e", entity, "--timeout", "180", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=PROJECT_ROOT,
+    )
+    assert done.stdout.strip(), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
 async def test_initial_sync_after_a_stopped_map_gives_finance_what_live_sync_would(
     dwsim: DwsimTest,
 ) -> None:
@@ -155,7 +183,8 @@ async def test_initial_sync_shows_errors_and_a_rerun_after_the_fix_has_none(
     await dwsim.approve_time(contract, hours=8, billable_hours=6)
     truth = await dataverse_truth(dwsim, entity.legal_entity_id)
 
-    failed = await _initial_sync(dwsim, "actuals", entity.legal_entity_id)
+    code, failed = await _cli_initial_sync(dwsim, "actuals", entity.legal_entity_id)
+    assert code == 1
     assert failed["status"] == "completed_with_errors", failed
     assert failed["rows_failed"] > 0 and failed["rows_synced"] > 0
 
@@ -167,7 +196,8 @@ async def test_initial_sync_shows_errors_and_a_rerun_after_the_fix_has_none(
             "line_properties": {"chargeable": "Chargeable", "non_chargeable": "NonChargeable"},
         },
     )
-    rerun = await _initial_sync(dwsim, "actuals", entity.legal_entity_id)
+    code, rerun = await _cli_initial_sync(dwsim, "actuals", entity.legal_entity_id)
+    assert code == 0
     assert rerun["status"] == "completed", rerun
     assert rerun["rows_failed"] == 0
     # What it sent are the rows that failed before; the rest was synced already.
