@@ -190,8 +190,8 @@ class BridgeCommands:
             for run in runs:
                 after = run.settled(now)
                 if after is not run:
-                    await sync_repo.save_status(conn, after)
-                    if after.finished_at is not None:
+                    changed = await sync_repo.save_status(conn, after, run.status)
+                    if changed and after.finished_at is not None:
                         await repo.add_activity(
                             conn,
                             after.map_name,

@@ -129,11 +129,15 @@ async def runs_of_map(conn: DbConnection, map_name: str) -> list[InitialSyncRun]
     return [_run(r) for r in rows]
 
 
-async def save_status(conn: DbConnection, run: InitialSyncRun) -> None:
-    """Write a run's status and finish time (as `InitialSyncRun.settled` decided)."""
-    await conn.execute(
-        "UPDATE bridge_initial_sync SET status = $2, finished_at = $3 WHERE run_id = $1",
+async def save_status(conn: DbConnection, run: InitialSyncRun, before: RunStatus) -> bool:
+    """Write a run's status and finish time (as `InitialSyncRun.settled` decided), if it is
+    still `before`; False when another reader settled it first (it logs the finish once)."""
+    changed = await conn.fetchval(
+        "UPDATE bridge_initial_sync SET status = $2, finished_at = $3 "
+        "WHERE run_id = $1 AND status = $4 RETURNING true",
         run.run_id,
         run.status.value,
         run.finished_at,
+        before.value,
     )
+    return bool(changed)
