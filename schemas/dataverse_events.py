@@ -44,6 +44,17 @@ class SourceTransaction(BaseModel):
     legal_entities: int = Field(ge=0)
 
 
+class SnapshotMark(BaseModel):
+    """On a message Dataverse publishes for an initial sync rather than a live change: the
+    snapshot it answers and how many rows the snapshot holds for the map in all (so the bridge
+    knows when it has received the whole copy, whatever partitions the rows travelled on)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    snapshot_id: UUID
+    rows: int = Field(ge=0)
+
+
 class InvoiceConfirmed(BaseModel):
     """`invoice-confirmed`: a confirmed proforma's header, what Finance's proposal is made of."""
 
@@ -66,6 +77,7 @@ class InvoiceConfirmed(BaseModel):
     is_corrective: bool = False
     corrects_invoice_id: UUID | None = None
     transaction: SourceTransaction | None = None
+    snapshot: SnapshotMark | None = None
 
 
 class ActualCreated(BaseModel):
@@ -112,3 +124,4 @@ class ActualsCreated(BaseModel):
 
     actuals: list[ActualCreated] = Field(min_length=1)
     transaction: SourceTransaction | None = None
+    snapshot: SnapshotMark | None = None

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from schemas.dataverse_events import ActualsCreated, InvoiceConfirmed
 from schemas.finance_events import InvoicePosted, JournalPosted, ProposalHeaderChanged
+from schemas.initial_sync import InitialSyncRequested
 from schemas.mapped_events import (
     ActualAccountingRecord,
     ActualAccountingRecords,
@@ -28,6 +29,7 @@ TOPIC_PAYLOADS: Final[dict[Topic, type[BaseModel]]] = {
     Topic.FO_ACTUALS_STAGING: StagingActualRecords,
     Topic.DV_ACTUALS_ACCOUNTING: ActualAccountingRecords,
     Topic.SYNC_RECEIPTS: SyncReceipts,
+    Topic.INITIAL_SYNC_REQUESTED: InitialSyncRequested,
 }
 
 # What one record the bridge maps for each target topic is. The topics of RECORD_RUN_TOPICS

@@ -21,6 +21,7 @@ class Topic(StrEnum):
     FO_ACTUALS_STAGING = "fo-actuals-staging"
     DV_ACTUALS_ACCOUNTING = "dv-actuals-accounting"
     SYNC_RECEIPTS = "sync-receipts"
+    INITIAL_SYNC_REQUESTED = "initial-sync-requested"
 
 
 DLQ_SUFFIX = ".dlq"

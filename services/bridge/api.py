@@ -55,8 +55,40 @@ class AlertRuleIn(BaseModel):
     action: AlertAction
 
 
+class InitialSyncIn(BaseModel):
+    """Which legal entities an initial sync copies (none named: every one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    legal_entities: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=1_000
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Answers (each field as the database row or the command gives it)
+
+
+class InitialSyncOut(BaseModel):
+    """One run of a map's initial sync (docs/bridge.md, "Initial sync")."""
+
+    run_id: UUID
+    map: str
+    direction: str
+    legal_entities: list[str]
+    requested_at: datetime
+    status: Literal["requested", "running", "completed", "completed_with_errors"]
+    rows_expected: int | None = Field(description="Rows the snapshot holds, as Dataverse said")
+    rows_received: int
+    rows_already_synced: int = Field(description="Rows the bridge held synced: not sent again")
+    rows_sent: int
+    rows_synced: int
+    rows_failed: int
+    rows_filtered: int
+    rows_in_flight: int
+    held_superseded: int = Field(description="Records held while stopped, replaced by the run")
+    finished_at: datetime | None
+
 
 # A moment as it always was written here (`isoformat`: "+00:00", not pydantic's "Z"), so the
 # CLI, the console and scripts read the same strings as before the answers were typed.
@@ -295,6 +327,31 @@ def _maps_router() -> APIRouter:
 
     for action in (MapAction.RUN, MapAction.PAUSE, MapAction.RESUME, MapAction.STOP):
         action_route(action)
+
+    @router.post(
+        "/maps/{map}/initial-sync",
+        summary="Start (stopped map) or re-run (running map) the map's initial sync",
+        description="Asks Dataverse for a snapshot of the map's existing rows (optionally of "
+        "some legal entities only) and answers the new run; 409 while the map is paused or "
+        "catching up, or (Microsoft's limits on) for more than 40 legal entities.",
+        status_code=202,
+    )
+    async def start_initial_sync(
+        map: str, request: Request, body: InitialSyncIn | None = None
+    ) -> InitialSyncOut:
+        run = await _commands(request).start_initial_sync(
+            map, body.legal_entities if body is not None else None
+        )
+        return InitialSyncOut.model_validate(run.as_json())
+
+    @router.get(
+        "/maps/{map}/initial-sync",
+        summary="The map's initial-sync runs, oldest first: status, direction, counts",
+        responses=error_responses(404),
+    )
+    async def initial_sync_runs(map: str, request: Request) -> list[InitialSyncOut]:
+        runs = await _commands(request).initial_sync_runs(map)
+        return [InitialSyncOut.model_validate(r.as_json()) for r in runs]
 
     @router.get(
         "/maps/{map}/queue",

@@ -12,13 +12,16 @@ the pure rules (`domain.py`, `records.py`) and writes through the repository.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 
+from schemas.initial_sync import InitialSyncRequested, SnapshotTable
+from schemas.topics import Topic, topic_name
 from services.bridge import error_repository as errors_repo
+from services.bridge import initial_sync_repository as sync_repo
 from services.bridge import repository as repo
 from services.bridge.domain import (
     BridgeRuleError,
@@ -26,15 +29,20 @@ from services.bridge.domain import (
     MapAction,
     MapState,
     PlatformLimits,
+    RecordStatus,
+    SourceTransaction,
     SyncStatus,
+    transaction_breach,
     transition,
 )
+from services.bridge.initial_sync import InitialSyncRun
 from services.bridge.intake import Intake
 from services.bridge.mapping import (
     TableMap,
 )
 from services.bridge.records import remap, time_out_reason
 from services.bridge.table_maps import ACTUALS_MAP_NAME, PROPOSAL_MAP_NAME, TABLE_MAPS
+from services.common import outbox
 from services.common.db import DbConnection
 from services.common.logging import get_logger
 
@@ -47,6 +55,18 @@ MAPS_BY_NAME: Final[dict[str, TableMap]] = {m.name: m for m in TABLE_MAPS}
 
 class RecordNotRetryable(BridgeRuleError):
     """An error-queue entry that cannot be retried (resolved already, or without a record)."""
+
+
+class InitialSyncRefused(BridgeRuleError):
+    """An initial sync the map's state does not allow (paused, or catching up)."""
+
+
+# What each map's initial sync copies from its master side (Dataverse, for both maps).
+SNAPSHOT_TABLES: Final[dict[str, SnapshotTable]] = {
+    PROPOSAL_MAP_NAME: SnapshotTable.CONFIRMED_INVOICES,
+    ACTUALS_MAP_NAME: SnapshotTable.ACTUALS,
+}
+HELD_SUPERSEDED: Final = "superseded by initial sync {run_id}: the snapshot carries the row"
 
 
 class BridgeCommands:
@@ -86,6 +106,103 @@ class BridgeCommands:
                 await self._resend_unanswered(conn, row.name)
             log.info("map_state_changed", map=row.name, action=action.value, state=new.value)
             return await repo.get_map(conn, row.name)
+
+    async def start_initial_sync(
+        self, name_or_slug: str, legal_entities: list[str] | None = None
+    ) -> InitialSyncRun:
+        """Start (on a stopped map) or re-run (on a running one) the map's initial sync;
+        returns the new run.
+
+        The bridge asks Dataverse for a snapshot through the signal topic, in this
+        transaction (outbox): a run is never recorded without its request, nor requested
+        twice. A stopped map runs (initializing, then running once its queue is drained), and
+        the records it held while stopped are superseded, not replayed: the snapshot reads
+        the rows as they are now. A paused or catching-up map is refused (409): resume it
+        first, as its queue comes before anything else.
+        """
+        entities = sorted(set(legal_entities or []))
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await repo.get_map(conn, name_or_slug)
+            row = await repo.lock_map(conn, found.name)
+            if row.state not in (MapState.NOT_RUNNING, MapState.RUNNING):
+                raise InitialSyncRefused(
+                    f"cannot start an initial sync of map '{row.name}' while it is "
+                    f"{row.state.value}: resume it and let it catch up first"
+                )
+            run_id = uuid4()
+            now = datetime.now(UTC)
+            breach = transaction_breach(
+                SourceTransaction(run_id, 0, len(entities), now), now, initial_sync=True
+            )
+            if breach is not None and self.intake.platform_limits is PlatformLimits.MICROSOFT:
+                # Microsoft's initial sync takes at most 40 legal entities at once; a request
+                # for every legal entity (none named) is not held against it here, as the
+                # bridge does not know how many Dataverse has.
+                raise InitialSyncRefused(f"{breach}; name fewer legal entities per run")
+            await sync_repo.insert_run(conn, run_id, row.name, entities)
+            if row.state is MapState.NOT_RUNNING:
+                new = transition(row.state, MapAction.RUN, map_name=row.name)
+                await repo.change_map_state(
+                    conn,
+                    row.name,
+                    row.state,
+                    new,
+                    by="administrator",
+                    message=f"{row.state.value} -> {new.value} by administrator (initial sync)",
+                )
+                held = await repo.held_records(conn, row.name)
+                reason = HELD_SUPERSEDED.format(run_id=run_id)
+                for record in held:
+                    await repo.save_status(conn, record.becomes(RecordStatus.filtered(reason)))
+                await sync_repo.set_held_superseded(conn, run_id, len(held))
+            request = InitialSyncRequested(
+                snapshot_id=run_id,
+                map_name=row.name,
+                table=SNAPSHOT_TABLES[row.name],
+                legal_entities=entities,
+            )
+            await outbox.add(
+                conn,
+                topic_name(Topic.INITIAL_SYNC_REQUESTED, self.intake.sender.topic_prefix),
+                row.name,
+                outbox.envelope("initial_sync.requested", "bridge", request),
+            )
+            await repo.add_activity(
+                conn,
+                row.name,
+                "initial_sync_requested",
+                f"initial sync {run_id} requested: snapshot of {request.table.value} "
+                f"({', '.join(entities) or 'every legal entity'})",
+                detail={"run_id": str(run_id), "legal_entities": entities},
+            )
+            log.info("initial_sync_requested", map=row.name, run_id=str(run_id))
+            [run] = [r for r in await sync_repo.runs_of_map(conn, row.name) if r.run_id == run_id]
+            return run
+
+    async def initial_sync_runs(self, name_or_slug: str) -> list[InitialSyncRun]:
+        """The map's initial-sync runs, oldest first, each with its figures; a run found over
+        is written as such (status, finish time) and logged in the activity log once."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await repo.get_map(conn, name_or_slug)
+            runs = await sync_repo.runs_of_map(conn, found.name)
+            now = datetime.now(UTC)
+            settled: list[InitialSyncRun] = []
+            for run in runs:
+                after = run.settled(now)
+                if after is not run:
+                    changed = await sync_repo.save_status(conn, after, run.status)
+                    if changed and after.finished_at is not None:
+                        await repo.add_activity(
+                            conn,
+                            after.map_name,
+                            "initial_sync_finished",
+                            f"initial sync {after.run_id} {after.status.value}: "
+                            f"{after.rows_received} rows received, {after.figures.sent} sent, "
+                            f"{after.figures.failed} failed",
+                            detail=after.as_json(),
+                        )
+                settled.append(after)
+            return settled
 
     async def _resend_unanswered(self, conn: DbConnection, map_name: str) -> None:
         """On resume, records sent before the pause and never answered go again first (they

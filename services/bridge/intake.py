@@ -24,6 +24,7 @@ from schemas.envelope import Envelope
 from schemas.receipts import SyncReceipt
 from schemas.topics import Topic
 from services.bridge import error_repository as errors_repo
+from services.bridge import initial_sync_repository as sync_repo
 from services.bridge import repository as repo
 from services.bridge import transaction_repository as tx_repo
 from services.bridge.domain import (
@@ -39,6 +40,7 @@ from services.bridge.domain import (
     transaction_breach,
 )
 from services.bridge.error_queue import ErrorQueue
+from services.bridge.initial_sync import ALREADY_THERE
 from services.bridge.mapping import (
     Side,
     check_direction,
@@ -139,6 +141,7 @@ class Intake:
             (event_id, source, records_of_event(pairs, base.value, event_id, corr, source, key))
             for event_id, source, key, corr in mapped
         ]
+        batch, snapshot_records = await self._snapshot_rows(conn, map_name, batch)
         failing = await self._platform_limits(conn, map_name, batch)
         arriving: list[BridgeRecord] = []
         filtered: list[BridgeRecord] = []
@@ -163,6 +166,8 @@ class Intake:
                     invoice_id=record.invoice_id,
                 )
         await self._fail_over_limits(conn, map_name, over_limits)
+        for run_id, record_ids in snapshot_records.items():
+            await sync_repo.link_records(conn, run_id, record_ids)
         if filtered:
             await repo.insert_records(conn, filtered)
             for reason in sorted({r.reason or "" for r in filtered}):
@@ -174,6 +179,59 @@ class Intake:
                     count=len(these),
                     invoice_ids=sorted({r.invoice_id for r in these if r.invoice_id}),
                 )
+
+    # ----------------------------------------------------------------------------------------
+    # Initial sync: snapshot rows (docs/bridge.md, "Initial sync")
+
+    async def _snapshot_rows(
+        self,
+        conn: DbConnection,
+        map_name: str,
+        batch: list[tuple[UUID, dict[str, Any], list[BridgeRecord]]],
+    ) -> tuple[list[tuple[UUID, dict[str, Any], list[BridgeRecord]]], dict[UUID, list[UUID]]]:
+        """Of a batch, the snapshot rows of an initial sync's run are counted on their run,
+        and those the map holds synced already (the same leg and record key) are left out:
+        a re-run sends only what failed before, never arrived or is still on its way. Returns
+        the batch left to arrive, and per run the ids of its records (linked once stored).
+
+        Record ids come from the source event (`records.record_id_for`), so a snapshot row
+        is a record of its own, not the live one's; Finance takes a row it holds already as
+        a duplicate (headers by ProposalId, staging rows by actual id), so a row sent twice
+        (its live record still pending, or in the same batch) is not doubled there.
+        Snapshot messages of a run this map did not ask for arrive like live rows.
+        """
+        marked: list[tuple[int, UUID, int]] = []
+        for index, (_, source, _) in enumerate(batch):
+            mark = source.get("snapshot")
+            if not isinstance(mark, dict):
+                continue
+            run_id = UUID(str(mark["snapshot_id"]))
+            if await sync_repo.run_exists(conn, run_id, map_name):
+                marked.append((index, run_id, int(mark["rows"])))
+        if not marked:
+            return batch, {}
+        keys = [
+            (r.leg_name, r.record_key)
+            for index, _, _ in marked
+            for r in batch[index][2]
+            if r.status is SyncStatus.PENDING
+        ]
+        there = await sync_repo.keys_already_there(
+            conn, map_name, keys, [s.value for s in ALREADY_THERE]
+        )
+        kept = list(batch)
+        linked: dict[UUID, list[UUID]] = {}
+        for index, run_id, rows in marked:
+            event_id, source, records = batch[index]
+            fresh = [
+                r
+                for r in records
+                if r.status is not SyncStatus.PENDING or (r.leg_name, r.record_key) not in there
+            ]
+            kept[index] = (event_id, source, fresh)
+            linked.setdefault(run_id, []).extend(r.record_id for r in fresh)
+            await sync_repo.note_rows(conn, run_id, rows, len(records), len(records) - len(fresh))
+        return kept, linked
 
     # ----------------------------------------------------------------------------------------
     # Microsoft's live-sync limits (docs/bridge.md)

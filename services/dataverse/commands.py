@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
 
+from schemas.dataverse_events import SnapshotMark
+from schemas.initial_sync import InitialSyncRequested, SnapshotTable
 from schemas.vocabulary import (
     BillingMethod,
     BillingType,
@@ -487,3 +489,63 @@ async def correct_invoice(conn: DbConnection, invoice_id: UUID, invoice_date: da
         corrects_invoice_id=str(invoice_id),
     )
     return corrective.invoice_id
+
+
+async def publish_snapshot(
+    conn: DbConnection, settings: Settings, request: InitialSyncRequested
+) -> int:
+    """Answer an initial sync's signal: publish the existing rows the map asked for, marked
+    with the snapshot id, through the outbox; returns how many rows.
+
+    Runs in the caller's transaction (the inbox's, which records the signal as handled with
+    the rows it caused), reading each row's current state under a FOR SHARE lock. Why a row
+    changed while the snapshot runs still ends in its newest state on the other side: a row's
+    snapshot message and its live messages share the message key (invoice id, else project
+    id), so one partition, and the relay publishes outbox rows in commit order (the xmin rule,
+    `services/common/outbox.py`). A live change that commits before this transaction is read
+    by it (or, holding the row, makes it wait, then read the committed row); one that commits
+    after it is published after the snapshot row. Either way the newest state comes last.
+    Rows are chunked like live ones: one message per key and up to 500 actuals.
+    """
+    entities = request.legal_entities
+    rows: list[events.OutboxRow]
+    if request.table is SnapshotTable.CONFIRMED_INVOICES:
+        invoices = await repo.confirmed_invoices_for_snapshot(conn, entities)
+        mark = SnapshotMark(snapshot_id=request.snapshot_id, rows=len(invoices))
+        rows = []
+        for stored in invoices:
+            invoice = stored.invoice
+            terms = await repo.contract_terms(conn, invoice.contract_id, invoice.customer_id)
+            methods = {terms.billing_methods[line.contract_line_id] for line in invoice.lines}
+            rows.append(
+                events.invoice_confirmed_row(
+                    settings,
+                    invoice,
+                    invoice_number=stored.invoice_number,
+                    expected_billed_lines=stored.expected_billed_lines or 0,
+                    customer_name=terms.customer_name,
+                    billing_method=methods.pop() if len(methods) == 1 else None,
+                    payment_terms=terms.payment_terms,
+                    snapshot=mark,
+                )
+            )
+        count = len(invoices)
+    else:
+        actuals = await repo.actuals_for_snapshot(conn, entities)
+        mark = SnapshotMark(snapshot_id=request.snapshot_id, rows=len(actuals))
+        # Per key in creation order (a stable sort), so a key's actuals share messages; there
+        # is no order across keys to keep.
+        by_key = sorted(actuals, key=events.actual_key)
+        rows = events.actuals_created_rows(settings, by_key, snapshot=mark)
+        count = len(actuals)
+    await outbox.add_many(conn, rows)
+    log.info(
+        "snapshot_published",
+        snapshot_id=str(request.snapshot_id),
+        map=request.map_name,
+        table=request.table.value,
+        rows=count,
+        messages=len(rows),
+        legal_entities=entities,
+    )
+    return count

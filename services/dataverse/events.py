@@ -21,6 +21,7 @@ from schemas.dataverse_events import (
     ActualCreated,
     ActualsCreated,
     InvoiceConfirmed,
+    SnapshotMark,
     SourceTransaction,
 )
 from schemas.envelope import Envelope
@@ -97,14 +98,19 @@ def actuals_created_rows(
     *,
     invoice_id: UUID | None = None,
     transaction: SourceTransaction | None = None,
+    snapshot: SnapshotMark | None = None,
 ) -> list[OutboxRow]:
     """The `actuals-created` outbox rows of the new actuals, in creation order.
 
     `invoice_id` is the invoice whose confirmation created them; it is the correlation id of
     all of them (also of an actual put back into the backlog, which carries no invoice id).
     `transaction`: the transaction they are part of; by default one of these actuals alone.
+    `snapshot`: the rows answer an initial sync's snapshot (existing actuals, not new ones);
+    they name no transaction, so each message is one of its own (dual-write's initial sync
+    runs in batches, not as one live transaction).
     """
-    transaction = transaction or source_transaction(actuals)
+    if snapshot is None:
+        transaction = transaction or source_transaction(actuals)
     topic = topic_name(Topic.ACTUALS_CREATED, settings.topic_prefix)
 
     def correlation(actual: MsdynActual) -> str | None:
@@ -121,7 +127,11 @@ def actuals_created_rows(
             outbox.envelope(
                 ACTUALS_CREATED,
                 SOURCE,
-                ActualsCreated(actuals=[actual_created(a) for a in run], transaction=transaction),
+                ActualsCreated(
+                    actuals=[actual_created(a) for a in run],
+                    transaction=transaction,
+                    snapshot=snapshot,
+                ),
                 correlation_id=correlation(run[0]),
             ),
         )
@@ -151,8 +161,10 @@ def invoice_confirmed_row(
     billing_method: Any,
     payment_terms: str | None,
     transaction: SourceTransaction | None = None,
+    snapshot: SnapshotMark | None = None,
 ) -> OutboxRow:
-    """The outbox row of the confirmed header, for Finance's proposal."""
+    """The outbox row of the confirmed header, for Finance's proposal (`snapshot`: as a row
+    of an initial sync's snapshot)."""
     payload = InvoiceConfirmed(
         invoice_id=invoice.invoice_id,
         invoice_number=invoice_number,
@@ -170,6 +182,7 @@ def invoice_confirmed_row(
         is_corrective=invoice.is_corrective,
         corrects_invoice_id=invoice.corrects_invoice_id,
         transaction=transaction,
+        snapshot=snapshot,
     )
     return (
         topic_name(Topic.INVOICE_CONFIRMED, settings.topic_prefix),

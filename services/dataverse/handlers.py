@@ -22,6 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from schemas.envelope import Envelope
+from schemas.initial_sync import InitialSyncRequested
 from schemas.mapped_events import ActualAccountingRecord, ActualAccountingRecords, BridgeRecord
 from schemas.topics import Topic, topic_name
 from schemas.vocabulary import AdjustmentStatus, MilestoneInvoiceStatus, TransactionType
@@ -30,7 +31,7 @@ from services.common.db import DbConnection
 from services.common.inbox import ApplyMany, Delivery, Handler, Subscription
 from services.common.logging import get_logger
 from services.common.settings import Settings
-from services.dataverse import domain
+from services.dataverse import commands, domain
 from services.dataverse import repository as repo
 
 log = get_logger(__name__)
@@ -130,15 +131,31 @@ async def _milestone_posted(conn: DbConnection, actual: domain.MsdynActual) -> N
         log.info("milestone_posted", milestone_id=str(milestone.milestone_id))
 
 
+def snapshot_handler(settings: Settings) -> Handler:
+    """The handler of `initial-sync-requested`: publish the snapshot the bridge asked for
+    (`commands.publish_snapshot`), inside the inbox transaction, so a repeated signal is
+    skipped and a crash before the commit publishes nothing."""
+
+    async def handle(conn: DbConnection, event: Envelope[Any]) -> None:
+        await commands.publish_snapshot(conn, settings, event.payload)
+
+    return handle
+
+
 def subscriptions(settings: Settings) -> list[Subscription]:
     """What the Dataverse service consumes."""
     return [
+        Subscription(
+            topic_name(Topic.INITIAL_SYNC_REQUESTED, settings.topic_prefix),
+            InitialSyncRequested,
+            snapshot_handler(settings),
+        ),
         Subscription(
             topic_name(Topic.DV_ACTUALS_ACCOUNTING, settings.topic_prefix),
             ActualAccountingRecords,
             accounting_handler(settings),
             batch_handler=_batch(settings),
-        )
+        ),
     ]
 
 

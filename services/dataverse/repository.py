@@ -875,3 +875,39 @@ async def list_refusals(conn: DbConnection) -> list[dict[str, Any]]:
         "FROM accounting_update_refused ORDER BY id"
     )
     return [dict(r) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Initial-sync snapshots
+# --------------------------------------------------------------------------------------------
+
+
+async def confirmed_invoices_for_snapshot(
+    conn: DbConnection, legal_entities: Sequence[str]
+) -> list[StoredInvoice]:
+    """Confirmed invoices of these legal entities (all when empty), oldest first, each header
+    row locked FOR SHARE: a confirmation still running holds its invoice FOR UPDATE, so the
+    snapshot waits for it to commit and then reads it confirmed (see `publish_snapshot`)."""
+    rows = await conn.fetch(
+        "SELECT * FROM proforma_invoice WHERE status = $1 "
+        "AND (cardinality($2::text[]) = 0 OR legal_entity = ANY($2::text[])) "
+        "ORDER BY invoice_id FOR SHARE",
+        InvoiceStatus.CONFIRMED.value,
+        list(legal_entities),
+    )
+    stored = [await _stored_invoice(conn, r) for r in rows]
+    return sorted(stored, key=lambda s: (s.confirmed_at or s.created_at, s.invoice_number))
+
+
+async def actuals_for_snapshot(
+    conn: DbConnection, legal_entities: Sequence[str]
+) -> list[MsdynActual]:
+    """Every actual of these legal entities (all when empty) in creation order, locked FOR
+    SHARE in id order (the service's lock order for actuals)."""
+    rows = await conn.fetch(
+        "SELECT * FROM msdyn_actual "
+        "WHERE cardinality($1::text[]) = 0 OR legal_entity = ANY($1::text[]) "
+        "ORDER BY actual_id FOR SHARE",
+        list(legal_entities),
+    )
+    return [actual_from_row(r) for r in sorted(rows, key=lambda r: r["seq"])]

@@ -350,6 +350,50 @@ def map_run(name: str = typer.Argument(..., help="'invoices', 'actuals' or a ful
     _map_action("run", name)
 
 
+_LEGAL_ENTITIES = typer.Option(
+    None, "--legal-entity", "-e", help="Copy only this legal entity's rows (repeatable)."
+)
+
+
+@map_app.command("initial-sync")
+def map_initial_sync(
+    name: str = typer.Argument(..., help="'invoices', 'actuals' or a full name"),
+    legal_entity: list[str] | None = _LEGAL_ENTITIES,
+    timeout: float = typer.Option(300.0, help="Seconds to wait for the run to finish."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Start (stopped map) or re-run (running map) the map's initial sync: Dataverse's
+    existing rows are copied to Finance. Prints the run's progress and counts; exit code 1
+    when rows failed (see `dwsim errors`), 3 when the run did not finish in time."""
+    from services.simulator.deadlines import DeadlinePassed
+    from services.simulator.initial_sync import (
+        follow_initial_sync,
+        progress_line,
+        start_initial_sync,
+    )
+
+    def show(run: dict[str, Any]) -> None:
+        if not as_json:
+            console.print(f"initial sync {run['run_id']}: {progress_line(run)}", highlight=False)
+
+    async def work(services: Services) -> Any:
+        run = await start_initial_sync(services, name, legal_entity or ())
+        show(run)
+        return await follow_initial_sync(services, name, run["run_id"], timeout, show)
+
+    try:
+        run = _run(Settings(), work)
+    except DeadlinePassed as exc:
+        raise _fail(str(exc), 3) from exc
+    if as_json:
+        typer.echo(json.dumps(run, default=str))
+    if run["rows_failed"]:
+        raise _fail(
+            f"initial sync {run['run_id']} of map {name}: {run['rows_failed']} rows failed; "
+            "fix the cause (dwsim errors) and run it again"
+        )
+
+
 @app.command()
 def errors(
     retry: str | None = typer.Option(None, "--retry", help="Retry the error with this id."),
