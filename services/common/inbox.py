@@ -441,6 +441,10 @@ class InboxConsumer:
 
     async def _rewind_now(self) -> None:
         assert self._consumer is not None
+        # A request that timed out (its future cancelled) is no longer wanted.
+        self._rewinds = [done for done in self._rewinds if not done.done()]
+        if not self._rewinds:
+            return
         partitions = sorted(self._consumer.assignment())
         try:
             if not partitions:
