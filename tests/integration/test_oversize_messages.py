@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from schemas.dataverse_events import ActualsCreated
 from schemas.envelope import Envelope
 from schemas.finance_events import ActualAccounting, JournalPosted, ProposalHeaderChanged
+from schemas.initial_sync import InitialSyncRequested, SnapshotTable
 from schemas.mapped_events import ActualAccountingRecord, ActualAccountingRecords, BridgeRecord
 from schemas.receipts import ReceiptOutcome, SyncReceipt, SyncReceipts
 from schemas.topics import Topic, dlq_name, topic_name
@@ -132,11 +133,22 @@ VALID_EVENTS: dict[Topic, Callable[[], Envelope[Any]]] = {
         ),
     ),
     Topic.SYNC_RECEIPTS: _receipts,
+    # A snapshot of a legal entity Dataverse does not hold: applied, nothing to publish.
+    Topic.INITIAL_SYNC_REQUESTED: lambda: _event(
+        "initial_sync.requested",
+        "bridge",
+        InitialSyncRequested(
+            snapshot_id=uuid4(),
+            map_name=PROPOSAL_MAP,
+            table=SnapshotTable.CONFIRMED_INVOICES,
+            legal_entities=["ZZZZ"],
+        ),
+    ),
 }
 
 # Every topic a service consumes (services/*/handlers.py).
 CONSUMED: dict[str, list[Topic]] = {
-    "dataverse": [Topic.DV_ACTUALS_ACCOUNTING],
+    "dataverse": [Topic.DV_ACTUALS_ACCOUNTING, Topic.INITIAL_SYNC_REQUESTED],
     "finance": [Topic.FO_INVOICE_PROPOSALS, Topic.FO_ACTUALS_STAGING],
     "bridge": [
         Topic.INVOICE_CONFIRMED,
