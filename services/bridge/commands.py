@@ -81,15 +81,7 @@ class BridgeCommands:
         async with self.pool.acquire() as conn, conn.transaction():
             found = await repo.get_map(conn, name_or_slug)
             row = await repo.lock_map(conn, found.name)
-            new = transition(row.state, action, map_name=row.name)
-            await repo.change_map_state(
-                conn,
-                row.name,
-                row.state,
-                new,
-                by="administrator",
-                message=f"{row.state.value} -> {new.value} by administrator ({action.value})",
-            )
+            new = await _administrator_moves(conn, row, action, action.value)
             if action is MapAction.RUN:
                 # The initial sync carries what arrived while the map was stopped, in order:
                 # the held records arrive again, at a map that now queues them.
@@ -141,15 +133,7 @@ class BridgeCommands:
                 raise InitialSyncRefused(f"{breach}; name fewer legal entities per run")
             await sync_repo.insert_run(conn, run_id, row.name, entities)
             if row.state is MapState.NOT_RUNNING:
-                new = transition(row.state, MapAction.RUN, map_name=row.name)
-                await repo.change_map_state(
-                    conn,
-                    row.name,
-                    row.state,
-                    new,
-                    by="administrator",
-                    message=f"{row.state.value} -> {new.value} by administrator (initial sync)",
-                )
+                await _administrator_moves(conn, row, MapAction.RUN, "initial sync")
                 held = await repo.held_records(conn, row.name)
                 reason = HELD_SUPERSEDED.format(run_id=run_id)
                 for record in held:
@@ -367,3 +351,18 @@ class BridgeCommands:
         if after.status in (SyncStatus.FAILED, SyncStatus.NOT_SYNCED):
             result["reason"] = after.reason
         return result
+
+
+async def _administrator_moves(conn: DbConnection, row: Any, action: MapAction, why: str) -> Any:
+    """The map's state after the administrator's `action` (refused as `transition` says),
+    written with its activity entry; returns the new state."""
+    new = transition(row.state, action, map_name=row.name)
+    await repo.change_map_state(
+        conn,
+        row.name,
+        row.state,
+        new,
+        by="administrator",
+        message=f"{row.state.value} -> {new.value} by administrator ({why})",
+    )
+    return new
