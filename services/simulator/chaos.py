@@ -52,6 +52,9 @@ ENTITY = "USPM"
 # Project managers confirming at once: enough that confirmations are in flight when the fault
 # hits, few enough that the load is a load, not a benchmark.
 CONFIRMING_USERS = 4
+# Contracts created at once while setting the load up (not timed): 2,000 of them one after
+# the other took minutes of each fault's run.
+SETUP_USERS = 8
 # How long a fault lasts before it is healed (the broker's freeze: the issue's 20 s).
 FAULT_S = 20.0
 # Quiescence must come within this after the fault is healed (the target is 60 s; the paused
@@ -60,6 +63,8 @@ AGREEMENT_DEADLINE_S = 600.0
 # What the checker may read while it waits for agreement: often enough to time it to a second
 # or two, rarely enough not to be a load of its own on 10,000-line runs.
 CHECK_EVERY_S = 2.0
+# How often a long wait for agreement says what the checker still finds.
+PROGRESS_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -112,9 +117,16 @@ class FaultFigures:
 class Load:
     """The users' work through the services' APIs, with every failed request counted."""
 
-    def __init__(self, services: Services, sizes: ChaosSizes) -> None:
+    def __init__(
+        self,
+        services: Services,
+        sizes: ChaosSizes,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
         self.s = services
         self.sizes = sizes
+        # Told a line of what the run is doing, for the person watching a long run.
+        self.progress = progress
         self.customer_id = ""
         self.project_id = ""
         self.drafts: list[str] = []
@@ -166,16 +178,40 @@ class Load:
             "/projects", {"name": "Chaos", "legal_entity": ENTITY, "customer_id": self.customer_id}
         )
         self.project_id = project["project_id"]
-        contracts = [await self._contract_with_ready_lines(n) for n in range(self.sizes.invoices)]
+        total = self.sizes.invoices
+        self.progress(f"setting up {total:,} contracts of {self.sizes.lines} ready lines each")
+        contracts = await self._in_order(total, self._contract_with_ready_lines, "contracts")
         await self.journals_posted(len(contracts) * self.sizes.lines)
-        self.drafts = [
-            (
-                await self.s.dataverse.post(
-                    f"/contracts/{c}/invoices", {"invoice_date": str(BUSINESS_DATE)}
-                )
-            )["invoice_id"]
-            for c in contracts
-        ]
+        self.progress("unbilled sales staged, journals posted; creating the draft invoices")
+
+        async def draft(n: int) -> str:
+            answer = await self.s.dataverse.post(
+                f"/contracts/{contracts[n]}/invoices", {"invoice_date": str(BUSINESS_DATE)}
+            )
+            return str(answer["invoice_id"])
+
+        self.drafts = await self._in_order(total, draft, "draft invoices")
+
+    async def _in_order(
+        self, count: int, make: Callable[[int], Awaitable[str]], what: str
+    ) -> list[str]:
+        """`make(0)` … `make(count - 1)`, `SETUP_USERS` at a time, answers in that order; a
+        progress line every tenth (none for a few dozen)."""
+        answers: list[str] = [""] * count
+        numbers = iter(range(count))
+        done = 0
+        step = max(50, count // 10)
+
+        async def user() -> None:
+            nonlocal done
+            for n in numbers:
+                answers[n] = await make(n)
+                done += 1
+                if done % step == 0 and done < count:
+                    self.progress(f"{done:,} of {count:,} {what}")
+
+        await asyncio.gather(*(user() for _ in range(SETUP_USERS)))
+        return answers
 
     async def _contract_with_ready_lines(self, n: int) -> str:
         contract = await self.s.dataverse.post(
@@ -379,8 +415,9 @@ class ChaosContext:
         await old.close()
 
     def say(self, what: str) -> None:
-        """Record what the fault did, with the seconds since the load began."""
+        """Record what the fault did, and tell the person watching."""
         self.log.append(what)
+        self.load.progress(what)
 
     async def confirmed_at_least(self, share: float) -> None:
         """Wait until this share of the invoices is confirmed (the load is in flight)."""
@@ -568,10 +605,16 @@ async def _run_fault(
     settings: Settings, kind: FaultKind, sizes: ChaosSizes, figures: FaultFigures, console: Console
 ) -> None:
     services = Services(settings)
-    load = Load(services, sizes)
+    began = time.monotonic()
+
+    def progress(line: str) -> None:
+        console.print(f"  [dim]{time.monotonic() - began:6.1f} s[/dim]  {line}")
+
+    load = Load(services, sizes, progress)
     try:
         console.print(f"[bold]{kind.name}[/bold]: {kind.description}")
         await load.setup()
+        progress(f"confirming {len(load.drafts):,} invoices, the fault injected meanwhile")
         ctx = ChaosContext(settings, load, sizes, datetime.now(UTC))
         stop = asyncio.Event()
         lag = LagWatch(settings)
@@ -585,9 +628,12 @@ async def _run_fault(
             await kind.inject(ctx)
             load.in_fault = False
             healed = time.monotonic()
+            progress("fault healed")
             await confirming
-            report = await _wait_for_agreement(settings, load, sizes.deadline_s)
+            progress("every invoice confirmed; waiting for the checker to find agreement")
+            report = await _wait_for_agreement(settings, load, sizes.deadline_s, progress)
             figures.agreement_after_heal_s = round(time.monotonic() - healed, 1)
+            progress(f"agreement {figures.agreement_after_heal_s} s after healing")
         except DeadlinePassed as exc:
             figures.error = str(exc)
             report = await _check(settings)
@@ -619,17 +665,25 @@ async def _check(settings: Settings) -> CheckReport:
     return await check(CheckerUrls(*(postgres.checker_database_url(settings, s) for s in SERVICES)))
 
 
-async def _wait_for_agreement(settings: Settings, load: Load, deadline_s: float) -> CheckReport:
+async def _wait_for_agreement(
+    settings: Settings, load: Load, deadline_s: float, progress: Callable[[str], None]
+) -> CheckReport:
     """The checker, every few seconds, until it finds nothing and every invoice is posted and
-    stamped (the report of the last reading; a deadline ends the wait)."""
+    stamped (the report of the last reading; a deadline ends the wait). What it still finds
+    is told every `PROGRESS_EVERY_S`."""
     last: list[CheckReport] = []
+    told = time.monotonic()
 
     async def agreed() -> CheckReport | None:
+        nonlocal told
         try:
             report = await _check(settings)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return None  # PostgreSQL is restarting: the next reading will tell
         last[:] = [report]
+        if not report.clean and time.monotonic() - told >= PROGRESS_EVERY_S:
+            told = time.monotonic()
+            progress(f"checker: {report.summary()}")
         return report if report.clean else None
 
     try:
