@@ -733,29 +733,57 @@ async def _dead_lettered(settings: Settings) -> int:
 
 
 def run_chaos(
-    base: Settings, names: tuple[str, ...], sizes: ChaosSizes, console: Console
+    base: Settings, names: tuple[str, ...], sizes: ChaosSizes, console: Console, path: Path
 ) -> dict[str, Any]:
-    """Each named fault in turn on its own stack; the figures of all, as saved."""
+    """Each named fault in turn on its own stack; the figures of all, as saved to `path`.
+
+    The figures so far are written after every fault (`"finished": false` until the last):
+    a run of hours that is stopped keeps what it measured."""
     started = datetime.now(UTC)
     results: list[FaultFigures] = []
+
+    def figures(finished: bool) -> dict[str, Any]:
+        return {
+            "started_at": started.isoformat(),
+            "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
+            "sizes": asdict(sizes),
+            "finished": finished,
+            "faults": [{**asdict(f), "passed": f.passed} for f in results],
+            "passed": all(f.passed for f in results),
+        }
+
     for kind in FAULTS:
         if kind.name in names:
-            results.append(run_fault(base, kind, sizes, console))
-    return {
-        "started_at": started.isoformat(),
-        "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
-        "sizes": asdict(sizes),
-        "faults": [{**asdict(f), "passed": f.passed} for f in results],
-        "passed": all(f.passed for f in results),
-    }
+            done = run_fault(base, kind, sizes, console)
+            results.append(done)
+            console.print(f"  {_one_line(done)}")
+            save(figures(finished=False), path)
+    final = figures(finished=True)
+    save(final, path)
+    return final
 
 
-def save(results: dict[str, Any]) -> Path:
-    """Write the figures to chaos/results/<time>.json (installed: under the home)."""
+def _one_line(f: FaultFigures) -> str:
+    """A fault's verdict in one line, for the progress of a long run."""
+    verdict = "passed" if f.passed else "[red]FAILED[/red]"
+    healed = "—" if f.agreement_after_heal_s is None else f"{f.agreement_after_heal_s} s"
+    line = (
+        f"{f.fault}: {verdict} — {f.invoices:,} invoices, {f.billed_actuals:,} billed actuals, "
+        f"{f.lost} lost, {f.duplicated} duplicated, {f.reordered} reordered, "
+        f"{f.mismatched} mismatched; agreement {healed} after healing"
+    )
+    return line if f.error is None else f"{line}; {f.error}"
+
+
+def results_path() -> Path:
+    """Where a run's figures go: chaos/results/<time>.json (installed: under the home)."""
     folder = results_folder("chaos", get_settings().home)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = folder / f"{stamp}.json"
+    return folder / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+
+
+def save(results: dict[str, Any], path: Path) -> Path:
+    """Write the figures to `path`."""
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return path
 

@@ -613,8 +613,8 @@ def chaos(
         FAULT_NAMES,
         ChaosSizes,
         print_results,
+        results_path,
         run_chaos,
-        save,
     )
 
     unknown = sorted(set(fault) - set(FAULT_NAMES))
@@ -623,16 +623,18 @@ def chaos(
     for service in SERVICES:
         os.environ.pop(f"DWSIM_{service.upper()}_DATABASE_URL", None)
     err = Console(stderr=True)
+    path = results_path()
+    err.print(f"figures go to {path}, written after every fault")
     try:
         results = run_chaos(
             Settings(),
             tuple(fault) or FAULT_NAMES,
             ChaosSizes(invoices, lines, fault_s, deadline_s),
             err,
+            path,
         )
     except (InfraError, ServiceStartFailed) as exc:
         raise _fail(f"chaos failed: {exc}") from exc
-    path = save(results)
     if as_json:
         typer.echo(json.dumps(results, default=str))
     else:
