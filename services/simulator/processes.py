@@ -121,18 +121,25 @@ def console_login_link(settings: Settings) -> str | None:
     return str(link) if link else None
 
 
-def service_url(settings: Settings, name: str) -> str:
-    """API address of a running service: of its first live instance when `name` is a
-    service, of that instance when it names one (`bridge-2`); raises when none runs."""
+def serving_instance(settings: Settings, name: str) -> ServiceStatus:
+    """The instance that answers for `name`: a service's first live instance, or the named
+    instance (`bridge-2`); raises when none runs."""
     service, n = split_instance(name)
     if n == 1 and service in SERVICES:
         live = live_instances(settings, service)
-        if live and live[0].url:
-            return live[0].url
+        if live:
+            return live[0]
     status = service_status(settings, name)
     if not status.running or status.url is None:
         raise ServiceStartFailed(f"{name} is not running: start it with `dwsim up`")
-    return status.url
+    return status
+
+
+def service_url(settings: Settings, name: str) -> str:
+    """API address of a running service (see `serving_instance`); raises when none runs."""
+    url = serving_instance(settings, name).url
+    assert url is not None  # a running instance has recorded its address
+    return url
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
