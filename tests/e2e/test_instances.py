@@ -3,7 +3,8 @@
 `dwsim up --instances bridge=2,finance=2,dataverse=2` starts them; the demo's flow runs on a
 few invoices while one instance of each service is SIGKILLed twice, with work in flight: first
 the instances that started first (the outbox relays' leaders, the instances the clients talk
-to), which are then started again, later the second ones. The reconciliation compares the
+to), so that the second ones carry the flow alone; later, the first ones started again, the
+second ones. The reconciliation compares the
 sources of truth by id, so an event lost or applied twice shows as a difference; the counts of
 each database are checked against Dataverse besides. Each instance's /health says what its
 consumer applied: both instances of each service must have applied events.
@@ -70,10 +71,15 @@ async def _flow(settings: Settings) -> Counter[str]:
             await run.setup()
             await run.approve_entries()
             # The actuals are on their way: Dataverse's relay, the bridge, Finance's consumer.
-            await _kill_and_restart(settings, watcher, 1)
+            # The first instances go: the relays' leaders, and the instances the clients talk
+            # to, so the flow goes on through the second ones alone.
+            await _kill(settings, watcher, 1)
             await run.sync_and_post_journals()
             await run.invoice(limit=3)
             # Three invoices confirmed a moment ago: their headers and billed sales in flight.
+            # The first instances come back and the second ones go: the flow moves back.
+            for service in SERVICES:
+                faults.start(settings, instance_name(service, 1))
             await _kill(settings, watcher, 2)
             await run.invoice()
             await run.import_proposal_lines()
@@ -88,13 +94,6 @@ async def _flow(settings: Settings) -> Counter[str]:
         await asyncio.gather(watching, return_exceptions=True)
         await services.close()
     return watcher.applied()
-
-
-async def _kill_and_restart(settings: Settings, watcher: _ConsumerWatch, n: int) -> None:
-    """SIGKILL the `n`th instance of every service, then start each again."""
-    await _kill(settings, watcher, n)
-    for service in SERVICES:
-        faults.start(settings, instance_name(service, n))
 
 
 async def _kill(settings: Settings, watcher: _ConsumerWatch, n: int) -> None:
