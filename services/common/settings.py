@@ -77,6 +77,27 @@ def _token_field(role: str) -> Any:
     )
 
 
+def parse_instances(text: str) -> dict[str, int]:
+    """`bridge=2,finance=2` as {"bridge": 2, "finance": 2}; raises ValueError naming what is
+    wrong (an unknown service, a count below 1)."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        service, _, count = part.partition("=")
+        service = service.strip()
+        if service not in SERVICES:
+            raise ValueError(
+                f"DWSIM_INSTANCES: {service!r} is no service (one of {', '.join(SERVICES)})"
+            )
+        try:
+            n = int(count)
+        except ValueError:
+            raise ValueError(f"DWSIM_INSTANCES: {part!r} is not <service>=<count>") from None
+        if n < 1:
+            raise ValueError(f"DWSIM_INSTANCES: {service} needs at least one instance, not {n}")
+        counts[service] = n
+    return counts
+
+
 class Settings(BaseSettings):
     """Every setting with its default; each can be set as `DWSIM_<NAME>`."""
 
@@ -208,6 +229,13 @@ class Settings(BaseSettings):
     dataverse_port: int = Field(default=0, ge=0, description="Dataverse API port; 0 = free one.")
     finance_port: int = Field(default=0, ge=0, description="Finance API port; 0 = free one.")
     bridge_port: int = Field(default=0, ge=0, description="Bridge admin API port; 0 = free one.")
+    instances: str = Field(
+        default="",
+        description="How many processes of each service `dwsim up` runs against the same "
+        "database and topics, as `bridge=2,finance=2,dataverse=2`; a service left out runs "
+        "one. The first keeps the service's own port and log; the others take a free port and "
+        "log to `<service>-<n>.log`.",
+    )
     # The console acts for whoever logs in, the administrator included: local by default.
     console_host: str = Field(
         default="127.0.0.1",
@@ -310,6 +338,10 @@ class Settings(BaseSettings):
         default=None, description="The bridge's own database URL; unset means derived."
     )
 
+    def instance_counts(self) -> dict[str, int]:
+        """Processes of each service `dwsim up` runs (`instances`), every service named."""
+        return {service: 1 for service in SERVICES} | parse_instances(self.instances)
+
     @model_validator(mode="after")
     def _check_security_and_retention(self) -> Settings:
         """Refuse at the start, naming the setting, what no client could connect with or what
@@ -321,6 +353,7 @@ class Settings(BaseSettings):
                 f"DWSIM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "DWSIM_KAFKA_SASL_USERNAME and DWSIM_KAFKA_SASL_PASSWORD"
             )
+        parse_instances(self.instances)  # a typo is named at the start, not at `dwsim up`
         if self.inbox_retention_s < self.retention_s:
             raise ValueError(
                 "DWSIM_INBOX_RETENTION_S must be at least DWSIM_RETENTION_S: an outbox row can "

@@ -529,10 +529,10 @@ async def bridge_worker_killed(ctx: ChaosContext) -> None:
     try:
         ctx.say(f"second bridge worker started (pid {worker.pid})")
         await ctx.confirmed_at_least(0.5)
-        faults.kill_bridge_worker(worker)
+        faults.kill_bridge_worker(ctx.settings, worker)
         ctx.say("second bridge worker SIGKILLed")
     finally:
-        faults.stop_bridge_worker(worker)
+        faults.stop_bridge_worker(ctx.settings, worker)
 
 
 async def slow_postgres(ctx: ChaosContext) -> None:

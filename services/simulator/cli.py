@@ -21,11 +21,20 @@ from services.simulator.processes import (
     CONSOLE,
     ServiceStartFailed,
     console_login_link,
+    live_instances,
     service_status,
     stop_all,
 )
 from services.simulator.report import print_figures, print_report
-from services.simulator.stack import bring_up, forget, recall, remember, running_stack, take_down
+from services.simulator.stack import (
+    bring_up,
+    forget,
+    known_instances,
+    recall,
+    remember,
+    running_stack,
+    take_down,
+)
 
 app = typer.Typer(
     help=(
@@ -93,10 +102,20 @@ def main(
 
 
 @app.command()
-def up() -> None:
+def up(
+    instances: str | None = typer.Option(
+        None,
+        "--instances",
+        help="Processes of each service against the same database and topics, as "
+        "`bridge=2,finance=2,dataverse=2` (default: DWSIM_INSTANCES, else one each).",
+    ),
+) -> None:
     """Start the broker, PostgreSQL and the three services; print where their APIs are (and
     the roles' bearer tokens, the first time they are generated for this home)."""
-    settings = Settings()
+    try:
+        settings = Settings() if instances is None else Settings(instances=instances)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
     # Shown before the start, which may fail: the tokens are kept either way, and shown once.
     for line in tokens.describe_new_tokens(settings, tokens.ensure_tokens(settings)):
         console.print(line, soft_wrap=True, highlight=False)
@@ -143,11 +162,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         "services": {},
         "maps": [],
     }
-    for name in (*SERVICES, CONSOLE):
+    for name in (*known_instances(settings), CONSOLE):
         s = service_status(settings, name)
         data["services"][name] = {"running": s.running, "url": s.url, "pid": s.pid}
     data["console_login"] = console_login_link(settings)
-    if service_status(settings, "bridge").running:
+    if live_instances(settings, "bridge"):
         data["maps"] = _run(settings, _maps_with_counts)
     # What `dwsim up` starts is expected to run, as `python -m infra status` expects the broker
     # and PostgreSQL: a script can trust the exit code.

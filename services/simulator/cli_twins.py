@@ -15,7 +15,7 @@ from rich.table import Table
 
 from services.common.settings import SERVICES, Settings
 from services.simulator.clients import Services
-from services.simulator.processes import CONSOLE, log_path
+from services.simulator.processes import CONSOLE, log_path, split_instance
 
 Run = Callable[[Settings, Any], Any]
 Fail = Callable[..., typer.Exit]
@@ -165,12 +165,14 @@ def register(app: typer.Typer, run: Run, fail: Fail, console: Console) -> None:
 
     @app.command()
     def logs(
-        service: str = typer.Argument(..., help=f"One of: {', '.join(LOGGED)}"),
+        service: str = typer.Argument(
+            ..., help=f"One of: {', '.join(LOGGED)}; `<service>-<n>` for another instance."
+        ),
         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
         lines: int = typer.Option(50, "--lines", "-n", min=0, help="Last lines to show first."),
     ) -> None:
-        """The log of a process `dwsim up` started."""
-        if service not in LOGGED:
+        """The log of a process `dwsim up` started (`bridge-2`: a service's second instance)."""
+        if split_instance(service)[0] not in LOGGED:
             raise fail(f"no service {service!r}; one of: {', '.join(LOGGED)}")
         path = log_path(Settings(), service)
         if not path.exists():

@@ -6,8 +6,9 @@ from typing import Any
 
 import httpx
 
+from infra.processes import pid_alive
 from services.common.settings import Settings
-from services.simulator.processes import service_url
+from services.simulator.processes import serving_instance
 
 Json = Any
 
@@ -84,12 +85,21 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._clients: dict[str, ApiClient] = {}
+        # The process each client talks to: with several instances of a service, a client
+        # whose instance is gone is replaced by one of the first live instance.
+        self._pids: dict[str, int | None] = {}
+        self._retired: list[ApiClient] = []
 
     def _client(self, name: str, role: str) -> ApiClient:
+        pid = self._pids.get(name)
+        if name in self._clients and pid is not None and not pid_alive(pid):
+            self._retired.append(self._clients.pop(name))
         if name not in self._clients:
             # The address first: a service that is not running is the error to name.
-            url = service_url(self.settings, name)
-            self._clients[name] = ApiClient(name, url, self.settings.role_token(role))
+            instance = serving_instance(self.settings, name)
+            assert instance.url is not None  # a running instance has recorded its address
+            self._clients[name] = ApiClient(name, instance.url, self.settings.role_token(role))
+            self._pids[name] = instance.pid
         return self._clients[name]
 
     @property
@@ -114,5 +124,5 @@ class Services:
 
     async def close(self) -> None:
         """Close every client made."""
-        for client in self._clients.values():
+        for client in (*self._clients.values(), *self._retired):
             await client.close()

@@ -13,9 +13,7 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -33,14 +31,19 @@ from infra.topics import provision_async
 from schemas.topics import Topic, topic_name
 from services.common.errors import DwsimError
 from services.common.kafka import make_producer
-from services.common.ports import free_port
-from services.common.settings import BROKER_STATE, POSTGRES_STATE, PROJECT_ROOT, ROLES, Settings
-from services.simulator.clients import Services
+from services.common.settings import BROKER_STATE, POSTGRES_STATE, SERVICES, Settings
+from services.simulator.clients import ApiClient, Services
 from services.simulator.deadlines import until
 from services.simulator.processes import (
     ServiceStatus,
+    forget_instance,
+    instance_home,
+    instance_name,
+    instances_of,
+    launch_instance,
+    live_instances,
     service_status,
-    settings_environment,
+    split_instance,
     start_service,
     stop_service,
 )
@@ -121,13 +124,22 @@ async def restart_broker_empty(settings: Settings) -> None:
 async def rewind_consumers(services: Services) -> dict[str, list[str]]:
     """Have each service read its partitions again from their beginning (after the broker lost
     its log, before `replay_outboxes`: consumers mid-stream still hold positions of the old
-    log); returns the partitions each rewound."""
+    log); returns the partitions each rewound, by instance.
+
+    An instance rewinds only the partitions assigned to it, so every live instance of every
+    service is asked, not just the first.
+    """
+    settings = services.settings
     rewound: dict[str, list[str]] = {}
-    for client in (services.dataverse, services.finance, services.bridge):
-        answer = await client.call(
-            "POST", "/consumer/rewind", token=services.settings.token_administrator
-        )
-        rewound[client.service] = list(answer["rewound"])
+    for service in SERVICES:
+        for instance in live_instances(settings, service):
+            assert instance.url is not None  # live_instances keeps only those with an address
+            client = ApiClient(instance.name, instance.url, settings.token_administrator)
+            try:
+                answer = await client.call("POST", "/consumer/rewind")
+            finally:
+                await client.close()
+            rewound[instance.name] = list(answer["rewound"])
     return rewound
 
 
@@ -379,46 +391,35 @@ class BridgeWorker:
 
 
 def start_bridge_worker(settings: Settings) -> BridgeWorker:
-    """Start one more bridge worker on the stack's broker and bridge database; it joins the
+    """Start one more bridge worker on the stack's broker and bridge database, as the
+    bridge's next instance (`bridge-<n>`, see `processes.launch_instance`); it joins the
     bridge's consumer group (a rebalance gives it a share of the partitions)."""
-    home = settings.home / "bridge-workers" / uuid.uuid4().hex[:8]
-    home.mkdir(parents=True)
-    port = free_port(settings.api_host)
-    env = {
-        **os.environ,
-        **settings_environment(settings),
-        "DWSIM_HOME": str(home),
-        "DWSIM_KAFKA_BOOTSTRAP": settings.bootstrap_servers(),
-        "DWSIM_BRIDGE_DATABASE_URL": settings.service_database_url("bridge"),
-        "DWSIM_BRIDGE_PORT": str(port),
-        **{f"DWSIM_TOKEN_{role.upper()}": settings.role_token(role) for role in ROLES},
-    }
-    with (home / "bridge.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.bridge"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return BridgeWorker(process, f"http://{settings.api_host}:{port}", home)
+    taken = [split_instance(name)[1] for name in instances_of(settings, "bridge")]
+    name = instance_name("bridge", max(taken) + 1)
+    process = launch_instance(settings, name)
+    # The port `launch_instance` chose (asking `remembered_port` again would pick another one
+    # once the worker listens on it).
+    port = (read_state(settings.home / "ports.json") or {})[name]
+    return BridgeWorker(
+        process, f"http://{settings.api_host}:{port}", instance_home(settings, name)
+    )
 
 
-def kill_bridge_worker(worker: BridgeWorker) -> None:
+def kill_bridge_worker(settings: Settings, worker: BridgeWorker) -> None:
     """SIGKILL a bridge worker started by `start_bridge_worker` (its partitions go to the
     others once the group notices, after its session timeout)."""
     if worker.alive():
         os.kill(worker.pid, signal.SIGKILL)
     worker.process.wait(timeout=10)
+    forget_instance(settings, worker.home.name)
 
 
-def stop_bridge_worker(worker: BridgeWorker) -> None:
+def stop_bridge_worker(settings: Settings, worker: BridgeWorker) -> None:
     """Stop a bridge worker started by `start_bridge_worker` (SIGTERM, then SIGKILL)."""
     if worker.alive():
         stop_process(worker.pid, deadline_s=15)
     worker.process.wait(timeout=10)
+    forget_instance(settings, worker.home.name)
 
 
 # --- poison, duplicates and reordering -----------------------------------------------------------

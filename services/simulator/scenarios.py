@@ -27,6 +27,7 @@ from services.finance.domain import NOT_POSTED_YET, ONE_WAY_MESSAGE
 from services.simulator import faults
 from services.simulator.clients import ApiError
 from services.simulator.deadlines import DeadlinePassed, until
+from services.simulator.processes import split_instance
 from services.simulator.reconcile import POSTED
 from services.simulator.scenario import (
     Scenario,
@@ -609,7 +610,11 @@ async def _broker_empty_recovery(ctx: ScenarioContext) -> None:
     since = ctx.state["since"]
     # Consumers mid-stream still hold positions of the old log; events published again on the
     # new one could land below them and be skipped. The operator rewinds them first.
-    for service, partitions in (await faults.rewind_consumers(ctx.services)).items():
+    # Each instance rewinds its own share of the partitions: a service's share is their sum.
+    by_service: dict[str, list[str]] = {}
+    for instance, partitions in (await faults.rewind_consumers(ctx.services)).items():
+        by_service.setdefault(split_instance(instance)[0], []).extend(partitions)
+    for service, partitions in by_service.items():
         ctx.check(
             f"{service}'s consumer reads the new log from its beginning",
             bool(partitions),

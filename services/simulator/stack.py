@@ -12,7 +12,10 @@ from services.common.settings import SERVICES, Settings
 from services.simulator.processes import (
     CONSOLE,
     ServiceStatus,
+    instance_name,
+    instances_of,
     service_status,
+    split_instance,
     start_service,
     stop_all,
 )
@@ -27,9 +30,20 @@ class Started:
     services: tuple[str, ...]
 
 
+def instance_names(settings: Settings) -> tuple[str, ...]:
+    """Every service instance the settings ask for (`instances`), first instances first: the
+    extra ones start once each service's first has migrated its database."""
+    counts = settings.instance_counts()
+    extra = tuple(
+        instance_name(service, n) for service in SERVICES for n in range(2, counts[service] + 1)
+    )
+    return (*SERVICES, *extra)
+
+
 def bring_up(settings: Settings, console: bool = False) -> tuple[Started, list[ServiceStatus]]:
-    """Start what is not running: broker, PostgreSQL, topics, then each service (and the web
-    console when `console`); the home's bearer tokens are generated first if it has none.
+    """Start what is not running: broker, PostgreSQL, topics, then each service, as many
+    instances of each as `settings.instances` asks (and the web console when `console`); the
+    home's bearer tokens are generated first if it has none.
 
     If one of them fails to start, what this call started is stopped again before the error
     goes on: a PostgreSQL that cannot be reached left the broker running behind a failed
@@ -37,7 +51,7 @@ def bring_up(settings: Settings, console: bool = False) -> tuple[Started, list[S
     """
     broker_started = not settings.kafka_bootstrap and not broker.status(settings).running
     pg_started = not settings.database_url and not postgres.status(settings).running
-    names = (*SERVICES, CONSOLE) if console else SERVICES
+    names = (*instance_names(settings), CONSOLE) if console else instance_names(settings)
     new = tuple(name for name in names if not service_status(settings, name).running)
     started = Started(broker_started, pg_started, new)
     try:
@@ -79,6 +93,22 @@ def recall(settings: Settings) -> Started:
 def forget(settings: Settings) -> None:
     """After `dwsim down`: nothing of ours is running any more."""
     (settings.home / STARTED_FILE).unlink(missing_ok=True)
+
+
+def known_instances(settings: Settings) -> tuple[str, ...]:
+    """Every service instance this home knows, by service then number: those the settings
+    ask for, those `dwsim up` recorded starting, and extra ones that left a state file."""
+    names = {
+        *instance_names(settings),
+        *(name for name in recall(settings).services if name != CONSOLE),
+        *(name for service in SERVICES for name in instances_of(settings, service)),
+    }
+    return tuple(
+        sorted(
+            names,
+            key=lambda name: (SERVICES.index(split_instance(name)[0]), split_instance(name)[1]),
+        )
+    )
 
 
 def take_down(settings: Settings, started: Started) -> None:
