@@ -98,6 +98,8 @@ class FaultFigures:
     http_errors_during_fault: dict[str, int] = field(default_factory=dict)
     http_errors_total: int = 0
     max_consumer_lag: int | None = None
+    # Maps an alert rule paused during the run and the load's administrator resumed.
+    alert_pauses_resumed: list[str] = field(default_factory=list)
     fault_log: list[str] = field(default_factory=list)
     error: str | None = None
     checker: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +138,10 @@ class Load:
         self.fault_errors: Counter[str] = Counter()
         self.in_fault = False
         self.confirming_done = asyncio.Event()
+        # Set by a fault that holds the maps paused on purpose: the administrator leaves them.
+        self.maps_held = False
+        # Maps an alert rule paused and the administrator resumed (map slug each time).
+        self.alert_pauses_resumed: list[str] = []
 
     async def attempt(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """One request; a failure is counted (during the fault apart) and returns None."""
@@ -304,10 +310,31 @@ class Load:
             await asyncio.sleep(0.5)
         raise DeadlinePassed(f"invoice {invoice_id} could not be confirmed")
 
+    async def administrator_round(self) -> None:
+        """Resume a map an alert rule paused, as the administrator does once the alert is
+        seen: under this load a slow side can be taken for a down one (ten receipt time-outs
+        in 15 minutes pause the map), and a paused map holds its records until someone
+        resumes it. Each resume is counted in the figures, and told."""
+        if self.maps_held:
+            return
+        maps = await self.attempt("bridge maps", lambda: self.s.bridge.get("/maps"))
+        for table_map in maps or []:
+            if table_map["state"] != "paused":
+                continue
+            slug = table_map["slug"]
+            if await self.attempt(
+                "bridge resume",
+                lambda slug=slug: self.s.bridge.post(f"/maps/{slug}/resume"),  # type: ignore[misc]
+            ):
+                self.alert_pauses_resumed.append(slug)
+                self.progress(f"map {slug} paused by an alert rule; the administrator resumed it")
+
     async def clerk(self, stop: asyncio.Event) -> None:
-        """Until stopped: import and post journals, then post every proposal whose lines are
-        in (the accountant and the receivables clerk at work)."""
+        """Until stopped: resume a map an alert paused, import and post journals, then post
+        every proposal whose lines are in (the administrator, the accountant and the
+        receivables clerk at work)."""
         while not stop.is_set():
+            await self.administrator_round()
             await self.accountant_round()
             ready = await self.attempt(
                 "finance proposals",
@@ -488,12 +515,14 @@ async def postgres_crashed(ctx: ChaosContext) -> None:
 
 async def map_paused(ctx: ChaosContext) -> None:
     """Both table maps paused for the whole load, resumed once every invoice is confirmed."""
+    ctx.load.maps_held = True
     for table_map in faults.MAPS:
         await faults.pause_map(ctx.services, table_map)
     ctx.say("maps paused")
     await ctx.load.confirming_done.wait()
     for table_map in faults.MAPS:
         await faults.resume_map(ctx.services, table_map, deadline_s=ctx.sizes.deadline_s)
+    ctx.load.maps_held = False
     ctx.say("maps resumed and caught up")
 
 
@@ -714,6 +743,7 @@ def _fill(
     figures.http_errors_during_fault = dict(load.fault_errors)
     figures.http_errors_total = sum(load.errors.values())
     figures.max_consumer_lag = lag.max_lag
+    figures.alert_pauses_resumed = list(load.alert_pauses_resumed)
     figures.fault_log = list(ctx.log)
     figures.checker = report.to_json()
     # A run of thousands of findings would make the JSON unreadable: the first 200 are kept.
@@ -772,6 +802,8 @@ def _one_line(f: FaultFigures) -> str:
         f"{f.lost} lost, {f.duplicated} duplicated, {f.reordered} reordered, "
         f"{f.mismatched} mismatched; agreement {healed} after healing"
     )
+    if f.alert_pauses_resumed:
+        line += f"; maps paused by an alert and resumed: {', '.join(f.alert_pauses_resumed)}"
     return line if f.error is None else f"{line}; {f.error}"
 
 
