@@ -23,6 +23,7 @@ from schemas.topics import Topic, topic_name
 from schemas.vocabulary import TransactionType
 from services.bridge import filtered_repository as filtered_repo
 from services.bridge import queries
+from services.bridge.domain import MapAction
 from services.bridge.handlers import BridgeProcessor, seed
 from services.bridge.table_maps import ACTUALS_MAP_NAME
 from services.common.db import create_pool, migrate_service
@@ -270,6 +271,39 @@ async def test_a_filtered_row_leaves_no_record_and_is_counted_once_whatever_the_
     assert [(c["map_name"], c["invoice_id"], c["source_rows"]) for c in listed] == [
         (ACTUALS_MAP_NAME, str(invoice_id), 2)
     ]
+
+
+async def test_held_records_superseded_by_an_initial_sync_keep_their_rows_and_are_counted(
+    settings: Settings, processor: BridgeProcessor
+) -> None:
+    """Proves that records held while the map was stopped, once an initial sync supersedes
+    them, keep their rows (filtered, with the run named in the reason) and are counted with
+    the filtered source rows once, beside the skip-sync reversal counted on arrival; the
+    summary reads the counts alone."""
+    messages = Messages(settings)
+    invoice_id = uuid4()
+    billed = actual_created(invoice_id=invoice_id)
+    reversal = actual_created(
+        invoice_id=invoice_id, transaction_type=TransactionType.UNBILLED_SALES, skip_sync=True
+    )
+    await processor.commands.change_state("actuals", MapAction.STOP)
+    assert kinds(await processor.process_batch([messages.actual(billed, reversal)])) == ["applied"]
+    [held] = await records(processor.pool)
+    assert held["status"] == "not_synced"
+
+    run = await processor.commands.start_initial_sync("actuals")
+
+    [superseded] = await records(processor.pool)
+    assert superseded["record_id"] == held["record_id"]
+    assert superseded["status"] == "filtered"
+    assert str(run.run_id) in superseded["reason"]
+    assert await filtered_counts(processor.pool, invoice_id) == [
+        ("actuals to staging", "skip sync", 1),
+        ("actuals to staging", superseded["reason"], 1),
+    ]
+    async with processor.pool.acquire() as conn:
+        summary = (await queries.stats(conn))[ACTUALS_MAP_NAME]
+    assert summary["filtered"] == 2
 
 
 def receipt_for(
