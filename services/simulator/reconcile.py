@@ -462,8 +462,9 @@ class _Reconciliation:
             Comparison(
                 SKIP_SYNC,
                 self.counts[SKIP_SYNC],
-                f"checked absent from staging (the bridge counted {skip_sync_counted} source "
-                "rows filtered by skip sync; a row an initial sync carried again counts again)",
+                # A row an initial sync carried again is counted again: no verdict on it.
+                f"checked absent from staging (the bridge counted {skip_sync_counted} rows "
+                "filtered by skip sync)",
             ),
             Comparison(STAGING, self.counts[STAGING], "checked to have a Dataverse actual"),
         ]

@@ -278,7 +278,7 @@ def test_a_lost_actual_of_an_invoice_with_filtered_rows_is_explained_by_the_coun
         "unbilled_sales actual u1: no bridge record; of its invoice the bridge counted "
         f"2 source row(s) filtered by map '{ACTUALS_MAP}' — skip sync"
     )
-    assert "the bridge counted 2 source rows filtered by skip sync" in report.summary()
+    assert "the bridge counted 2 rows filtered by skip sync" in report.summary()
 
 
 def test_a_staged_row_whose_amount_differs_from_its_actual_is_found() -> None:
