@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from services.bridge import filtered_repository as filtered_repo
 from services.bridge import queries
 from services.bridge import repository as repo
 from services.bridge.alert_rules import edit_alert_rule
@@ -205,7 +206,7 @@ class ErrorOut(BaseModel):
 
 
 class RetryOut(BaseModel):
-    """What a retried record became; `reason` only when it failed or is held."""
+    """What a retried record became; `reason` only when it failed, is held or filtered."""
 
     error_id: int
     record_id: str
@@ -245,6 +246,19 @@ class RecordOut(BaseModel):
     updated_at: Timestamp
     last_sent_at: Timestamp | None
     synced_at: Timestamp | None
+
+
+class FilteredOut(BaseModel):
+    """Source rows a map's leg filtered out, of one invoice, for one reason: counted, not
+    stored as records (as Microsoft's dual-write keeps no row for them)."""
+
+    map_name: str
+    leg_name: str
+    invoice_id: str | None
+    reason: str
+    source_rows: int
+    first_at: Timestamp
+    last_at: Timestamp
 
 
 async def _known_query(request: Request) -> None:
@@ -297,6 +311,7 @@ def build_app() -> FastAPI:
     app.include_router(_maps_router())
     app.include_router(_errors_router())
     app.include_router(_records_router())
+    app.include_router(_filtered_router())
     return app
 
 
@@ -517,7 +532,11 @@ def _records_router() -> APIRouter:
     async def list_records(
         invoice_id: str | None = None,
         status: str | None = Query(
-            None, pattern="^(pending|synced|failed|queued|filtered|not_synced)$"
+            None,
+            pattern="^(pending|synced|failed|queued|filtered|not_synced)$",
+            description="filtered: stored records left out later (superseded by an initial "
+            "sync, or re-mapped into the filter); rows filtered on arrival leave no record "
+            "and are counted at /filtered",
         ),
         map: str | None = None,
         limit: int = Query(1000, ge=1, le=100_000),
@@ -532,5 +551,29 @@ def _records_router() -> APIRouter:
     @router.get("/{record_id}", summary="One record: status, reason, attempts, payloads")
     async def get_record(record_id: UUID, conn: DbConnection = CONN) -> RecordOut:
         return RecordOut.model_validate(await queries.record_row(conn, record_id))
+
+    return router
+
+
+def _filtered_router() -> APIRouter:
+    router = APIRouter(prefix="/filtered", tags=["records"], dependencies=[ADMIN])
+
+    @router.get(
+        "",
+        summary="Filtered source rows, counted per map, leg, invoice and reason, oldest first",
+        responses=error_responses(404),
+        dependencies=KNOWN_QUERY,
+    )
+    async def list_filtered(
+        invoice_id: str | None = None,
+        map: str | None = None,
+        limit: int = Query(1000, ge=1, le=100_000),
+        conn: DbConnection = CONN,
+    ) -> list[FilteredOut]:
+        name = None if map is None else (await repo.get_map(conn, map)).name
+        rows = await filtered_repo.list_counts(
+            conn, map_name=name, invoice_id=invoice_id, limit=limit
+        )
+        return [FilteredOut.model_validate(r) for r in rows]
 
     return router

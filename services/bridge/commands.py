@@ -21,6 +21,7 @@ import asyncpg
 from schemas.initial_sync import InitialSyncRequested, SnapshotTable
 from schemas.topics import Topic, topic_name
 from services.bridge import error_repository as errors_repo
+from services.bridge import filtered_repository as filtered_repo
 from services.bridge import initial_sync_repository as sync_repo
 from services.bridge import repository as repo
 from services.bridge.domain import (
@@ -40,7 +41,7 @@ from services.bridge.intake import Intake
 from services.bridge.mapping import (
     TableMap,
 )
-from services.bridge.records import remap, time_out_reason
+from services.bridge.records import BridgeRecord, count_filtered, remap, time_out_reason
 from services.bridge.table_maps import ACTUALS_MAP_NAME, PROPOSAL_MAP_NAME, TABLE_MAPS
 from services.common import outbox
 from services.common.db import DbConnection
@@ -136,8 +137,7 @@ class BridgeCommands:
                 await _administrator_moves(conn, row, MapAction.RUN, "initial sync")
                 held = await repo.held_records(conn, row.name)
                 reason = HELD_SUPERSEDED.format(run_id=run_id)
-                for record in held:
-                    await repo.save_status(conn, record.becomes(RecordStatus.filtered(reason)))
+                await _filter_stored(conn, [r.becomes(RecordStatus.filtered(reason)) for r in held])
                 await sync_repo.set_held_superseded(conn, run_id, len(held))
             request = InitialSyncRequested(
                 snapshot_id=run_id,
@@ -307,9 +307,10 @@ class BridgeCommands:
             "record_id": str(record.record_id),
             "record_key": record.record_key,
         }
-        if record.status is SyncStatus.SYNCED:
+        if record.status in (SyncStatus.SYNCED, SyncStatus.FILTERED):
+            # Nothing to send: applied, or left out (and counted) already.
             await errors_repo.resolve_errors_of(conn, record.record_id)
-            return {**result, "status": SyncStatus.SYNCED.value}
+            return {**result, "status": record.status.value}
         if record.status is SyncStatus.QUEUED:
             # Retried once already while its map is paused: it waits in the map's queue, and
             # the queue holds a record once; resuming the map sends it.
@@ -338,7 +339,7 @@ class BridgeCommands:
             after = record.fails(error.reason)
             await self.intake.errors.fail(conn, after, ErrorType.PLATFORM_LIMIT)
         elif remapped.status is SyncStatus.FILTERED:
-            await repo.save_status(conn, remapped)
+            await _filter_stored(conn, [remapped])
             after = remapped
         elif remapped.status is SyncStatus.FAILED:
             await self.intake.errors.fail(conn, remapped, ErrorType.MAPPING)
@@ -348,9 +349,29 @@ class BridgeCommands:
                 conn, record.map_name, map_row.state, [remapped], new=False
             )
         result["status"] = after.status.value
-        if after.status in (SyncStatus.FAILED, SyncStatus.NOT_SYNCED):
+        if after.status in (SyncStatus.FAILED, SyncStatus.NOT_SYNCED, SyncStatus.FILTERED):
             result["reason"] = after.reason
         return result
+
+
+async def _filter_stored(conn: DbConnection, records: list[BridgeRecord]) -> None:
+    """Stored records that became filtered (their map's filter leaves them out now, or an
+    initial sync's snapshot supersedes them): each keeps its row, now filtered with its
+    reason, is counted with the filtered source rows, and its open errors are resolved.
+
+    Why keep the row, when a row filtered at intake leaves none: a stored record has a past
+    that people and tools point at (error-queue entries by foreign key, activity-log lines,
+    an initial sync's links, a receipt still on its way); deleting it would cut those. It is
+    counted as well, so every filtered figure (`/stats`, `/filtered`, metrics) reads the
+    counts alone. Once: a filtered record is never re-mapped again (a retry of its errors
+    finds it filtered, see `_retry_record`), and the map's lock is held.
+    """
+    if not records:
+        return
+    for record in records:
+        await repo.save_status(conn, record)
+    await filtered_repo.add_counts(conn, count_filtered(records))
+    await errors_repo.resolve_errors_of_many(conn, [r.record_id for r in records])
 
 
 async def _administrator_moves(conn: DbConnection, row: Any, action: MapAction, why: str) -> Any:

@@ -41,18 +41,26 @@ async def run_exists(conn: DbConnection, run_id: UUID, map_name: str) -> bool:
 
 
 async def note_rows(
-    conn: DbConnection, run_id: UUID, expected: int, received: int, already_synced: int
+    conn: DbConnection,
+    run_id: UUID,
+    expected: int,
+    received: int,
+    already_synced: int,
+    filtered: int = 0,
 ) -> None:
-    """Snapshot rows arrived: the snapshot's size, and what arrived and was there already."""
+    """Snapshot rows arrived: the snapshot's size, and what arrived, was there already and
+    was filtered out (a filtered row leaves no record, so the run counts it here)."""
     await conn.execute(
         "UPDATE bridge_initial_sync SET rows_expected = $2, "
         "rows_received = rows_received + $3, rows_already_synced = rows_already_synced + $4, "
+        "rows_filtered = rows_filtered + $5, "
         "status = CASE WHEN status = 'requested' THEN 'running' ELSE status END "
         "WHERE run_id = $1",
         run_id,
         expected,
         received,
         already_synced,
+        filtered,
     )
 
 
@@ -92,7 +100,6 @@ _RUNS = (
     "count(r.record_id) FILTER (WHERE r.attempts > 0) AS sent, "
     "count(r.record_id) FILTER (WHERE r.status = 'synced') AS synced, "
     "count(r.record_id) FILTER (WHERE r.status = 'failed') AS failed, "
-    "count(r.record_id) FILTER (WHERE r.status = 'filtered') AS filtered, "
     "count(r.record_id) FILTER (WHERE r.status = ANY($2::text[])) AS in_flight "
     "FROM bridge_initial_sync s "
     "LEFT JOIN bridge_initial_sync_record l ON l.run_id = s.run_id "
@@ -117,7 +124,7 @@ def _run(row: Any) -> InitialSyncRun:
             sent=row["sent"],
             synced=row["synced"],
             failed=row["failed"],
-            filtered=row["filtered"],
+            filtered=row["rows_filtered"],
             in_flight=row["in_flight"],
         ),
     )

@@ -3,7 +3,8 @@
 - a source event of a table map is mapped leg by leg into bridge records (`records.py`), and
   each arrives at its map (`arrive_all`): forwarded (outbox, pending), queued (paused, resuming,
   initializing), held (map stopped), or failed past the queue's cap; a record that cannot be
-  mapped fails into the error queue, one the filter leaves out is kept as filtered;
+  mapped fails into the error queue, one the filter leaves out is counted (per map, leg,
+  invoice and reason), not stored, as Microsoft's dual-write keeps no row for it;
 - a receipt settles its record: synced, or failed with the target's reason into the error queue;
 - a proposal header change from Finance is refused as a one-way violation and logged.
 
@@ -24,6 +25,7 @@ from schemas.envelope import Envelope
 from schemas.receipts import SyncReceipt
 from schemas.topics import Topic
 from services.bridge import error_repository as errors_repo
+from services.bridge import filtered_repository as filtered_repo
 from services.bridge import initial_sync_repository as sync_repo
 from services.bridge import repository as repo
 from services.bridge import transaction_repository as tx_repo
@@ -50,6 +52,7 @@ from services.bridge.records import (
     BridgeRecord,
     QueueFigures,
     arrive,
+    count_filtered,
     on_receipt,
     queues,
     records_of_event,
@@ -119,7 +122,8 @@ class Intake:
         events: list[tuple[Envelope[Any], str | None]],
     ) -> None:
         """Map source events (with their message keys) into records, which arrive at their
-        map in order; filtered records are written together at the end, sending nothing.
+        map in order; filtered ones are counted together at the end (one statement), and
+        leave no record.
         Records of a source transaction past Microsoft's limits fail together when the limits
         apply (`_platform_limits`)."""
         pairs = legs_for_topic(TABLE_MAPS, base.value)
@@ -169,7 +173,9 @@ class Intake:
         for run_id, record_ids in snapshot_records.items():
             await sync_repo.link_records(conn, run_id, record_ids)
         if filtered:
-            await repo.insert_records(conn, filtered)
+            # Counted, not stored: once, as the inbox applies this batch once (see
+            # filtered_repository.add_counts).
+            await filtered_repo.add_counts(conn, count_filtered(filtered))
             for reason in sorted({r.reason or "" for r in filtered}):
                 these = [r for r in filtered if r.reason == reason]
                 log.info(
@@ -229,8 +235,14 @@ class Intake:
                 if r.status is not SyncStatus.PENDING or (r.leg_name, r.record_key) not in there
             ]
             kept[index] = (event_id, source, fresh)
-            linked.setdefault(run_id, []).extend(r.record_id for r in fresh)
-            await sync_repo.note_rows(conn, run_id, rows, len(records), len(records) - len(fresh))
+            # A filtered row leaves no record to link: the run counts it itself.
+            linked.setdefault(run_id, []).extend(
+                r.record_id for r in fresh if r.status is not SyncStatus.FILTERED
+            )
+            filtered = sum(1 for r in fresh if r.status is SyncStatus.FILTERED)
+            await sync_repo.note_rows(
+                conn, run_id, rows, len(records), len(records) - len(fresh), filtered
+            )
         return kept, linked
 
     # ----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The bridge's own series on /metrics: records by map and status, queue depth per map, and
-its faust worker's consumer lag (services/common/metrics.py has the shared ones)."""
+"""The bridge's own series on /metrics: records by map and status, queue depth per map,
+filtered source rows per map, and its faust worker's consumer lag (services/common/metrics.py
+has the shared ones)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import asyncpg
 from prometheus_client.core import Metric
 
+from services.bridge import filtered_repository as filtered_repo
 from services.bridge import repository as repo
 from services.bridge.domain import SyncStatus
 from services.bridge.table_maps import TABLE_MAPS
@@ -21,12 +23,14 @@ from services.common.metrics import MetricSource, counts_family
 def records_source(pool: asyncpg.Pool) -> MetricSource:
     """Records by map and status, and each map's paused-queue depth (its queued records),
     from the tally the database keeps with every change (migration 004): a few rows, not a
-    count over bridge_record."""
+    count over bridge_record; and the filtered source rows per map, from their totals (one row
+    per map, migration 008)."""
 
     async def collect() -> Iterable[Metric]:
         async with pool.acquire() as conn:
             tally = await repo.record_tally(conn)
-        return records_families(tally)
+            filtered = await filtered_repo.totals(conn)
+        return [*records_families(tally), filtered_family(filtered)]
 
     return collect
 
@@ -53,6 +57,18 @@ def records_families(tally: dict[tuple[str, str], int]) -> list[Metric]:
             queued.items(),
         ),
     ]
+
+
+def filtered_family(totals: dict[str, int]) -> Metric:
+    """Source rows each map's filter left out (counted, not stored as records); every map
+    appears, at 0 when it filtered nothing."""
+    maps = sorted({m.name for m in TABLE_MAPS} | set(totals))
+    return counts_family(
+        "dwsim_bridge_filtered_rows",
+        "Source rows a table map's filter left out (counted, not stored as records)",
+        ["map"],
+        [((m,), totals.get(m, 0)) for m in maps],
+    )
 
 
 async def faust_partition_lags(app: Any) -> list[PartitionLag]:

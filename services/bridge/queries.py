@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from services.bridge import filtered_repository as filtered_repo
 from services.bridge.domain import SyncStatus
 from services.bridge.repository import UnknownRecord, list_maps
 from services.common.db import DbConnection
@@ -49,7 +50,11 @@ async def list_records(
 async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
     """Per map: forwarded, filtered, one-way violations, records by status, and the source
     transactions past Microsoft's limits: failed by them (`platform_limits=microsoft`) or
-    synced and counted as ones that would fail in production (`none`)."""
+    synced and counted as ones that would fail in production (`none`).
+
+    `filtered` (and the `filtered` status with it) is the count of filtered source rows
+    (`filtered_repository`): a row filtered at intake leaves no record, and a stored record
+    that became filtered later is counted there too."""
     result: dict[str, dict[str, int]] = {}
     for m in await list_maps(conn):
         result[m.name] = {
@@ -73,8 +78,9 @@ async def stats(conn: DbConnection) -> dict[str, dict[str, int]]:
     ):
         key = TRANSACTIONS_FAILED if row["outcome"] == "fails" else TRANSACTIONS_WOULD_FAIL
         result[row["map_name"]][key] = row["n"]
+    filtered = await filtered_repo.totals(conn)
     for name, figures in result.items():
-        figures["filtered"] = figures[SyncStatus.FILTERED.value]
+        figures[SyncStatus.FILTERED.value] = filtered.get(name, 0)
         figures["one_way_violations"] = await conn.fetchval(
             "SELECT count(*) FROM bridge_activity WHERE map_name = $1 "
             "AND kind = 'one_way_violation'",

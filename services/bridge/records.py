@@ -218,6 +218,32 @@ def remap(record: BridgeRecord, table_map: TableMap) -> BridgeRecord:
     return replace(record, status=SyncStatus.PENDING, reason=None, payload=mapped.payload)
 
 
+@dataclass(frozen=True)
+class FilteredCount:
+    """Source rows a map's leg filtered out, of one invoice ('' for none), for one reason.
+
+    A filtered source row is counted, not stored as a record (docs/bridge.md, "Filtered
+    rows"), as Microsoft's dual-write keeps no row for it."""
+
+    map_name: str
+    leg_name: str
+    invoice_id: str
+    reason: str
+    source_rows: int
+
+
+def count_filtered(records: list[BridgeRecord]) -> list[FilteredCount]:
+    """The filtered records among `records`, counted per map, leg, invoice and reason, in key
+    order (the order the upsert takes the count rows' locks in)."""
+    counts: dict[tuple[str, str, str, str], int] = {}
+    for record in records:
+        if record.status is not SyncStatus.FILTERED:
+            continue
+        key = (record.map_name, record.leg_name, record.invoice_id or "", record.reason or "")
+        counts[key] = counts.get(key, 0) + 1
+    return [FilteredCount(*key, n) for key, n in sorted(counts.items())]
+
+
 # --------------------------------------------------------------------------------------------
 # Arrival: what a mapped record becomes at its map
 

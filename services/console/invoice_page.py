@@ -39,6 +39,8 @@ class InvoiceSides:
     customer_invoice: dict[str, Any] | None
     voucher: dict[str, Any] | None
     differences: list[Difference] = field(default_factory=list)
+    # Source rows the bridge's maps filtered out (skip sync): counted, not stored as records.
+    filtered: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def differing_actuals(self) -> dict[str, str]:
@@ -59,10 +61,11 @@ async def invoice_sides(services: Services, invoice_id: UUID) -> InvoiceSides:
     """Read the invoice from each side; ApiError 404 when Dataverse has no such invoice."""
     key = str(invoice_id)
     invoice = await services.dataverse.get(f"/invoices/{key}")
-    account, actuals, records, proposal, staging = await asyncio.gather(
+    account, actuals, records, filtered, proposal, staging = await asyncio.gather(
         _or_none(services.dataverse.get(f"/accounts/{invoice['customer_id']}")),
         services.dataverse.get("/actuals", invoice_id=key),
         services.bridge.get("/records", invoice_id=key),
+        services.bridge.get("/filtered", invoice_id=key),
         _or_none(services.finance.get(f"/proposals/{key}")),
         services.finance.get("/staging", invoice_id=key),
     )
@@ -87,6 +90,7 @@ async def invoice_sides(services: Services, invoice_id: UUID) -> InvoiceSides:
         customer_invoice=customer_invoice,
         voucher=voucher,
         differences=[d for d in report.differences if d.invoice_id == key],
+        filtered=filtered,
     )
 
 

@@ -14,6 +14,7 @@ from services.simulator.reconcile import (
     BridgeRecord,
     ConfirmedInvoice,
     CustomerInvoice,
+    FilteredRows,
     JournalLine,
     OverLimitTransaction,
     Proposal,
@@ -159,6 +160,24 @@ async def _over_limit_transactions(services: Services) -> tuple[OverLimitTransac
     )
 
 
+async def _filtered_view(services: Services) -> tuple[FilteredRows, ...]:
+    """The bridge's counts of filtered source rows (none when the bridge does not answer)."""
+    try:
+        rows = await services.bridge.get("/filtered", limit=100_000)
+    except ApiError:
+        return ()
+    return tuple(
+        FilteredRows(
+            map_name=str(r["map_name"]),
+            leg_name=str(r["leg_name"]),
+            invoice_id=str(r["invoice_id"]) if r.get("invoice_id") else None,
+            reason=str(r["reason"]),
+            source_rows=int(r["source_rows"]),
+        )
+        for r in rows
+    )
+
+
 async def _bridge_view(services: Services) -> tuple[tuple[BridgeRecord, ...], tuple[str, ...]]:
     """The bridge's records and its paused maps (none when the bridge does not answer)."""
     try:
@@ -212,6 +231,7 @@ async def fetch_snapshot(services: Services) -> Snapshot:
         bridge_records=records,
         paused_maps=paused,
         over_limit_transactions=await _over_limit_transactions(services),
+        filtered=await _filtered_view(services),
     )
 
 
@@ -266,6 +286,7 @@ async def fetch_snapshot_of(
         bridge_records=records,
         paused_maps=paused,
         over_limit_transactions=await _over_limit_transactions(services),
+        filtered=await _filtered_view(services),
     )
     mine = scoped(whole, [i.invoice_id for i in invoices], [a.actual_id for a in actuals])
     # Every staged row and journal line of the legal entity is the test's own: one that no

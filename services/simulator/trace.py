@@ -37,7 +37,8 @@ def resolve_invoice_id(known: list[str], given: str) -> str:
 
 
 async def collect_trace(services: Services, invoice_id: str) -> dict[str, Any]:
-    """What each side holds for the invoice, and the bridge's records of it."""
+    """What each side holds for the invoice, the bridge's records of it, and its source rows
+    the bridge's maps filtered out (counted per map and reason, not stored as records)."""
     return {
         "invoice_id": invoice_id,
         "dataverse": {
@@ -46,12 +47,20 @@ async def collect_trace(services: Services, invoice_id: str) -> dict[str, Any]:
         },
         "bridge": {
             "records": await _maybe(services.bridge.get("/records", invoice_id=invoice_id)),
+            "filtered": await _maybe(services.bridge.get("/filtered", invoice_id=invoice_id)),
         },
         "finance": {
             "proposal": await _maybe(services.finance.get(f"/proposals/{invoice_id}")),
             "staging": await _maybe(services.finance.get("/staging", invoice_id=invoice_id)),
         },
     }
+
+
+def filtered_line(count: dict[str, Any]) -> str:
+    """E.g. "2 source rows left out by leg 'staging': skip sync (not sent)"."""
+    n = count.get("source_rows", 0)
+    rows = "source row" if n == 1 else "source rows"
+    return f"{n} {rows} left out by leg '{count.get('leg_name')}': {count.get('reason')} (not sent)"
 
 
 def print_trace(console: Console, journey: dict[str, Any]) -> None:
@@ -84,6 +93,9 @@ def print_trace(console: Console, journey: dict[str, Any]) -> None:
                 f"{r.get('map_name')}: {str(r.get('record_key'))[:12]}",
                 f"{r.get('status')}{reason}, attempts {r.get('attempts', 1)}",
             )
+    for f in journey["bridge"].get("filtered") or []:
+        if isinstance(f, dict):
+            table.add_row("bridge", f"{f.get('map_name')}: filtered", filtered_line(f))
     for row in journey["finance"]["staging"] or []:
         if isinstance(row, dict):
             table.add_row(

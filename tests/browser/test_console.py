@@ -175,6 +175,14 @@ def test_find_an_invoice_by_prefix_and_see_both_sides(
         e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid=record-status]")
     }
     assert "synced" in statuses and "failed" not in statuses
+    # Its skip-sync reversals leave no bridge record: the page shows them counted.
+    reversals = [
+        a
+        for a in _api(stack, lambda s: s.dataverse.get("/actuals", invoice_id=invoice_id))
+        if a["skip_sync"]
+    ]
+    shown = driver.find_elements(By.CSS_SELECTOR, "#bridge-filtered [data-testid=filtered-rows]")
+    assert reversals and sum(int(e.text) for e in shown) == len(reversals)
     assert "-VOU-" in _text(driver, "#voucher")  # e.g. DEMF-VOU-000009: per legal entity
     _shoot(driver, screenshots, "invoice")
 

@@ -36,10 +36,18 @@ def test_cli_twins_of_the_console(dwsim_home: Path) -> None:
     assert {m["state"] for m in json.loads(_ok(dwsim_home, "maps", "--json"))} == {"running"}
 
     records = json.loads(_ok(dwsim_home, "records", "--invoice", _invoice_id(dwsim_home), "--json"))
-    assert records and {r["status"] for r in records} <= {"synced", "filtered"}
+    # The skip-sync reversals leave no record: counted per invoice and reason instead.
+    assert records and {r["status"] for r in records} == {"synced"}
 
     trace = _ok(dwsim_home, "trace", _invoice_id(dwsim_home)[:8])
     assert "posted" in trace
+    assert "filtered" in trace
+    journey = json.loads(_ok(dwsim_home, "trace", _invoice_id(dwsim_home), "--json"))
+    reversals = [a for a in journey["dataverse"]["actuals"] if a["skip_sync"]]
+    assert reversals  # confirming reverses each invoiced unbilled actual with skip sync
+    assert [(f["reason"], f["source_rows"]) for f in journey["bridge"]["filtered"]] == [
+        ("skip sync", len(reversals))
+    ]
     unknown = run_dwsim(dwsim_home, "trace", "ffffffff")
     assert unknown.returncode == 1 and "no invoice id starts with" in unknown.stderr
 

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
 from services.bridge.domain import SyncStatus
-from services.bridge.metrics import records_families
+from services.bridge.metrics import filtered_family, records_families
 from services.bridge.table_maps import TABLE_MAPS
 from services.common.inbox import ConsumerStats, PartitionLag
 from services.common.metrics import (
@@ -90,3 +90,9 @@ def test_round_trips_are_observed_per_map_in_the_process_registry_only() -> None
     assert samples[(f"{name}_sum", (("map", "actuals"),))] == 0.2
     # Registries are per process object, not the global one: nothing leaked into `other`.
     assert (f"{name}_count", (("map", "invoices"),)) not in samples_of(other)
+
+
+def test_filtered_rows_show_every_map_at_zero_when_it_filtered_nothing() -> None:
+    invoices, actuals = TABLE_MAPS[0].name, TABLE_MAPS[1].name
+    family = filtered_family({actuals: 7})
+    assert {s.labels["map"]: s.value for s in family.samples} == {invoices: 0, actuals: 7}

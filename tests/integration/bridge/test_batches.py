@@ -21,6 +21,9 @@ from schemas.dataverse_events import ActualCreated, ActualsCreated
 from schemas.receipts import ReceiptOutcome, SyncReceipt, SyncReceipts
 from schemas.topics import Topic, topic_name
 from schemas.vocabulary import TransactionType
+from services.bridge import filtered_repository as filtered_repo
+from services.bridge import queries
+from services.bridge.domain import MapAction
 from services.bridge.handlers import BridgeProcessor, seed
 from services.bridge.table_maps import ACTUALS_MAP_NAME
 from services.common.db import create_pool, migrate_service
@@ -93,6 +96,17 @@ async def records(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+async def filtered_counts(pool: asyncpg.Pool, invoice_id: UUID) -> list[tuple[str, str, int]]:
+    """The invoice's filtered source rows as the bridge counted them: (leg, reason, rows)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT leg_name, reason, source_rows FROM bridge_filtered_count "
+            "WHERE invoice_id = $1 ORDER BY leg_name, reason",
+            str(invoice_id),
+        )
+    return [(r["leg_name"], r["reason"], r["source_rows"]) for r in rows]
+
+
 async def outbox_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     """The bridge's outbox in id (= publishing) order, each with its event decoded."""
     async with pool.acquire() as conn:
@@ -106,12 +120,12 @@ async def test_batch_of_actuals_is_forwarded_once_in_order_and_a_repeat_is_all_d
     """Proves that one batch of actuals-created events for the running actuals map (with a
     skip-sync actual, a message that does not validate, a redelivered event and a message
     carrying two actuals among them)
-    gets one outcome per message in order, inserts each record once (forwarded ones pending
-    with one attempt, the skip-sync one filtered), writes the forwarded records (one invoice,
-    one key) as a run in ONE outbox row, in the order of the events, on the staging topic with
-    the source message's key and each record's id beside it; and that processing the same
-    batch again yields only duplicates (and the same dead letter) without a new record or
-    outbox row."""
+    gets one outcome per message in order, inserts each forwarded record once (pending with
+    one attempt), counts the skip-sync one as filtered without a record, writes the forwarded
+    records (one invoice, one key) as a run in ONE outbox row, in the order of the events, on
+    the staging topic with the source message's key and each record's id beside it; and that
+    processing the same batch again yields only duplicates (and the same dead letter) without
+    a new record, outbox row or count."""
     messages = Messages(settings)
     invoice_id = uuid4()
     forwarded = [actual_created(invoice_id=invoice_id) for _ in range(5)]
@@ -146,12 +160,12 @@ async def test_batch_of_actuals_is_forwarded_once_in_order_and_a_repeat_is_all_d
     assert letter is not None and letter.offset == batch[3].offset
     forwarded_ids = [str(a.actual_id) for a in forwarded]
     stored = await records(processor.pool)
-    # Forwarded records are inserted in event order; filtered ones in a statement of their own.
+    # Forwarded records are inserted in event order; the filtered one is counted, not stored.
     pending = [r for r in stored if r["status"] == "pending"]
     assert [r["record_key"] for r in pending] == forwarded_ids
-    assert [(r["record_key"], r["reason"]) for r in stored if r["status"] != "pending"] == [
-        (str(skipped.actual_id), "skip sync")
-    ]
+    assert pending == stored
+    counted = await filtered_counts(processor.pool, invoice_id)
+    assert counted == [("actuals to staging", "skip sync", 1)]
     assert all(r["attempts"] == 1 and r["message_key"] == str(invoice_id) for r in pending)
     sent = await outbox_rows(processor.pool)
     staging = topic_name(Topic.FO_ACTUALS_STAGING, settings.topic_prefix)
@@ -170,6 +184,7 @@ async def test_batch_of_actuals_is_forwarded_once_in_order_and_a_repeat_is_all_d
     assert kinds(again) == ["duplicate"] * 3 + ["dead_letter"] + ["duplicate"] * 3
     assert await records(processor.pool) == stored
     assert await outbox_rows(processor.pool) == sent
+    assert await filtered_counts(processor.pool, invoice_id) == counted
 
 
 async def test_poison_event_in_a_batch_is_parked_and_the_others_forwarded_once_in_order(
@@ -215,6 +230,80 @@ async def test_poison_event_in_a_batch_is_parked_and_the_others_forwarded_once_i
     assert kinds(await processor.process_batch(batch)) == ["duplicate"] * 4
     assert await records(processor.pool) == stored
     assert await outbox_rows(processor.pool) == sent
+
+
+async def test_a_filtered_row_leaves_no_record_and_is_counted_once_whatever_the_redeliveries(
+    settings: Settings, processor: BridgeProcessor
+) -> None:
+    """Proves that skip-sync actuals (one alone, one beside its billed actual in a message)
+    write no bridge record and are counted once each, per invoice and reason: not twice when
+    a poison event makes the batch's bulk attempt roll back and apply one by one, and not
+    again when a later fetch redelivers their messages; the map's summary says the same."""
+    messages = Messages(settings)
+    invoice_id = uuid4()
+    billed = actual_created(invoice_id=invoice_id)
+    reversals = [
+        actual_created(
+            invoice_id=invoice_id,
+            transaction_type=TransactionType.UNBILLED_SALES,
+            skip_sync=True,
+        )
+        for _ in range(2)
+    ]
+    poison = actual_created(invoice_id=invoice_id, resource="Ada\x00Lovelace")
+    alone, beside = messages.actual(reversals[0]), messages.actual(billed, reversals[1])
+    batch = [alone, messages.actual(poison), beside]
+
+    assert kinds(await processor.process_batch(batch)) == ["applied", "parked", "applied"]
+    assert [r["record_key"] for r in await records(processor.pool)] == [str(billed.actual_id)]
+    assert await filtered_counts(processor.pool, invoice_id) == [
+        ("actuals to staging", "skip sync", 2)
+    ]
+
+    assert kinds(await processor.process_batch([beside, alone])) == ["duplicate"] * 2
+    assert await filtered_counts(processor.pool, invoice_id) == [
+        ("actuals to staging", "skip sync", 2)
+    ]
+    async with processor.pool.acquire() as conn:
+        summary = (await queries.stats(conn))[ACTUALS_MAP_NAME]
+        listed = await filtered_repo.list_counts(conn, invoice_id=str(invoice_id))
+    assert summary["filtered"] == 2 and summary["pending"] == 1
+    assert [(c["map_name"], c["invoice_id"], c["source_rows"]) for c in listed] == [
+        (ACTUALS_MAP_NAME, str(invoice_id), 2)
+    ]
+
+
+async def test_held_records_superseded_by_an_initial_sync_keep_their_rows_and_are_counted(
+    settings: Settings, processor: BridgeProcessor
+) -> None:
+    """Proves that records held while the map was stopped, once an initial sync supersedes
+    them, keep their rows (filtered, with the run named in the reason) and are counted with
+    the filtered source rows once, beside the skip-sync reversal counted on arrival; the
+    summary reads the counts alone."""
+    messages = Messages(settings)
+    invoice_id = uuid4()
+    billed = actual_created(invoice_id=invoice_id)
+    reversal = actual_created(
+        invoice_id=invoice_id, transaction_type=TransactionType.UNBILLED_SALES, skip_sync=True
+    )
+    await processor.commands.change_state("actuals", MapAction.STOP)
+    assert kinds(await processor.process_batch([messages.actual(billed, reversal)])) == ["applied"]
+    [held] = await records(processor.pool)
+    assert held["status"] == "not_synced"
+
+    run = await processor.commands.start_initial_sync("actuals")
+
+    [superseded] = await records(processor.pool)
+    assert superseded["record_id"] == held["record_id"]
+    assert superseded["status"] == "filtered"
+    assert str(run.run_id) in superseded["reason"]
+    assert await filtered_counts(processor.pool, invoice_id) == [
+        ("actuals to staging", "skip sync", 1),
+        ("actuals to staging", superseded["reason"], 1),
+    ]
+    async with processor.pool.acquire() as conn:
+        summary = (await queries.stats(conn))[ACTUALS_MAP_NAME]
+    assert summary["filtered"] == 2
 
 
 def receipt_for(

@@ -98,9 +98,16 @@ async def test_skip_sync_actuals_never_reach_staging_and_are_counted(
     stats = await bridge.get("/stats")
     assert stats[ACTUALS_MAP_NAME]["filtered"] == 1
     assert stats[ACTUALS_MAP_NAME]["forwarded"] == 3
-    [filtered] = await bridge.get("/records", status="filtered")
-    assert filtered["record_key"] == str(skipped.actual_id)
-    assert filtered["reason"] == "skip sync"
+    # Counted per invoice and reason, not stored: the invoice's records are the three sent.
+    [filtered] = await bridge.get("/filtered", invoice_id=str(invoice.invoice_id))
+    assert (filtered["map_name"], filtered["reason"], filtered["source_rows"]) == (
+        ACTUALS_MAP_NAME,
+        "skip sync",
+        1,
+    )
+    records = await bridge.get("/records", invoice_id=str(invoice.invoice_id))
+    assert str(skipped.actual_id) not in {r["record_key"] for r in records}
+    assert await bridge.get("/records", status="filtered") == []
 
 
 async def test_finance_side_header_change_is_refused_and_logged(

@@ -95,6 +95,17 @@ async def records_settled(bridge: BridgeProcess, invoice_id: str, status: str, c
     await wait_for(settled, 60, what=f"{count} {status} records of invoice {invoice_id}")
 
 
+async def filtered_counted(bridge: BridgeProcess, invoice_id: str, count: int) -> None:
+    """Wait until the bridge counted `count` source rows of the invoice filtered (they leave
+    no record)."""
+
+    async def counted() -> bool:
+        found = await bridge.get("/filtered", invoice_id=invoice_id)
+        return sum(f["source_rows"] for f in found) == count
+
+    await wait_for(counted, 60, what=f"{count} filtered source rows of invoice {invoice_id}")
+
+
 async def test_with_microsofts_limits_a_1500_line_invoice_fails_whole_with_the_platforms_reason(
     settings: Settings, start_bridge: StartBridge
 ) -> None:
@@ -109,7 +120,7 @@ async def test_with_microsofts_limits_a_1500_line_invoice_fails_whole_with_the_p
     async with FakeTarget(settings) as finance:
         await confirm(settings, header, actuals)
         await records_settled(bridge, invoice_id, "failed", 1 + LINES)
-        await records_settled(bridge, invoice_id, "filtered", LINES)  # the skip-sync reversals
+        await filtered_counted(bridge, invoice_id, LINES)  # the skip-sync reversals
         errors = [e for e in await bridge.get("/errors") if e["invoice_id"] == invoice_id]
         assert len(errors) == 1 + LINES
         assert {e["error_type"] for e in errors} == {"platform_limit"}

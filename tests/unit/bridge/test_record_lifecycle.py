@@ -15,6 +15,7 @@ from services.bridge.domain import (
     BridgeRuleError,
     MapState,
     QueueLimits,
+    RecordStatus,
     SyncStatus,
 )
 from services.bridge.mapping import (
@@ -24,6 +25,7 @@ from services.bridge.records import (
     BridgeRecord,
     QueueFigures,
     arrive,
+    count_filtered,
     on_receipt,
     records_of_event,
     remap,
@@ -186,3 +188,25 @@ def test_retry_maps_the_record_again_from_its_source_record() -> None:
     assert again.status is SyncStatus.PENDING and again.reason is None
     broken = replace(failed, source_record={**(failed.source_record or {}), "currency": "X"})
     assert remap(broken, PROPOSAL_MAP).status is SyncStatus.FAILED
+
+
+def test_filtered_records_are_counted_per_map_leg_invoice_and_reason_in_key_order() -> None:
+    sent = mapped()
+    skipped = [
+        sent.becomes(RecordStatus.filtered("skip sync")),
+        replace(sent, record_id=uuid4()).becomes(RecordStatus.filtered("skip sync")),
+        replace(sent, record_id=uuid4(), invoice_id=None).becomes(
+            RecordStatus.filtered("skip sync")
+        ),
+        replace(sent, record_id=uuid4()).becomes(RecordStatus.filtered("another reason")),
+    ]
+
+    counts = count_filtered([sent, *skipped])
+
+    assert [(c.invoice_id, c.reason, c.source_rows) for c in counts] == [
+        ("", "skip sync", 1),  # a row of no invoice
+        (sent.invoice_id, "another reason", 1),
+        (sent.invoice_id, "skip sync", 2),
+    ]
+    assert {(c.map_name, c.leg_name) for c in counts} == {(sent.map_name, sent.leg_name)}
+    assert count_filtered([sent]) == []

@@ -20,6 +20,7 @@ from services.simulator.reconcile import (
     ConfirmedInvoice,
     CustomerInvoice,
     Difference,
+    FilteredRows,
     JournalLine,
     Proposal,
     ProposalLine,
@@ -253,6 +254,31 @@ def test_a_lost_cost_actual_the_bridge_never_saw_is_unexplained() -> None:
     assert [(d.kind, d.actual_id, d.explained) for d in report.differences] == [
         ("actual never reached staging", "c1", False)
     ]
+
+
+def test_a_lost_actual_of_an_invoice_with_filtered_rows_is_explained_by_the_counts() -> None:
+    """A row the bridge filtered on arrival leaves no record; its invoice's counted rows
+    explain an actual that never reached staging (and the skip-sync comparison names them)."""
+    unbilled = replace(UNBILLED, invoice_id="inv-1")
+    actuals = (B1, B2, COST, unbilled, REVERSAL)
+    rows = tuple(r for r in agreeing().staging_rows if r.actual_id != "u1")
+    filtered = (FilteredRows(ACTUALS_MAP, "actuals to staging", "inv-1", "skip sync", 2),)
+    report = reconcile(
+        agreeing(
+            actuals=actuals,
+            staging_rows=rows,
+            journal_lines=(journal_line(COST),),
+            filtered=filtered,
+        )
+    )
+    difference = only(report)
+    assert difference.kind == "actual never reached staging"
+    assert difference.actual_id == "u1" and difference.explained
+    assert difference.cause == (
+        "unbilled_sales actual u1: no bridge record; of its invoice the bridge counted "
+        f"2 source row(s) filtered by map '{ACTUALS_MAP}' — skip sync"
+    )
+    assert "the bridge counted 2 rows filtered by skip sync" in report.summary()
 
 
 def test_a_staged_row_whose_amount_differs_from_its_actual_is_found() -> None:
