@@ -35,13 +35,14 @@ from rich.table import Table
 
 from infra import postgres
 from schemas.topics import Topic, dlq_name, topic_name
+from services.common.errors import DwsimError
 from services.common.kafka import make_reader
 from services.common.settings import SERVICES, Settings, get_settings, results_folder
 from services.simulator import faults
 from services.simulator.chaos_checker import CheckerUrls, CheckReport, check
 from services.simulator.clients import ApiError, Services
 from services.simulator.deadlines import DeadlinePassed, until
-from services.simulator.processes import stop_all
+from services.simulator.processes import ServiceStartFailed, stop_all
 from services.simulator.reconcile import reconcile
 from services.simulator.snapshot import fetch_snapshot
 from services.simulator.stack import running_stack
@@ -65,6 +66,10 @@ AGREEMENT_DEADLINE_S = 600.0
 CHECK_EVERY_S = 2.0
 # How often a long wait for agreement says what the checker still finds.
 PROGRESS_EVERY_S = 30.0
+
+
+class LoadFailed(DwsimError):
+    """The load itself broke (not the stack under test): the run cannot reach agreement."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ class Load:
         self.maps_held = False
         # Maps an alert rule paused and the administrator resumed (map slug each time).
         self.alert_pauses_resumed: list[str] = []
+        self.clerk_failed: str | None = None
 
     async def attempt(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """One request; a failure is counted (during the fault apart) and returns None."""
@@ -151,6 +157,8 @@ class Load:
             reason = f"{what}: {exc.status}"
         except httpx.HTTPError as exc:
             reason = f"{what}: {type(exc).__name__}"
+        except ServiceStartFailed:
+            reason = f"{what}: not running"  # between a kill and the restart
         self.errors[reason] += 1
         if self.in_fault:
             self.fault_errors[reason] += 1
@@ -333,6 +341,16 @@ class Load:
         """Until stopped: resume a map an alert paused, import and post journals, then post
         every proposal whose lines are in (the administrator, the accountant and the
         receivables clerk at work)."""
+        try:
+            await self._clerk_rounds(stop)
+        except Exception as exc:
+            # Told at once and ends the wait for agreement: without the clerk no proposal
+            # is posted, and the run would wait out its deadline for nothing.
+            self.clerk_failed = f"{type(exc).__name__}: {exc}"
+            self.progress(f"[red]the load's clerk failed[/red]: {self.clerk_failed}")
+            raise
+
+    async def _clerk_rounds(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.administrator_round()
             await self.accountant_round()
@@ -663,7 +681,7 @@ async def _run_fault(
             report = await _wait_for_agreement(settings, load, sizes.deadline_s, progress)
             figures.agreement_after_heal_s = round(time.monotonic() - healed, 1)
             progress(f"agreement {figures.agreement_after_heal_s} s after healing")
-        except DeadlinePassed as exc:
+        except (DeadlinePassed, LoadFailed) as exc:
             figures.error = str(exc)
             report = await _check(settings)
         finally:
@@ -705,6 +723,8 @@ async def _wait_for_agreement(
 
     async def agreed() -> CheckReport | None:
         nonlocal told
+        if load.clerk_failed is not None:
+            raise LoadFailed(f"the load's clerk failed: {load.clerk_failed}")
         try:
             report = await _check(settings)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):

@@ -8,7 +8,7 @@ import httpx
 
 from infra.processes import pid_alive
 from services.common.settings import Settings
-from services.simulator.processes import serving_instance
+from services.simulator.processes import ServiceStartFailed, serving_instance
 
 Json = Any
 
@@ -93,6 +93,12 @@ class Services:
     def _client(self, name: str, role: str) -> ApiClient:
         pid = self._pids.get(name)
         if name in self._clients and pid is not None and not pid_alive(pid):
+            try:
+                serving_instance(self.settings, name)
+            except ServiceStartFailed:
+                # No live instance to switch to (a service being restarted): the old client
+                # stays, and a call fails as a connection error, which callers retry.
+                return self._clients[name]
             self._retired.append(self._clients.pop(name))
         if name not in self._clients:
             # The address first: a service that is not running is the error to name.
