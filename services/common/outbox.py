@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Final, TypeVar
+from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -67,13 +68,33 @@ async def add(
     )
 
 
-async def add_many(conn: DbConnection, rows: list[tuple[str, str | None, Envelope[Any]]]) -> None:
-    """Record several events at once (topic, key, event), in list order, in one statement."""
-    if not rows:
-        return
+async def add_many(
+    conn: DbConnection, rows: Iterable[tuple[str, str | None, Envelope[Any]]]
+) -> None:
+    """Record several events at once (topic, key, event), in order, in one statement.
+
+    `rows` is read once, and each event is encoded as it is read: given a generator, only one
+    event's model is alive at a time. A 50,000-line confirmation's 200 `actuals-created`
+    events held as models at once were 3 KB per actual, more than their encoded bytes.
+    """
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.add_many must run inside the transaction of the change")
-    await tracing.resume(conn, (e.correlation_id for _, _, e in rows))
+    event_ids: list[UUID] = []
+    topics: list[str] = []
+    keys: list[str | None] = []
+    event_types: list[str] = []
+    correlation_ids: list[str | None] = []
+    values: list[bytes] = []
+    for topic, key, event in rows:
+        event_ids.append(event.event_id)
+        topics.append(topic)
+        keys.append(key)
+        event_types.append(event.event_type)
+        correlation_ids.append(event.correlation_id)
+        values.append(event.model_dump_json().encode())
+    if not event_ids:
+        return
+    await tracing.resume(conn, correlation_ids)
     await conn.execute(
         "WITH added AS ("
         "INSERT INTO dwsim_outbox "
@@ -86,14 +107,14 @@ async def add_many(conn: DbConnection, rows: list[tuple[str, str | None, Envelop
         "r(event_id, topic, key, event_type, correlation_id, value, traceparent, ord) "
         "ORDER BY r.ord RETURNING 1) "
         "SELECT pg_notify($7, '') WHERE EXISTS (SELECT FROM added)",
-        [e.event_id for _, _, e in rows],
-        [t for t, _, _ in rows],
-        [k for _, k, _ in rows],
-        [e.event_type for _, _, e in rows],
-        [e.correlation_id for _, _, e in rows],
-        [e.model_dump_json().encode() for _, _, e in rows],
+        event_ids,
+        topics,
+        keys,
+        event_types,
+        correlation_ids,
+        values,
         NOTIFY_CHANNEL,
-        [tracing.traceparent_for(e.correlation_id) for _, _, e in rows],
+        [tracing.traceparent_for(c) for c in correlation_ids],
     )
 
 

@@ -11,6 +11,7 @@ Lock order, to keep concurrent commands from deadlocking: contract, then invoice
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -455,7 +456,7 @@ async def confirm_invoice(
         actual_rows = events.actuals_created_rows(
             settings, result.new_actuals, invoice_id=invoice_id, transaction=transaction
         )
-        await outbox.add_many(conn, [header, *actual_rows])
+        await outbox.add_many(conn, itertools.chain([header], actual_rows))
     log.info(
         "invoice_confirmed",
         invoice_id=str(invoice_id),
@@ -536,7 +537,7 @@ async def publish_snapshot(
         # Per key in creation order (a stable sort), so a key's actuals share messages; there
         # is no order across keys to keep.
         by_key = sorted(actuals, key=events.actual_key)
-        rows = events.actuals_created_rows(settings, by_key, snapshot=mark)
+        rows = list(events.actuals_created_rows(settings, by_key, snapshot=mark))
         count = len(actuals)
     await outbox.add_many(conn, rows)
     log.info(

@@ -120,7 +120,7 @@ class RecordMismatchError(DataverseRuleError):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MsdynActual:
     """One ``msdyn_actual``: append-only except billing/adjustment status and accounting detail.
 
@@ -242,7 +242,7 @@ class ProjectEntry:
     role: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class InvoiceLineDetail:
     """One line detail: bills one unbilled actual or one milestone.
 

@@ -13,7 +13,7 @@ part of and that transaction's size, which dual-write's limits are about (docs/b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 from uuid import UUID, uuid4
 
@@ -99,8 +99,10 @@ def actuals_created_rows(
     invoice_id: UUID | None = None,
     transaction: SourceTransaction | None = None,
     snapshot: SnapshotMark | None = None,
-) -> list[OutboxRow]:
-    """The `actuals-created` outbox rows of the new actuals, in creation order.
+) -> Iterator[OutboxRow]:
+    """The `actuals-created` outbox rows of the new actuals, in creation order, made as they
+    are read: `outbox.add_many` encodes each before the next is made, so a 50,000-line
+    confirmation does not hold 100,000 actuals as event models at once.
 
     `invoice_id` is the invoice whose confirmation created them; it is the correlation id of
     all of them (also of an actual put back into the backlog, which carries no invoice id).
@@ -120,8 +122,8 @@ def actuals_created_rows(
     runs = outbox.consecutive_runs(
         actuals, lambda a: (actual_key(a), correlation(a)), MAX_ACTUALS_PER_MESSAGE
     )
-    return [
-        (
+    for run in runs:
+        yield (
             topic,
             actual_key(run[0]),
             outbox.envelope(
@@ -135,8 +137,6 @@ def actuals_created_rows(
                 correlation_id=correlation(run[0]),
             ),
         )
-        for run in runs
-    ]
 
 
 async def add_actuals_created(

@@ -36,6 +36,7 @@ FIGURES = {
         "achieved_invoices_per_s",
     ],
     "large_invoice": ["lines", "confirm_to_all_lines_s"],
+    "largest_invoice": ["lines", "confirm_to_all_lines_s"],
     "raw_database": ["commits_per_s"],
     "pipeline_scaled": ["billed_actuals_per_s_to_staging"],
 }
@@ -60,6 +61,11 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
     assert all(c["value"] != c["default"] and c["reason"] for c in changed.values())
     # The imported lines are counted, not the requested ones (a quick run asks for 200).
     assert figures["large_invoice"]["lines"] == figures["large_invoice"]["lines_requested"] == 200
+    largest = figures["largest_invoice"]
+    assert largest["lines"] == largest["lines_requested"] == 300
+    # Each service's peak while the invoice ran (and the local broker's).
+    assert {"bridge", "dataverse", "finance"} <= set(largest["peak_memory_mb"])
+    assert all(mb > 0 for mb in largest["peak_memory_mb"].values())
     # The drain's rate is the billed actuals over its window, and that window holds the
     # staged rows' own span as Finance recorded it.
     pipeline = figures["pipeline"]
@@ -70,7 +76,7 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
     assert len(figures["ratios"]) == 3
     assert all(value > 0 for value in figures["ratios"].values())
     # Every target is reported, and none is judged on quick volumes.
-    assert len(figures["targets"]) == 5
+    assert len(figures["targets"]) == 8
     assert all(t["measured"] and t["met"] is None for t in figures["targets"])
     services = ["bridge", "dataverse", "finance"]
     # The local broker and PostgreSQL are measured too; ones configured elsewhere are not.
@@ -103,7 +109,15 @@ def test_quick_bench_produces_every_figure(dwsim_home: Path) -> None:
     assert sum(figures["idle_cpu_cores"].values()) > 0
     for moment in ("memory_mb_start", "memory_mb_end", "memory_growth_mb_during_scaled_run"):
         assert sorted(figures[moment]) == services
-    phases = ["start", "pipeline", "latency", "memory_rounds", "large_invoice", "pipeline_scaled"]
+    phases = [
+        "start",
+        "pipeline",
+        "latency",
+        "memory_rounds",
+        "large_invoice",
+        "largest_invoice",
+        "pipeline_scaled",
+    ]
     assert list(figures["memory_mb_by_phase"]) == phases
     for phase in phases:
         assert sorted(figures["memory_mb_by_phase"][phase]) == services
