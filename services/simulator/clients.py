@@ -45,12 +45,19 @@ class ApiClient:
         body: Json = None,
         params: dict[str, Any] | None = None,
         token: str | None = None,
+        wait_s: float | None = None,
     ) -> Json:
-        """Send a request; return the JSON answer or raise ApiError."""
+        """Send a request; return the JSON answer or raise ApiError. `wait_s` replaces the
+        client's time-out for this request only."""
         headers = {"Authorization": f"Bearer {token}"} if token else None
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         response = await self._http.request(
-            method, path, json=body, params=clean or None, headers=headers
+            method,
+            path,
+            json=body,
+            params=clean or None,
+            headers=headers,
+            timeout=httpx.USE_CLIENT_DEFAULT if wait_s is None else wait_s,
         )
         if response.status_code >= 400:
             try:
@@ -66,9 +73,12 @@ class ApiClient:
         """GET with query parameters (None values left out)."""
         return await self.call("GET", path, params=params)
 
-    async def post(self, path: str, body: Json = None, token: str | None = None) -> Json:
+    async def post(
+        self, path: str, body: Json = None, token: str | None = None, wait_s: float | None = None
+    ) -> Json:
         """POST a JSON body."""
-        return await self.call("POST", path, body if body is not None else {}, token=token)
+        body = body if body is not None else {}
+        return await self.call("POST", path, body, token=token, wait_s=wait_s)
 
     async def put(self, path: str, body: Json, token: str | None = None) -> Json:
         """PUT a JSON body."""
