@@ -42,10 +42,10 @@ from services.simulator import faults
 from services.simulator.chaos_checker import CheckerUrls, CheckReport, check
 from services.simulator.clients import ApiError, Services
 from services.simulator.deadlines import DeadlinePassed, until
-from services.simulator.processes import ServiceStartFailed, stop_all
+from services.simulator.processes import ServiceStartFailed
 from services.simulator.reconcile import reconcile
 from services.simulator.snapshot import fetch_snapshot
-from services.simulator.stack import running_stack
+from services.simulator.stack import running_stack, start_afresh
 from services.simulator.topic_reader import read_to_end
 
 BUSINESS_DATE = date(2026, 10, 1)
@@ -641,8 +641,7 @@ def run_fault(base: Settings, kind: FaultKind, sizes: ChaosSizes, console: Conso
     """One fault under load on a stack of its own, started on empty databases."""
     own = fault_settings(base, kind.name)
     figures = FaultFigures(kind.name, kind.description)
-    stop_all(own)
-    postgres.start_empty(own)
+    start_afresh(own)
     with running_stack(own):
         asyncio.run(_run_fault(own, kind, sizes, figures, console))
     return figures

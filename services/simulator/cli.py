@@ -23,7 +23,6 @@ from services.simulator.processes import (
     console_login_link,
     live_instances,
     service_status,
-    stop_all,
 )
 from services.simulator.report import print_figures, print_report
 from services.simulator.stack import (
@@ -33,6 +32,7 @@ from services.simulator.stack import (
     recall,
     remember,
     running_stack,
+    start_afresh,
     take_down,
 )
 
@@ -590,8 +590,7 @@ def bench(
         # comparable so: on the data of one earlier run, PostgreSQL's working set outgrew its
         # buffers (the bridge's records were read back from the OS 2.0 million times, against
         # 39,000 on empty databases).
-        stop_all(own)
-        postgres.start_empty(own)
+        start_afresh(own)
         with running_stack(own):
             results = asyncio.run(_bench_run(own, sizes, err, run_bench))
     except (InfraError, ServiceStartFailed, ApiError, TimeoutError) as exc:

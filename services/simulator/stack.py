@@ -120,6 +120,17 @@ def take_down(settings: Settings, started: Started) -> None:
         broker.stop(settings)
 
 
+def start_afresh(settings: Settings) -> None:
+    """Leave nothing of an earlier run on this home: stop its services (every instance), its
+    local broker (memory storage: the topics go with it) and make PostgreSQL's next start
+    empty. A run stopped before it took its stack down would otherwise lend the next one its
+    broker, topics and all, and the empty databases would consume the old run's events (a
+    chaos run found staging rows for actuals its Dataverse never held)."""
+    stop_all(settings, known_instances(settings))
+    broker.stop(settings)
+    postgres.start_empty(settings)
+
+
 @contextmanager
 def running_stack(
     settings: Settings, keep: bool = False, console: bool = False
