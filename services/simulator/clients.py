@@ -101,21 +101,23 @@ class Services:
         self._retired: list[ApiClient] = []
 
     def _client(self, name: str, role: str) -> ApiClient:
+        current = self._clients.get(name)
         pid = self._pids.get(name)
-        if name in self._clients and pid is not None and not pid_alive(pid):
-            try:
-                serving_instance(self.settings, name)
-            except ServiceStartFailed:
+        if current is not None and (pid is None or pid_alive(pid)):
+            return current
+        try:
+            instance = serving_instance(self.settings, name)
+        except ServiceStartFailed:
+            if current is not None:
                 # No live instance to switch to (a service being restarted): the old client
                 # stays, and a call fails as a connection error, which callers retry.
-                return self._clients[name]
-            self._retired.append(self._clients.pop(name))
-        if name not in self._clients:
-            # The address first: a service that is not running is the error to name.
-            instance = serving_instance(self.settings, name)
-            assert instance.url is not None  # a running instance has recorded its address
-            self._clients[name] = ApiClient(name, instance.url, self.settings.role_token(role))
-            self._pids[name] = instance.pid
+                return current
+            raise  # a service that is not running is the error to name
+        if current is not None:
+            self._retired.append(current)
+        assert instance.url is not None  # a running instance has recorded its address
+        self._clients[name] = ApiClient(name, instance.url, self.settings.role_token(role))
+        self._pids[name] = instance.pid
         return self._clients[name]
 
     @property
