@@ -61,25 +61,46 @@ class FaultNotAvailable(DwsimError):
 # --- services ------------------------------------------------------------------------------------
 
 
+def instances_hit(settings: Settings, name: str) -> list[str]:
+    """The instances a fault on `name` acts on. A service named alone ("finance") is the whole
+    side, every instance of it: "Finance is down" means no Finance answers, as a user means it
+    (with one instance, that one). An instance named with its number ("finance-1",
+    "finance-2") is that instance alone."""
+    if name in SERVICES:
+        return instances_of(settings, name)
+    service, n = split_instance(name)
+    return [instance_name(service, n)]
+
+
 def stop(settings: Settings, service: str) -> bool:
-    """Stop a service with SIGTERM (it shuts down cleanly); True if it was running."""
-    return stop_service(settings, service)
+    """Stop a service (every instance, or the one named) with SIGTERM: it shuts down cleanly;
+    True if any was running."""
+    return _each_stopped(settings, service, kill=False)
 
 
 def kill(settings: Settings, service: str) -> bool:
-    """Kill a service with SIGKILL (no shutdown: in-flight work is cut); True if it ran."""
-    return stop_service(settings, service, kill=True)
+    """Kill a service (every instance, or the one named) with SIGKILL: no shutdown, in-flight
+    work is cut; True if any was running."""
+    return _each_stopped(settings, service, kill=True)
+
+
+def _each_stopped(settings: Settings, name: str, kill: bool) -> bool:
+    stopped = [stop_service(settings, one, kill=kill) for one in instances_hit(settings, name)]
+    return any(stopped)
 
 
 def start(settings: Settings, service: str) -> ServiceStatus:
-    """Start a stopped service and wait until its /health answers (it keeps its address)."""
-    return start_service(settings, service)
+    """Start a stopped service (every instance, or the one named) and wait until each /health
+    answers (each keeps its address); returns the first."""
+    started = [start_service(settings, one) for one in instances_hit(settings, service)]
+    return started[0]
 
 
 def restart(settings: Settings, service: str, kill_first: bool = False) -> ServiceStatus:
-    """Stop (or kill) a service and start it again; returns it healthy."""
-    stop_service(settings, service, kill=kill_first)
-    return start_service(settings, service)
+    """Stop (or kill) a service (every instance, or the one named) and start it again; returns
+    the first instance healthy."""
+    _each_stopped(settings, service, kill=kill_first)
+    return start(settings, service)
 
 
 def kill_and_restart(settings: Settings, service: str) -> ServiceStatus:
@@ -90,8 +111,8 @@ def kill_and_restart(settings: Settings, service: str) -> ServiceStatus:
 
 
 def running(settings: Settings, service: str) -> bool:
-    """Whether the service's process lives."""
-    return service_status(settings, service).running
+    """Whether the service answers: any of its instances (or the one named) lives."""
+    return any(service_status(settings, one).running for one in instances_hit(settings, service))
 
 
 # --- the broker ----------------------------------------------------------------------------------

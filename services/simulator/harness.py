@@ -148,11 +148,13 @@ class DwsimStack:
     # --- faults of processes ---------------------------------------------------------------------
 
     def stop_service(self, service: str) -> bool:
-        """Stop a service with SIGTERM; True if it was running."""
+        """Stop a service (every instance; `finance-2`: that one) with SIGTERM; True if any was
+        running."""
         return faults.stop(self.settings, service)
 
     def kill_service(self, service: str) -> bool:
-        """Kill a service with SIGKILL; True if it was running."""
+        """Kill a service (every instance; `finance-2`: that one) with SIGKILL; True if any was
+        running."""
         return faults.kill(self.settings, service)
 
     def start_service(self, service: str) -> None:
@@ -164,7 +166,7 @@ class DwsimStack:
         faults.restart(self.settings, service, kill_first=kill)
 
     def service_running(self, service: str) -> bool:
-        """Whether the service's process lives."""
+        """Whether the service answers: any of its instances lives."""
         return faults.running(self.settings, service)
 
     async def restart_broker_empty(self) -> None:
@@ -187,8 +189,8 @@ class DwsimStack:
             else:
                 broker.start(self.settings)
         for service in SERVICES:
-            if not faults.running(self.settings, service):
-                faults.start(self.settings, service)
+            # Every instance: a fault may have taken down one of several.
+            faults.start(self.settings, service)
 
     @asynccontextmanager
     async def test(self, deadline_s: float = 120) -> AsyncIterator[DwsimTest]:

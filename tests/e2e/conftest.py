@@ -23,16 +23,19 @@ def dwsim_home() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(home)], check=False)
 
 
-def run_dwsim(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """`dwsim ARGS` with DWSIM_HOME set and nothing else of the caller's DWSIM_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DWSIM_")}
-    env.update({"DWSIM_HOME": str(home), "COLUMNS": "200"})
+def run_dwsim(
+    home: Path, *args: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`dwsim ARGS` with DWSIM_HOME set, `env`'s settings, and nothing else of the caller's
+    DWSIM_* settings."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DWSIM_")}
+    environ.update({"DWSIM_HOME": str(home), "COLUMNS": "200", **(env or {})})
     for name in ("DWSIM_KAFKA_BOOTSTRAP", "DWSIM_DATABASE_URL"):
         if name in os.environ:
-            env[name] = os.environ[name]
+            environ[name] = os.environ[name]
     return subprocess.run(
         [sys.executable, "-m", "services.simulator", *args],
-        env=env,
+        env=environ,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -79,7 +79,7 @@ async def _flow(settings: Settings) -> Counter[str]:
             # Three invoices confirmed a moment ago: their headers and billed sales in flight.
             # The first instances come back and the second ones go: the flow moves back.
             for service in SERVICES:
-                faults.start(settings, instance_name(service, 1))
+                faults.start(settings, f"{service}-1")
             await _kill(settings, watcher, 2)
             await run.invoice()
             await run.import_proposal_lines()
@@ -101,9 +101,9 @@ async def _kill(settings: Settings, watcher: _ConsumerWatch, n: int) -> None:
     check that the other instance still answers."""
     await watcher.poll()
     for service in SERVICES:
-        name = instance_name(service, n)
-        assert faults.kill(settings, name), f"{name} was not running"
-        watcher.ended(name)
+        # Numbered, the one instance: a service's bare name would be every instance of it.
+        assert faults.kill(settings, f"{service}-{n}"), f"{service}-{n} was not running"
+        watcher.ended(instance_name(service, n))
         assert [s.name for s in live_instances(settings, service)] != [], service
 
 

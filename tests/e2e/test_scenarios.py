@@ -8,6 +8,7 @@ agreed after comparing the sides by id.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,10 +71,38 @@ def test_scenario_holds_every_check_it_states(dwsim_home: Path, name: str) -> No
     # One scenario also starts the web console on its stack, whose overview then shows it live.
     console = ["--console"] if name == "happy-path" else []
     result = run_dwsim(dwsim_home, "scenario", "run", name, "--json", *console, timeout=600)
+    assert_scenario_held(result, name)
+    if console:
+        assert "stack (one-time login link): http://127.0.0.1:" in result.stderr, result.stderr
+
+
+# Issue 23: the scenarios whose faults take a side down hold their point with two instances of
+# every service (a fault on "finance" stops both), and the broker's loss is recovered by both.
+TWO_OF_EACH = "bridge=2,finance=2,dataverse=2"
+
+
+@pytest.mark.parametrize("name", ["bridge-killed", "finance-down", "broker-restarted-empty"])
+def test_scenario_holds_with_two_instances_of_every_service(dwsim_home: Path, name: str) -> None:
+    result = run_dwsim(
+        dwsim_home,
+        "scenario",
+        "run",
+        name,
+        "--json",
+        timeout=600,
+        env={"DWSIM_INSTANCES": TWO_OF_EACH},
+    )
+    assert_scenario_held(result, name)
+    # The second instances ran: each wrote a log of its own under the scenario's home.
+    for second in ("bridge-2", "finance-2", "dataverse-2"):
+        assert list(dwsim_home.rglob(f"logs/{second}.log")), f"{second} never ran"
+
+
+def assert_scenario_held(result: subprocess.CompletedProcess[str], name: str) -> None:
+    """Every check the scenario states held, its required ones among them, and the closing
+    reconciliation agreed after comparing the sides by id."""
     output = result.stdout[-4000:] + result.stderr[-4000:]
     assert result.stdout.strip(), output
-    if console:
-        assert "stack (one-time login link): http://127.0.0.1:" in result.stderr, output
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     failed = [c for c in outcome["checks"] if not c["passed"]]
     assert not failed, f"{failed}\n{output}"
