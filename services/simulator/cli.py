@@ -554,7 +554,7 @@ def bench(
     Runs on a stack of its own (under DWSIM_HOME/bench, topics prefixed bench-, databases
     bench_), started on empty databases every time, also beside your stack on the servers of
     DWSIM_KAFKA_BOOTSTRAP or DWSIM_DATABASE_URL; writes bench/results/<time>.json. The full
-    run takes about six minutes on 2 cores.
+    run takes about 16 minutes on 2 cores.
     """
     from services.simulator.bench import (
         NON_DEFAULT_SETTINGS,
