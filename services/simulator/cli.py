@@ -664,17 +664,17 @@ def chaos(
 
 @app.command()
 def soak(
-    rounds: int = typer.Option(12, min=2, help="Rounds of the whole invoice cycle."),
+    rounds: int = typer.Option(24, min=2, help="Rounds of the whole invoice cycle."),
     invoices: int = typer.Option(5, min=1, help="Invoices confirmed and posted per round."),
     lines: int = typer.Option(5, min=1, help="Billed lines per invoice."),
     retention_s: float = typer.Option(
-        20.0, "--retention", help="DWSIM_RETENTION_S of the soak's stack (seconds)."
+        10.0, "--retention", help="DWSIM_RETENTION_S of the soak's stack (seconds)."
     ),
     inbox_retention_s: float = typer.Option(
-        40.0, "--inbox-retention", help="DWSIM_INBOX_RETENTION_S of the soak's stack (seconds)."
+        20.0, "--inbox-retention", help="DWSIM_INBOX_RETENTION_S of the soak's stack (seconds)."
     ),
     retention_interval_s: float = typer.Option(
-        2.0, "--retention-interval", help="DWSIM_RETENTION_INTERVAL_S of the soak's stack."
+        1.0, "--retention-interval", help="DWSIM_RETENTION_INTERVAL_S of the soak's stack."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:

@@ -32,6 +32,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +58,9 @@ class SoakTooShort(DwsimError):
 class SoakSizes:
     """Volumes of one soak."""
 
-    rounds: int = 12
+    # 24 rounds of 5 invoices × 5 lines: about two minutes on 2 cores (a round took 3.6-5.8 s),
+    # ten outbox retentions and five inbox ones, and two of PostgreSQL's autovacuum minutes.
+    rounds: int = 24
     invoices: int = 5
     lines: int = 5
 
@@ -66,16 +69,18 @@ class SoakSizes:
 class SoakRetention:
     """The retention settings the soak's stack runs with (every one printed and stored).
 
-    Short so that minutes hold many windows: a round of the defaults' 5 invoices × 5 lines took
-    about 10 s on 2 cores, so 20 s is two rounds and twelve rounds are six windows. The inbox
-    keeps its ids twice as long, as the services require (`inbox_retention_s >= retention_s`)
-    and as in production (7 days against 1). Pruning every 2 s keeps a row's overstay small
-    next to its retention.
+    Short, so that a run of minutes holds many retentions: a round of the default sizes took
+    3.6-5.8 s on 2 cores, so 10 s is two to three rounds and the inbox's 20 s four to five. The
+    inbox keeps its ids twice as long, as the services require (`inbox_retention_s >=
+    retention_s`) and as production does (7 days against 1). Pruning every second keeps a row's
+    overstay small next to its retention. A first run with 20 s / 40 s / 2 s and 12 rounds was
+    too short to tell for the inboxes: their bound (40 + 2 + a round ≈ 48 s of writes) was
+    still more than the judged rounds had written.
     """
 
-    retention_s: float = 20.0
-    inbox_retention_s: float = 40.0
-    retention_interval_s: float = 2.0
+    retention_s: float = 10.0
+    inbox_retention_s: float = 20.0
+    retention_interval_s: float = 1.0
 
 
 # What retention prunes, by service: (key, table, which retention applies).
@@ -157,8 +162,9 @@ class SoakResults:
     after_idle: RoundReading | None = None
     idle_s: float = 0.0
     verdicts: list[TableVerdict] = field(default_factory=list)
-    bytes_per_invoice_first_rounds: float | None = None
-    bytes_per_invoice_last_rounds: float | None = None
+    # Bytes on disk added per invoice over the first and the last third of the rounds: the
+    # databases, the pruned tables (outbox, inbox, activity log) and every other table.
+    bytes_per_invoice: dict[str, dict[str, float]] = field(default_factory=dict)
     error: str | None = None
 
     @property
@@ -288,19 +294,45 @@ def judge(readings: list[RoundReading], retention: SoakRetention) -> list[TableV
     return verdicts
 
 
-def bytes_per_invoice(readings: list[RoundReading]) -> tuple[float, float] | None:
-    """Growth of the three databases together, in bytes per invoice, over the first third of
-    the rounds and over the last third."""
+def pruned_table_bytes(reading: RoundReading) -> int:
+    """Bytes on disk of the tables retention deletes from (the payloads live in the bridge's
+    records, a kept table)."""
+    return sum(p.bytes for key, p in reading.pruned.items() if key != PAYLOADS)
+
+
+def kept_table_bytes(reading: RoundReading) -> int:
+    """Bytes on disk of every other table: the product's data."""
+    return sum(t["bytes"] for t in reading.kept.values())
+
+
+def bytes_per_invoice(readings: list[RoundReading]) -> dict[str, dict[str, float]]:
+    """Bytes on disk added per invoice over the first third of the rounds and over the last
+    third: the three databases together, the pruned tables, the kept ones.
+
+    Deleted rows free their space for reuse only once (auto)vacuum has passed (PostgreSQL's
+    default: a look at each database every minute), so the pruned tables' bytes lag their rows.
+    """
     rounds = len(readings) - 1
     if rounds < 2:
-        return None
+        return {}
     third = max(1, rounds // 3)
+    first, last = (readings[0], readings[third]), (readings[-1 - third], readings[-1])
+    measures: dict[str, Callable[[RoundReading], int]] = {
+        "databases": lambda r: r.total_bytes,
+        "pruned_tables": pruned_table_bytes,
+        "kept_tables": kept_table_bytes,
+    }
 
-    def growth(start: RoundReading, end: RoundReading) -> float:
-        invoices = end.invoices - start.invoices
-        return (end.total_bytes - start.total_bytes) / invoices
+    def growth(
+        span: tuple[RoundReading, RoundReading], size: Callable[[RoundReading], int]
+    ) -> float:
+        start, end = span
+        return round((size(end) - size(start)) / (end.invoices - start.invoices), 1)
 
-    return growth(readings[0], readings[third]), growth(readings[-1 - third], readings[-1])
+    return {
+        name: {"first_rounds": growth(first, size), "last_rounds": growth(last, size)}
+        for name, size in measures.items()
+    }
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -374,9 +406,7 @@ def run_soak(
     except (DwsimError, TimeoutError, OSError, asyncpg.PostgresError) as exc:
         results.error = f"{type(exc).__name__}: {exc}"
     results.verdicts = judge(results.readings, retention)
-    growth = bytes_per_invoice(results.readings)
-    if growth is not None:
-        results.bytes_per_invoice_first_rounds, results.bytes_per_invoice_last_rounds = growth
+    results.bytes_per_invoice = bytes_per_invoice(results.readings)
     return results.to_json()
 
 
@@ -442,14 +472,10 @@ def print_results(console: Console, figures: dict[str, Any]) -> None:
             shown,
         )
     console.print(verdicts)
-    first, last = (
-        figures["bytes_per_invoice_first_rounds"],
-        figures["bytes_per_invoice_last_rounds"],
-    )
-    if first is not None and last is not None:
+    for name, growth in figures["bytes_per_invoice"].items():
         console.print(
-            f"databases' growth per invoice: {first:,.0f} bytes over the first third of the "
-            f"rounds, {last:,.0f} over the last third"
+            f"{name.replace('_', ' ')}: {growth['first_rounds']:,.0f} bytes added per invoice "
+            f"over the first third of the rounds, {growth['last_rounds']:,.0f} over the last"
         )
     console.print(
         "bound: rows written per second over the run × (the table's retention + the pruning "

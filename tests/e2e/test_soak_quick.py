@@ -1,7 +1,7 @@
 """`dwsim soak` with tiny sizes and a retention of seconds: what retention prunes is pruned while
 the flow runs, the counts read from the databases fall, and the verdict is "levelled off".
 
-The full soak (twelve rounds of 5 invoices × 5 lines, retention 20 s) is `make soak`, not part
+The full soak (24 rounds of 5 invoices × 5 lines, retention 10 s) is `make soak`, not part
 of `make test`.
 """
 
