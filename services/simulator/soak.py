@@ -39,19 +39,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from rich.console import Console
 from rich.table import Table
 
 from infra import postgres
+from infra.errors import InfraError
 from services.common.errors import DwsimError
 from services.common.settings import SERVICES, Settings, get_settings, results_folder
 from services.simulator.bench import Workload, pipeline_throughput
-from services.simulator.clients import Services
+from services.simulator.clients import ApiError, Services
+from services.simulator.processes import ServiceStartFailed
 from services.simulator.stack import running_stack, start_afresh
-
-
-class SoakTooShort(DwsimError):
-    """The run ended before any judged round could tell a pruned table from an unpruned one."""
 
 
 @dataclass(frozen=True)
@@ -83,20 +82,35 @@ class SoakRetention:
     retention_interval_s: float = 1.0
 
 
-# What retention prunes, by service: (key, table, which retention applies).
-PRUNED: tuple[tuple[str, str, str, str], ...] = (
+@dataclass(frozen=True)
+class PrunedKind:
+    """One kind of row retention prunes: in which service's table, after which retention
+    (the name of a `SoakRetention` field)."""
+
+    service: str
+    table: str
+    retention: str
+
+    @property
+    def key(self) -> str:
+        """How the figures name it: `service.table` (the payloads: `.payload` added)."""
+        suffix = ".payload" if self.table == "bridge_record" else ""
+        return f"{self.service}.{self.table}{suffix}"
+
+
+PRUNED: tuple[PrunedKind, ...] = (
     *(
-        (f"{service}.{table}", service, table, setting)
+        PrunedKind(service, table, setting)
         for service in SERVICES
         for table, setting in (
             ("dwsim_outbox", "retention_s"),
             ("dwsim_inbox", "inbox_retention_s"),
         )
     ),
-    ("bridge.bridge_activity", "bridge", "bridge_activity", "retention_s"),
+    PrunedKind("bridge", "bridge_activity", "retention_s"),
     # A synced record's payload is set to NULL, the record kept: the rows counted are the
     # records that still carry one, their bytes the payloads' own.
-    ("bridge.bridge_record.payload", "bridge", "bridge_record", "retention_s"),
+    PrunedKind("bridge", "bridge_record", "retention_s"),
 )
 PAYLOADS = "bridge.bridge_record.payload"
 
@@ -221,15 +235,16 @@ async def read_databases(
                 " FROM pg_stat_user_tables WHERE schemaname = 'public' ORDER BY relname"
             )
             by_name = {t["relname"]: t for t in tables}
-            for key, owner, table, _ in PRUNED:
-                if owner != service or key == PAYLOADS:
+            for kind in PRUNED:
+                if kind.service != service or kind.key == PAYLOADS:
                     continue
+                table = kind.table
                 rows = await conn.fetchval(f"SELECT count(*) FROM {_ident(table)}")
                 # The statistics reach the view a little after the inserts' commit (each
                 # backend reports at most every second, an idle one within seconds): a table
                 # cannot hold more rows than were ever written into it.
                 written = max(rows, by_name[table]["n_tup_ins"])
-                pruned[key] = PrunedReading(rows, written, by_name[table]["bytes"])
+                pruned[kind.key] = PrunedReading(rows, written, by_name[table]["bytes"])
             if service == "bridge":
                 row = await conn.fetchrow(
                     "SELECT count(*) AS records, count(payload) AS with_payload,"
@@ -240,7 +255,7 @@ async def read_databases(
                 pruned[PAYLOADS] = PrunedReading(
                     row["with_payload"], row["records"], int(row["payload_bytes"])
                 )
-            own = {table for key, owner, table, _ in PRUNED if owner == service}
+            own = {kind.table for kind in PRUNED if kind.service == service}
             for name, t in by_name.items():
                 if name in own and name != "bridge_record":
                     continue
@@ -268,8 +283,9 @@ def judge(readings: list[RoundReading], retention: SoakRetention) -> list[TableV
     judged = rounds[-max(2, math.ceil(len(rounds) / 3)) :]
     first = rounds[: len(judged)]
     verdicts = []
-    for key, _, _, setting in PRUNED:
-        retention_s = getattr(retention, setting)
+    for kind in PRUNED:
+        key = kind.key
+        retention_s = getattr(retention, kind.retention)
         written = last.pruned[key].written - readings[0].pruned[key].written
         written_per_s = written / span_s
         window_s = retention_s + retention.retention_interval_s + longest_round_s
@@ -403,7 +419,17 @@ def run_soak(
     try:
         with running_stack(own):
             asyncio.run(_soak(own, sizes, results, progress))
-    except (DwsimError, TimeoutError, OSError, asyncpg.PostgresError) as exc:
+    except (
+        DwsimError,
+        InfraError,
+        ServiceStartFailed,
+        ApiError,
+        httpx.HTTPError,
+        TimeoutError,
+        OSError,
+        asyncpg.PostgresError,
+    ) as exc:
+        # Exit 2 with what was read so far, never a traceback that exits 1 ("not levelled").
         results.error = f"{type(exc).__name__}: {exc}"
     results.verdicts = judge(results.readings, retention)
     results.bytes_per_invoice = bytes_per_invoice(results.readings)
@@ -432,7 +458,7 @@ def save(figures: dict[str, Any], path: Path) -> Path:
 
 def print_results(console: Console, figures: dict[str, Any]) -> None:
     """A row per round (pruned tables' rows, the kept data, sizes), then the verdicts."""
-    keys = [key for key, *_ in PRUNED]
+    keys = [kind.key for kind in PRUNED]
     table = Table(title="dwsim soak: rows of what retention prunes, after each round")
     for column in ("round", "inv.", "at s", *(_short(k) for k in keys), "kept rows", "MB"):
         table.add_column(column, justify="right")

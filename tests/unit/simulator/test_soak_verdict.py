@@ -27,9 +27,9 @@ def readings(rounds: int, kept_for_rounds: int | None, activity: int = 0) -> lis
         written = n * PER_ROUND
         held = written if kept_for_rounds is None else min(n, kept_for_rounds) * PER_ROUND
         pruned = {
-            key: PrunedReading(held, written, held * 300)
-            for key, *_ in PRUNED
-            if key != "bridge.bridge_activity"
+            kind.key: PrunedReading(held, written, held * 300)
+            for kind in PRUNED
+            if kind.key != "bridge.bridge_activity"
         }
         pruned["bridge.bridge_activity"] = PrunedReading(activity, activity, 0)
         sizes = {"dataverse": 1_000_000 + n * 50_000, "finance": 1_000_000, "bridge": 1_000_000}
