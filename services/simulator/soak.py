@@ -415,8 +415,8 @@ def run_soak(
         f"soak: {sizes.rounds} rounds × {sizes.invoices} invoices × {sizes.lines} lines; "
         f"settings: {', '.join(f'{k}={v:g}' for k, v in used.items())}"
     )
-    start_afresh(own)
     try:
+        start_afresh(own)
         with running_stack(own):
             asyncio.run(_soak(own, sizes, results, progress))
     except (
