@@ -57,7 +57,7 @@ from services.simulator.stack import running_stack, start_afresh
 class SoakSizes:
     """Volumes of one soak."""
 
-    # 24 rounds of 5 invoices × 5 lines: about two minutes on 2 cores (a round took 3.6-5.8 s),
+    # 24 rounds of 5 invoices × 5 lines: about two minutes on 2 cores (a round took 3.5-7.3 s),
     # ten outbox retentions and five inbox ones, and two of PostgreSQL's autovacuum minutes.
     rounds: int = 24
     invoices: int = 5
