@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help demo test lint format up down status schemas docs bench chaos chaos-quick clean
+.PHONY: help demo test lint format up down status schemas docs bench chaos chaos-quick soak clean
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -46,6 +46,9 @@ bench: $(STAMP)  ## Throughput, latency, scaling vs. the raw broker: bench/resul
 
 chaos: $(STAMP)  ## Every fault under load, judged by an independent checker: chaos/results/<time>.json
 	$(BIN)/dwsim chaos
+
+soak: $(STAMP)  ## Rounds of the whole cycle under short retention: do pruned tables level off? soak/results/<time>.json
+	$(BIN)/dwsim soak
 
 # The same quick run is a test of `make test` (tests/e2e/test_chaos_quick.py).
 chaos-quick: $(STAMP)  ## Three faults, a few dozen invoices: bridge killed, broker restarted empty, duplicates

@@ -662,5 +662,60 @@ def chaos(
         raise typer.Exit(1)
 
 
+@app.command()
+def soak(
+    rounds: int = typer.Option(24, min=2, help="Rounds of the whole invoice cycle."),
+    invoices: int = typer.Option(5, min=1, help="Invoices confirmed and posted per round."),
+    lines: int = typer.Option(5, min=1, help="Billed lines per invoice."),
+    retention_s: float = typer.Option(
+        10.0, "--retention", help="DWSIM_RETENTION_S of the soak's stack (seconds)."
+    ),
+    inbox_retention_s: float = typer.Option(
+        20.0, "--inbox-retention", help="DWSIM_INBOX_RETENTION_S of the soak's stack (seconds)."
+    ),
+    retention_interval_s: float = typer.Option(
+        1.0, "--retention-interval", help="DWSIM_RETENTION_INTERVAL_S of the soak's stack."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Bounded storage: rounds of the whole cycle under short retention, the databases read
+    after each round; do the pruned tables level off?
+
+    Runs on a stack of its own (under DWSIM_HOME/soak, topics prefixed soak-, databases
+    soak_), started on empty databases; writes soak/results/<time>.json. Exits 0 when every
+    pruned table levelled off, 1 when one did not, 2 when the run failed or was too short to
+    tell.
+    """
+    from services.simulator.soak import (
+        SoakRetention,
+        SoakSizes,
+        exit_code,
+        print_results,
+        results_path,
+        run_soak,
+        save,
+    )
+
+    if inbox_retention_s < retention_s:
+        raise _fail("--inbox-retention must be at least --retention (as the services require)", 2)
+    for service in SERVICES:
+        os.environ.pop(f"DWSIM_{service.upper()}_DATABASE_URL", None)
+    figures = run_soak(
+        Settings(),
+        SoakSizes(rounds, invoices, lines),
+        SoakRetention(retention_s, inbox_retention_s, retention_interval_s),
+        Console(stderr=True),
+    )
+    path = save(figures, results_path())
+    if as_json:
+        typer.echo(json.dumps(figures, default=str))
+    else:
+        print_results(console, figures)
+        console.print(f"figures written to {path}")
+    code = exit_code(figures)
+    if code:
+        raise typer.Exit(code)
+
+
 # The console's views in the terminal (services/simulator/cli_twins.py).
 register_twins(app, _run, _fail, console)
