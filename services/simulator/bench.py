@@ -8,13 +8,11 @@ on the same machine, as ratios. A benchmark, never a test: `--quick` shrinks the
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,7 +22,7 @@ from rich.table import Table
 from services.bridge.domain import (
     SyncStatus,
 )
-from services.common.settings import Settings, get_settings, results_folder
+from services.common.settings import Settings
 from services.simulator.baselines import (
     measure_broker,
     measure_database,
@@ -666,16 +664,6 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
         return results
     finally:
         await services.close()
-
-
-def save(results: dict[str, Any]) -> Path:
-    """Write the figures to bench/results/<timestamp>.json (installed: under the home)."""
-    folder = results_folder("bench", get_settings().home)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = folder / f"{stamp}.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
-    return path
 
 
 def print_results(console: Console, results: dict[str, Any]) -> None:

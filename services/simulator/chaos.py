@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import traceback
 from collections import Counter
@@ -37,13 +36,14 @@ from infra import postgres
 from schemas.topics import Topic, dlq_name, topic_name
 from services.common.errors import DwsimError
 from services.common.kafka import make_reader
-from services.common.settings import SERVICES, Settings, get_settings, results_folder
+from services.common.settings import SERVICES, Settings
 from services.simulator import faults
 from services.simulator.chaos_checker import CheckerUrls, CheckReport, check
 from services.simulator.clients import ApiError, Services
 from services.simulator.deadlines import DeadlinePassed, until
 from services.simulator.processes import ServiceStartFailed
 from services.simulator.reconcile import reconcile
+from services.simulator.results_file import save_figures
 from services.simulator.snapshot import fetch_snapshot
 from services.simulator.stack import running_stack, start_afresh
 from services.simulator.topic_reader import read_to_end
@@ -815,9 +815,9 @@ def run_chaos(
             done = run_fault(base, kind, sizes, console)
             results.append(done)
             console.print(f"  {_one_line(done)}")
-            save(figures(finished=False), path)
+            save_figures(figures(finished=False), path)
     final = figures(finished=True)
-    save(final, path)
+    save_figures(final, path)
     return final
 
 
@@ -833,19 +833,6 @@ def _one_line(f: FaultFigures) -> str:
     if f.alert_pauses_resumed:
         line += f"; maps paused by an alert and resumed: {', '.join(f.alert_pauses_resumed)}"
     return line if f.error is None else f"{line}; {f.error}"
-
-
-def results_path() -> Path:
-    """Where a run's figures go: chaos/results/<time>.json (installed: under the home)."""
-    folder = results_folder("chaos", get_settings().home)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-
-
-def save(results: dict[str, Any], path: Path) -> Path:
-    """Write the figures to `path`."""
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    return path
 
 
 def print_results(console: Console, results: dict[str, Any]) -> None:

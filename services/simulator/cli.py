@@ -544,6 +544,14 @@ def scenario_run(
         raise typer.Exit(1)
 
 
+def _own_databases() -> None:
+    """A service's database URL set by hand names the user's database, not the one of a
+    stack of its own (bench, chaos, soak): that stack and the services it starts derive
+    their own."""
+    for service in SERVICES:
+        os.environ.pop(f"DWSIM_{service.upper()}_DATABASE_URL", None)
+
+
 @app.command()
 def bench(
     quick: bool = typer.Option(False, help="Small volumes: proves every figure is produced."),
@@ -561,13 +569,10 @@ def bench(
         BenchSizes,
         print_results,
         run_bench,
-        save,
     )
+    from services.simulator.results_file import new_results_path, save_figures
 
-    # A service's database URL set by hand names the user's database, not the bench's: the
-    # bench and the services it starts derive their own.
-    for service in SERVICES:
-        os.environ.pop(f"DWSIM_{service.upper()}_DATABASE_URL", None)
+    _own_databases()
     settings = Settings()
     own = settings.model_copy(
         update={
@@ -595,7 +600,7 @@ def bench(
             results = asyncio.run(_bench_run(own, sizes, err, run_bench))
     except (InfraError, ServiceStartFailed, ApiError, TimeoutError) as exc:
         raise _fail(f"bench failed: {exc}") from exc
-    path = save(results)
+    path = save_figures(results, new_results_path("bench"))
     if as_json:
         typer.echo(json.dumps(results, default=str))
     else:
@@ -631,17 +636,16 @@ def chaos(
         FAULT_NAMES,
         ChaosSizes,
         print_results,
-        results_path,
         run_chaos,
     )
+    from services.simulator.results_file import new_results_path
 
     unknown = sorted(set(fault) - set(FAULT_NAMES))
     if unknown:
         raise _fail(f"unknown fault {', '.join(unknown)}; known: {', '.join(FAULT_NAMES)}", 2)
-    for service in SERVICES:
-        os.environ.pop(f"DWSIM_{service.upper()}_DATABASE_URL", None)
+    _own_databases()
     err = Console(stderr=True)
-    path = results_path()
+    path = new_results_path("chaos")
     err.print(f"figures go to {path}, written after every fault")
     try:
         results = run_chaos(
@@ -686,27 +690,25 @@ def soak(
     pruned table levelled off, 1 when one did not, 2 when the run failed or was too short to
     tell.
     """
+    from services.simulator.results_file import new_results_path, save_figures
     from services.simulator.soak import (
         SoakRetention,
         SoakSizes,
         exit_code,
         print_results,
-        results_path,
         run_soak,
-        save,
     )
 
     if inbox_retention_s < retention_s:
         raise _fail("--inbox-retention must be at least --retention (as the services require)", 2)
-    for service in SERVICES:
-        os.environ.pop(f"DWSIM_{service.upper()}_DATABASE_URL", None)
+    _own_databases()
     figures = run_soak(
         Settings(),
         SoakSizes(rounds, invoices, lines),
         SoakRetention(retention_s, inbox_retention_s, retention_interval_s),
         Console(stderr=True),
     )
-    path = save(figures, results_path())
+    path = save_figures(figures, new_results_path("soak"))
     if as_json:
         typer.echo(json.dumps(figures, default=str))
     else:

@@ -29,13 +29,11 @@ pass.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -46,7 +44,7 @@ from rich.table import Table
 from infra import postgres
 from infra.errors import InfraError
 from services.common.errors import DwsimError
-from services.common.settings import SERVICES, Settings, get_settings, results_folder
+from services.common.settings import SERVICES, Settings
 from services.simulator.bench import Workload, pipeline_throughput
 from services.simulator.clients import ApiError, Services
 from services.simulator.processes import ServiceStartFailed
@@ -441,19 +439,6 @@ def exit_code(figures: dict[str, Any]) -> int:
     if figures["error"] is not None or figures["too_short"] or not figures["verdicts"]:
         return 2
     return 0 if figures["levelled"] else 1
-
-
-def results_path() -> Path:
-    """Where a run's figures go: soak/results/<time>.json (installed: under the home)."""
-    folder = results_folder("soak", get_settings().home)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-
-
-def save(figures: dict[str, Any], path: Path) -> Path:
-    """Write the figures to `path`."""
-    path.write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    return path
 
 
 def print_results(console: Console, figures: dict[str, Any]) -> None:
