@@ -104,6 +104,9 @@ class FaultFigures:
     reconcile_agrees: bool | None = None
     reconcile_summary: str = ""
     agreement_after_heal_s: float | None = None
+    # From the later of healing and the last confirmation: the drain of what the load had sent,
+    # apart from the rest of the load that a fault healed early still had to send.
+    agreement_after_last_confirmation_s: float | None = None
     http_errors_during_fault: dict[str, int] = field(default_factory=dict)
     http_errors_total: int = 0
     max_consumer_lag: int | None = None
@@ -685,9 +688,13 @@ async def _run_fault(
             healed = time.monotonic()
             progress("fault healed")
             await confirming
+            all_confirmed = time.monotonic()
             progress("every invoice confirmed; waiting for the checker to find agreement")
             report = await _wait_for_agreement(settings, load, sizes.deadline_s, progress)
             figures.agreement_after_heal_s = round(time.monotonic() - healed, 1)
+            figures.agreement_after_last_confirmation_s = round(
+                time.monotonic() - max(healed, all_confirmed), 1
+            )
             progress(f"agreement {figures.agreement_after_heal_s} s after healing")
         except (DeadlinePassed, LoadFailed) as exc:
             figures.error = str(exc)
@@ -824,15 +831,20 @@ def run_chaos(
 def _one_line(f: FaultFigures) -> str:
     """A fault's verdict in one line, for the progress of a long run."""
     verdict = "passed" if f.passed else "[red]FAILED[/red]"
-    healed = "—" if f.agreement_after_heal_s is None else f"{f.agreement_after_heal_s} s"
     line = (
         f"{f.fault}: {verdict} — {f.invoices:,} invoices, {f.billed_actuals:,} billed actuals, "
         f"{f.lost} lost, {f.duplicated} duplicated, {f.reordered} reordered, "
-        f"{f.mismatched} mismatched; agreement {healed} after healing"
+        f"{f.mismatched} mismatched; agreement {_seconds(f.agreement_after_heal_s)} s after "
+        f"healing, {_seconds(f.agreement_after_last_confirmation_s)} s after the last "
+        "confirmation"
     )
     if f.alert_pauses_resumed:
         line += f"; maps paused by an alert and resumed: {', '.join(f.alert_pauses_resumed)}"
     return line if f.error is None else f"{line}; {f.error}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def print_results(console: Console, results: dict[str, Any]) -> None:
@@ -850,6 +862,7 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
         "dlq",
         "reconcile",
         "agree after heal (s)",
+        "after last confirm (s)",
         "HTTP errors in fault",
         "max lag",
     ):
@@ -867,7 +880,8 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
             str(f["parked"]),
             str(f["dead_lettered"]),
             {True: "agree", False: "differ", None: "-"}[f["reconcile_agrees"]],
-            "-" if f["agreement_after_heal_s"] is None else str(f["agreement_after_heal_s"]),
+            _seconds(f["agreement_after_heal_s"]),
+            _seconds(f.get("agreement_after_last_confirmation_s")),
             errors or "0",
             "-" if f["max_consumer_lag"] is None else str(f["max_consumer_lag"]),
         )
