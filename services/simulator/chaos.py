@@ -834,10 +834,15 @@ def _one_line(f: FaultFigures) -> str:
     line = (
         f"{f.fault}: {verdict} — {f.invoices:,} invoices, {f.billed_actuals:,} billed actuals, "
         f"{f.lost} lost, {f.duplicated} duplicated, {f.reordered} reordered, "
-        f"{f.mismatched} mismatched; agreement {_seconds(f.agreement_after_heal_s)} s after "
-        f"healing, {_seconds(f.agreement_after_last_confirmation_s)} s after the last "
-        "confirmation"
+        f"{f.mismatched} mismatched; "
     )
+    if f.agreement_after_heal_s is None:
+        line += "no agreement"
+    else:
+        line += (
+            f"agreement {f.agreement_after_heal_s} s after healing, "
+            f"{_seconds(f.agreement_after_last_confirmation_s)} s after the last confirmation"
+        )
     if f.alert_pauses_resumed:
         line += f"; maps paused by an alert and resumed: {', '.join(f.alert_pauses_resumed)}"
     return line if f.error is None else f"{line}; {f.error}"
