@@ -313,7 +313,7 @@ async def _drop_service_databases(settings: Settings) -> None:
     conn = await _connect_admin(settings)
     try:
         for service in SERVICES:
-            name = _ident(settings.service_database(service))
+            name = quoted_identifier(settings.service_database(service))
             await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
@@ -349,7 +349,7 @@ async def provision_async(settings: Settings) -> None:
             # The role is named as its database: with a database prefix, a second simulation
             # on the same server never re-sets the passwords of another's roles.
             name = settings.service_database(service)
-            role = _ident(name)
+            role = quoted_identifier(name)
             exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
             verb = "ALTER" if exists else "CREATE"
             # Utility statements take no bind parameters; the password is quoted as a literal.
@@ -387,7 +387,7 @@ async def _provision_checker(settings: Settings, admin: asyncpg.Connection, pass
     there now and, through default privileges, those its service's migrations create later),
     and every transaction read-only. Nothing else: it cannot write, create or lock for update.
     """
-    role = _ident(checker_role(settings))
+    role = quoted_identifier(checker_role(settings))
     exists = await admin.fetchval(
         "SELECT 1 FROM pg_roles WHERE rolname = $1", checker_role(settings)
     )
@@ -395,7 +395,7 @@ async def _provision_checker(settings: Settings, admin: asyncpg.Connection, pass
     await admin.execute(f"{'ALTER' if exists else 'CREATE'} ROLE {role} LOGIN PASSWORD {literal}")
     await admin.execute(f"ALTER ROLE {role} SET default_transaction_read_only = on")
     for service in SERVICES:
-        database = _ident(settings.service_database(service))
+        database = quoted_identifier(settings.service_database(service))
         await admin.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
         conn = await asyncpg.connect(_admin_url_of(settings, service), timeout=30)
         try:
@@ -422,7 +422,8 @@ def _admin_url_of(settings: Settings, service: str) -> str:
     )
 
 
-def _ident(name: str) -> str:
+def quoted_identifier(name: str) -> str:
+    """`name` double-quoted for SQL, refused unless a plain lower-case identifier."""
     if not name.isidentifier() or not name.islower():
         raise InfraError(f"unsafe database identifier {name!r}")
     return f'"{name}"'

@@ -691,9 +691,10 @@ async def _run_fault(
             all_confirmed = time.monotonic()
             progress("every invoice confirmed; waiting for the checker to find agreement")
             report = await _wait_for_agreement(settings, load, sizes.deadline_s, progress)
-            figures.agreement_after_heal_s = round(time.monotonic() - healed, 1)
+            agreed = time.monotonic()
+            figures.agreement_after_heal_s = round(agreed - healed, 1)
             figures.agreement_after_last_confirmation_s = round(
-                time.monotonic() - max(healed, all_confirmed), 1
+                agreed - max(healed, all_confirmed), 1
             )
             progress(f"agreement {figures.agreement_after_heal_s} s after healing")
         except (DeadlinePassed, LoadFailed) as exc:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -501,7 +503,6 @@ def scenario_run(
 ) -> None:
     """Run one scenario, or every scenario a file defines (docs/scenarios.md); exit 0 only if
     every check they state holds, the closing reconciliation's agreement included."""
-    from pathlib import Path
 
     from services.simulator.scenario import ScenarioFileError, load_file, run_scenario
     from services.simulator.scenarios import SCENARIOS
@@ -542,6 +543,20 @@ def scenario_run(
                 )
     if failed:
         raise typer.Exit(1)
+
+
+def _show_figures(
+    figures: dict[str, Any],
+    path: Path,
+    print_results: Callable[[Console, dict[str, Any]], None],
+    as_json: bool,
+) -> None:
+    """A run's figures on stdout: as JSON, or as its tables and where the file went."""
+    if as_json:
+        typer.echo(json.dumps(figures, default=str))
+    else:
+        print_results(console, figures)
+        console.print(f"figures written to {path}")
 
 
 def _own_databases() -> None:
@@ -600,12 +615,7 @@ def bench(
             results = asyncio.run(_bench_run(own, sizes, err, run_bench))
     except (InfraError, ServiceStartFailed, ApiError, TimeoutError) as exc:
         raise _fail(f"bench failed: {exc}") from exc
-    path = save_figures(results, new_results_path("bench"))
-    if as_json:
-        typer.echo(json.dumps(results, default=str))
-    else:
-        print_results(console, results)
-        console.print(f"figures written to {path}")
+    _show_figures(results, save_figures(results, new_results_path("bench")), print_results, as_json)
 
 
 async def _bench_run(settings: Settings, sizes: Any, console: Console, run: Any) -> Any:
@@ -657,11 +667,7 @@ def chaos(
         )
     except (InfraError, ServiceStartFailed) as exc:
         raise _fail(f"chaos failed: {exc}") from exc
-    if as_json:
-        typer.echo(json.dumps(results, default=str))
-    else:
-        print_results(console, results)
-        console.print(f"figures written to {path}")
+    _show_figures(results, path, print_results, as_json)
     if not results["passed"]:
         raise typer.Exit(1)
 
@@ -708,12 +714,7 @@ def soak(
         SoakRetention(retention_s, inbox_retention_s, retention_interval_s),
         Console(stderr=True),
     )
-    path = save_figures(figures, new_results_path("soak"))
-    if as_json:
-        typer.echo(json.dumps(figures, default=str))
-    else:
-        print_results(console, figures)
-        console.print(f"figures written to {path}")
+    _show_figures(figures, save_figures(figures, new_results_path("soak")), print_results, as_json)
     code = exit_code(figures)
     if code:
         raise typer.Exit(code)

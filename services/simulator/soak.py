@@ -210,13 +210,6 @@ def soak_settings(base: Settings, retention: SoakRetention) -> Settings:
 # --- reading the databases -------------------------------------------------------------------
 
 
-def _ident(name: str) -> str:
-    # Table names come from the database's own catalogue; refused if not plain identifiers.
-    if not name.isidentifier() or not name.islower():
-        raise DwsimError(f"unexpected table name {name!r}")
-    return f'"{name}"'
-
-
 async def read_databases(
     settings: Settings, round_no: int, invoices: int, at_s: float, round_s: float
 ) -> RoundReading:
@@ -237,7 +230,9 @@ async def read_databases(
                 if kind.service != service or kind.key == PAYLOADS:
                     continue
                 table = kind.table
-                rows = await conn.fetchval(f"SELECT count(*) FROM {_ident(table)}")
+                rows = await conn.fetchval(
+                    f"SELECT count(*) FROM {postgres.quoted_identifier(table)}"
+                )
                 # The statistics reach the view a little after the inserts' commit (each
                 # backend reports at most every second, an idle one within seconds): a table
                 # cannot hold more rows than were ever written into it.
@@ -257,7 +252,9 @@ async def read_databases(
             for name, t in by_name.items():
                 if name in own and name != "bridge_record":
                     continue
-                rows = await conn.fetchval(f"SELECT count(*) FROM {_ident(name)}")
+                rows = await conn.fetchval(
+                    f"SELECT count(*) FROM {postgres.quoted_identifier(name)}"
+                )
                 kept[f"{service}.{name}"] = {"rows": rows, "bytes": t["bytes"]}
         finally:
             await conn.close()
