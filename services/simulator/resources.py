@@ -14,16 +14,27 @@ import psutil
 
 from infra import broker, postgres
 from services.common.settings import SERVICES, Settings
-from services.simulator.processes import service_status
+from services.simulator.processes import instances_of, service_status, split_instance
+
+
+def instance_pids(settings: Settings) -> dict[str, int]:
+    """The pid of every running instance of every service, by instance name (`bridge`,
+    `bridge-2`): a stack run with several instances is measured whole, not by its first."""
+    pids = {}
+    for service in SERVICES:
+        for name in instances_of(settings, service):
+            pid = service_status(settings, name).pid
+            if pid:
+                pids[name] = pid
+    return pids
 
 
 def service_memory_mb(settings: Settings) -> dict[str, float]:
-    """Resident memory of each running service."""
+    """Resident memory of each running instance of each service, by instance name."""
     memory = {}
-    for name in SERVICES:
-        status = service_status(settings, name)
-        if status.pid:
-            memory[name] = psutil.Process(status.pid).memory_info().rss / 2**20
+    for name, pid in instance_pids(settings).items():
+        with contextlib.suppress(psutil.Error):  # stopped since its status was read
+            memory[name] = psutil.Process(pid).memory_info().rss / 2**20
     return memory
 
 
@@ -37,7 +48,7 @@ class PeakMemory:
     """
 
     def __init__(self, settings: Settings, every_s: float = 0.2) -> None:
-        pids = {name: service_status(settings, name).pid for name in SERVICES}
+        pids: dict[str, int | None] = {**instance_pids(settings)}
         pids["broker"] = broker.status(settings).pid
         self._processes = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
         self._every_s = every_s
@@ -95,11 +106,12 @@ class CpuReading:
 
 
 def read_cpu(settings: Settings) -> CpuReading:
-    """Each service, the local broker and every process of the local PostgreSQL, by pid. A
-    broker or database configured elsewhere (`DWSIM_KAFKA_BOOTSTRAP`, `DWSIM_DATABASE_URL`) is
-    not on this machine and is left out."""
+    """Each service (every instance of it, counted under the service's name), the local
+    broker and every process of the local PostgreSQL, by pid. A broker or database configured
+    elsewhere (`DWSIM_KAFKA_BOOTSTRAP`, `DWSIM_DATABASE_URL`) is not on this machine and is
+    left out."""
     processes: dict[ProcessKey, ProcessCpu] = {}
-    pids = {name: service_status(settings, name).pid for name in SERVICES}
+    pids: dict[str, int | None] = {**instance_pids(settings)}
     pids["broker"] = broker.status(settings).pid
     for name, pid in pids.items():
         if pid is None:
@@ -107,7 +119,8 @@ def read_cpu(settings: Settings) -> CpuReading:
         try:
             process = psutil.Process(pid)
             times = process.cpu_times()
-            processes[(pid, process.create_time())] = ProcessCpu(name, times.user + times.system)
+            service = name if name == "broker" else split_instance(name)[0]
+            processes[(pid, process.create_time())] = ProcessCpu(service, times.user + times.system)
         except psutil.Error:
             continue  # stopped between the status read and now
     reaped = _read_postgres(settings, processes)

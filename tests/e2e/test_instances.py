@@ -28,6 +28,7 @@ from services.simulator.clients import Services
 from services.simulator.demo import DemoRun, new_progress
 from services.simulator.processes import instance_name, live_instances, log_path
 from services.simulator.reconcile import reconcile
+from services.simulator.resources import read_cpu, service_memory_mb
 from services.simulator.seed import plan_demo
 from services.simulator.snapshot import fetch_snapshot
 from tests.e2e.conftest import run_dwsim
@@ -51,6 +52,11 @@ def test_killing_one_instance_of_each_service_mid_flow_loses_and_doubles_nothing
     settings = Settings(home=dwsim_home)
     for name in INSTANCES:
         assert log_path(settings, name).exists(), f"{name} has no log of its own"
+    # The bench's resource figures measure the whole stack: every instance's memory, and its
+    # CPU counted under its service.
+    assert set(service_memory_mb(settings)) == set(INSTANCES)
+    counted = Counter(p.process for p in read_cpu(settings).processes.values() if not p.database)
+    assert {service: counted[service] for service in SERVICES} == dict.fromkeys(SERVICES, 2)
     applied = asyncio.run(_flow(settings))
     for service in SERVICES:
         for n in (1, 2):
