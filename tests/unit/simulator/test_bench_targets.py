@@ -108,3 +108,12 @@ def test_the_printed_report_ends_with_the_verdicts() -> None:
     assert stands.count(" no  │") == 2 and stands.count(" yes │") == 6
     assert "CPU per billed actual at 1×" in stands
     assert "targets" not in text[: text.index("where dwsim stands")]
+
+
+def test_every_instance_is_judged_for_its_peak_and_the_broker_is_not() -> None:
+    results = _results()
+    peaks = results["largest_invoice"]["peak_memory_mb"]
+    peaks["broker"] = 900.0  # the broker is not a service of dwsim
+    assert _met(results)[PEAK] is True
+    peaks["bridge-2"] = 390.0  # a second instance over 381.5 MiB misses the target alone
+    assert _met(results)[PEAK] is False
