@@ -656,6 +656,10 @@ def run_fault(base: Settings, kind: FaultKind, sizes: ChaosSizes, console: Conso
     start_afresh(own)
     with running_stack(own):
         asyncio.run(_run_fault(own, kind, sizes, figures, console))
+    if figures.passed:
+        # A passed fault's databases (over a GB at the defaults; 13 GB for a full run) are
+        # what nobody reads again: its figures and logs stay. A failed one keeps everything.
+        postgres.remove_data(own)
     return figures
 
 

@@ -53,5 +53,9 @@ def test_quick_chaos_loses_duplicates_and_reorders_nothing(dwsim_home: Path) -> 
         # The checker judged the whole load: every invoice and billed line was there to count.
         assert f["invoices"] == 24, (name, f["checker"]["read"])
         assert f["billed_actuals"] == 24 * 3, (name, f["checker"]["read"])
+        # A passed fault leaves its logs, not its databases (a full run's would be 13 GB).
+        home = dwsim_home / "chaos" / name
+        assert (home / "logs" / "bridge.log").exists(), sorted(home.iterdir())
+        assert not (home / "postgres" / "data").exists(), name
     assert results["passed"]
     assert done.returncode == 0, done.stderr[-3000:]
