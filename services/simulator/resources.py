@@ -29,6 +29,15 @@ def instance_pids(settings: Settings) -> dict[str, int]:
     return pids
 
 
+def _stack_pids(settings: Settings) -> dict[str, int]:
+    """Every running instance's pid (see `instance_pids`) and the local broker's."""
+    pids = instance_pids(settings)
+    broker_pid = broker.status(settings).pid
+    if broker_pid:
+        pids["broker"] = broker_pid
+    return pids
+
+
 def service_memory_mb(settings: Settings) -> dict[str, float]:
     """Resident memory of each running instance of each service, by instance name."""
     memory = {}
@@ -48,9 +57,8 @@ class PeakMemory:
     """
 
     def __init__(self, settings: Settings, every_s: float = 0.2) -> None:
-        pids: dict[str, int | None] = {**instance_pids(settings)}
-        pids["broker"] = broker.status(settings).pid
-        self._processes = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        pids = _stack_pids(settings)
+        self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         self._every_s = every_s
         self.peak_mb: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -111,15 +119,11 @@ def read_cpu(settings: Settings) -> CpuReading:
     elsewhere (`DWSIM_KAFKA_BOOTSTRAP`, `DWSIM_DATABASE_URL`) is not on this machine and is
     left out."""
     processes: dict[ProcessKey, ProcessCpu] = {}
-    pids: dict[str, int | None] = {**instance_pids(settings)}
-    pids["broker"] = broker.status(settings).pid
-    for name, pid in pids.items():
-        if pid is None:
-            continue
+    for name, pid in _stack_pids(settings).items():
         try:
             process = psutil.Process(pid)
             times = process.cpu_times()
-            service = name if name == "broker" else split_instance(name)[0]
+            service, _ = split_instance(name)  # `broker` stays `broker`
             processes[(pid, process.create_time())] = ProcessCpu(service, times.user + times.system)
         except psutil.Error:
             continue  # stopped between the status read and now
