@@ -32,6 +32,7 @@ from services.simulator.resources import read_cpu, service_memory_mb
 from services.simulator.seed import plan_demo
 from services.simulator.snapshot import fetch_snapshot
 from tests.e2e.conftest import run_dwsim
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +83,11 @@ async def _flow(settings: Settings) -> Counter[str]:
             await _kill(settings, watcher, 1)
             await run.sync_and_post_journals()
             await run.invoice(limit=3)
-            # Three invoices confirmed a moment ago: their headers and billed sales in flight.
+            # The second instances alone carry the three invoices to their proposal lines and
+            # the journals' accounting detail back to Dataverse: waiting for both is what makes
+            # every second instance apply events, whatever partitions it held before.
+            await run.import_proposal_lines()
+            await _wait_journals_stamped(services)
             # The first instances come back and the second ones go: the flow moves back.
             for service in SERVICES:
                 faults.start(settings, f"{service}-1")
@@ -100,6 +105,20 @@ async def _flow(settings: Settings) -> Counter[str]:
         await asyncio.gather(watching, return_exceptions=True)
         await services.close()
     return watcher.applied()
+
+
+async def _wait_journals_stamped(services: Services) -> None:
+    """Wait until every synced actual that is not billed sales carries the voucher of its
+    posted integration journal (Dataverse's consumer applied the accounting detail)."""
+
+    async def stamped() -> bool:
+        actuals = await services.dataverse.get("/actuals")
+        journaled = [
+            a for a in actuals if not a["skip_sync"] and a["transaction_type"] != "billed_sales"
+        ]
+        return bool(journaled) and all(a.get("voucher") for a in journaled)
+
+    await wait_for(stamped, deadline_s=120, what="the journals' accounting detail in Dataverse")
 
 
 async def _kill(settings: Settings, watcher: _ConsumerWatch, n: int) -> None:
