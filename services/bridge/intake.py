@@ -57,6 +57,7 @@ from services.bridge.table_maps import PROPOSAL_MAP, TABLE_MAPS
 from services.common.db import DbConnection
 from services.common.errors import OneWayViolation
 from services.common.logging import get_logger
+from services.common.metrics import RoundTripCount
 
 log = get_logger(__name__)
 
@@ -76,10 +77,10 @@ class Intake:
         self.errors = errors
         self.limits = limits
         self.clock = clock
-        # Told each settled batch's receipt round trips, (map, seconds) each: the metrics'
-        # histogram. Told inside the transaction: a batch run again after a lost database
-        # is told twice, which a latency histogram can bear.
-        self.on_round_trips: Callable[[list[tuple[str, float]]], None] | None = None
+        # Told each settled batch's receipt round trips, counted per map and bucket by the
+        # statement that settled them: the metrics' histogram. Told inside the transaction: a
+        # batch run again after a lost database is told twice, which a histogram can bear.
+        self.on_round_trips: Callable[[list[RoundTripCount]], None] | None = None
         self.platform_limits = platform_limits
 
     # ----------------------------------------------------------------------------------------

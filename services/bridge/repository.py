@@ -13,6 +13,7 @@ cross and two transactions cannot deadlock on it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from services.bridge.mapping import (
 from services.bridge.records import BridgeRecord, QueueFigures
 from services.common.db import DbConnection
 from services.common.errors import NotFound
+from services.common.metrics import ROUND_TRIP_BUCKETS, RoundTripCount
 
 
 class UnknownMap(NotFound):
@@ -255,16 +257,26 @@ async def records_by_id(
     return {r["record_id"]: _record(r) for r in rows}
 
 
-async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> list[tuple[str, float]]:
-    """The target applied these records; each one's map and round trip in seconds (from its
-    last send to now), for the receipt round-trip histogram."""
+async def set_records_synced(
+    conn: DbConnection, record_ids: list[UUID], bounds: Sequence[float] = ROUND_TRIP_BUCKETS
+) -> list[RoundTripCount]:
+    """The target applied these records; their round trips (from each one's last send to now)
+    counted per map and bucket of `bounds` (ascending seconds, Prometheus' `le`), for the
+    receipt histogram: a few rows back, however large the batch."""
     rows = await conn.fetch(
-        "UPDATE bridge_record SET status = 'synced', reason = NULL, updated_at = now(), "
-        "synced_at = now() WHERE record_id = ANY($1::uuid[]) "
-        "RETURNING map_name, extract(epoch FROM now() - last_sent_at)::float8 AS seconds",
+        "WITH synced AS (UPDATE bridge_record SET status = 'synced', reason = NULL, "
+        "updated_at = now(), synced_at = now() WHERE record_id = ANY($1::uuid[]) "
+        "RETURNING map_name, extract(epoch FROM now() - last_sent_at)::float8 AS seconds) "
+        # width_bucket counts the thresholds at or below its operand. Over the bounds negated
+        # (ascending again), that is the bounds at or above the round trip; the rest lie below
+        # it, and their number is the index of its bucket, the first bound it does not exceed.
+        "SELECT map_name, cardinality($2::float8[]) - width_bucket(-seconds, $2::float8[]) "
+        "AS bucket, count(*) AS records, sum(seconds) AS seconds FROM synced "
+        "WHERE seconds IS NOT NULL GROUP BY 1, 2",
         record_ids,
+        [-b for b in reversed(bounds)],
     )
-    return [(r["map_name"], r["seconds"]) for r in rows if r["seconds"] is not None]
+    return [RoundTripCount(r["map_name"], r["bucket"], r["records"], r["seconds"]) for r in rows]
 
 
 async def record_tally(conn: DbConnection) -> dict[tuple[str, str], int]:

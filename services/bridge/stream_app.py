@@ -142,7 +142,7 @@ class BridgeRuntime(mode.Service):
             commands=commands,
         )
         metrics.add_source(records_source(self.pool))
-        self.processor.intake.on_round_trips = metrics.observe_round_trips
+        self.processor.intake.on_round_trips = metrics.receipt_round_trips.add
         self._server = embedded_server(app, settings, self.port)
         database = database_status(self.pool)
         self._background = [

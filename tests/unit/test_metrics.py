@@ -13,6 +13,7 @@ from services.bridge.metrics import filtered_family, records_families
 from services.bridge.table_maps import TABLE_MAPS
 from services.common.inbox import ConsumerStats, PartitionLag
 from services.common.metrics import (
+    RoundTripCount,
     ServiceMetrics,
     consumer_families,
     lag_family,
@@ -82,7 +83,13 @@ def test_records_by_status_show_every_map_and_status_and_the_queue_is_the_queued
 
 def test_round_trips_are_observed_per_map_in_the_process_registry_only() -> None:
     one, other = ServiceMetrics("bridge"), ServiceMetrics("bridge")
-    one.observe_round_trips([("invoices", 0.02), ("invoices", 3.0), ("actuals", 0.2)])
+    one.receipt_round_trips.add(
+        [
+            RoundTripCount("invoices", 1, 1, 0.02),
+            RoundTripCount("invoices", 8, 1, 3.0),
+            RoundTripCount("actuals", 4, 1, 0.2),
+        ]
+    )
     samples = samples_of(one)
     name = "dwsim_bridge_receipt_round_trip_seconds"
     assert samples[(f"{name}_count", (("map", "invoices"),))] == 2

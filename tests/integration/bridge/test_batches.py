@@ -23,11 +23,13 @@ from schemas.topics import Topic, topic_name
 from schemas.vocabulary import TransactionType
 from services.bridge import filtered_repository as filtered_repo
 from services.bridge import queries
+from services.bridge import repository as repo
 from services.bridge.domain import MapAction
 from services.bridge.handlers import BridgeProcessor, seed
 from services.bridge.table_maps import ACTUALS_MAP_NAME
 from services.common.db import create_pool, migrate_service
 from services.common.inbox import Message
+from services.common.metrics import ROUND_TRIP_BUCKETS
 from services.common.settings import Settings
 from tests.integration.bridge.bridge_harness import actual_created, envelope, per_record
 
@@ -375,3 +377,35 @@ async def _errors(pool: asyncpg.Pool) -> list[tuple[UUID, str, str, str]]:
             "SELECT record_id, error_type, reason, status FROM bridge_error ORDER BY id"
         )
     return [(r["record_id"], r["error_type"], r["reason"], r["status"]) for r in rows]
+
+
+async def test_settling_receipts_counts_round_trips_per_map_in_prometheus_buckets(
+    settings: Settings, processor: BridgeProcessor
+) -> None:
+    """Proves that the statement settling records synced returns their round trips already
+    counted per map and bucket, with Prometheus' `le` at the edges: a round trip equal to a
+    bound falls in that bound's bucket, one just above it in the next, one beyond the last
+    bound in +Inf; a record never sent is settled but not counted."""
+    messages = Messages(settings)
+    sent_ago = [0.01, 0.0101, 0.3, 400.0, None]
+    actuals = [actual_created(invoice_id=uuid4()) for _ in sent_ago]
+    await processor.process_batch([messages.actual(a) for a in actuals])
+    ids = [r["record_id"] for r in await records(processor.pool)]
+    assert len(ids) == len(sent_ago)
+    async with processor.pool.acquire() as conn, conn.transaction():
+        for record_id, ago in zip(ids, sent_ago, strict=True):
+            await conn.execute(
+                "UPDATE bridge_record SET last_sent_at = now() - make_interval(secs => $2) "
+                "WHERE record_id = $1",
+                record_id,
+                ago,
+            )
+        counts = await repo.set_records_synced(conn, ids)
+    assert sorted((c.map_name, c.bucket, c.records) for c in counts) == [
+        (ACTUALS_MAP_NAME, 0, 1),  # 0.01: the first bound, `le="0.01"`
+        (ACTUALS_MAP_NAME, 1, 1),  # 0.0101: `le="0.025"`
+        (ACTUALS_MAP_NAME, 5, 1),  # 0.3: `le="0.5"`
+        (ACTUALS_MAP_NAME, len(ROUND_TRIP_BUCKETS), 1),  # 400: +Inf
+    ]
+    assert sum(c.seconds for c in counts) == pytest.approx(400.3201)
+    assert {r["status"] for r in await records(processor.pool)} == {"synced"}
