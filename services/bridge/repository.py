@@ -13,7 +13,6 @@ cross and two transactions cannot deadlock on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -257,12 +256,10 @@ async def records_by_id(
     return {r["record_id"]: _record(r) for r in rows}
 
 
-async def set_records_synced(
-    conn: DbConnection, record_ids: list[UUID], bounds: Sequence[float] = ROUND_TRIP_BUCKETS
-) -> list[RoundTripCount]:
+async def set_records_synced(conn: DbConnection, record_ids: list[UUID]) -> list[RoundTripCount]:
     """The target applied these records; their round trips (from each one's last send to now)
-    counted per map and bucket of `bounds` (ascending seconds, Prometheus' `le`), for the
-    receipt histogram: a few rows back, however large the batch."""
+    counted per map and bucket of `ROUND_TRIP_BUCKETS` (Prometheus' `le`), for the receipt
+    histogram: a few rows back, however large the batch."""
     rows = await conn.fetch(
         "WITH synced AS (UPDATE bridge_record SET status = 'synced', reason = NULL, "
         "updated_at = now(), synced_at = now() WHERE record_id = ANY($1::uuid[]) "
@@ -274,7 +271,7 @@ async def set_records_synced(
         "AS bucket, count(*) AS records, sum(seconds) AS seconds FROM synced "
         "WHERE seconds IS NOT NULL GROUP BY 1, 2",
         record_ids,
-        [-b for b in reversed(bounds)],
+        [-b for b in reversed(ROUND_TRIP_BUCKETS)],
     )
     return [RoundTripCount(r["map_name"], r["bucket"], r["records"], r["seconds"]) for r in rows]
 

@@ -60,15 +60,14 @@ class RoundTripHistogram(Collector):
 
     NAME = "dwsim_bridge_receipt_round_trip_seconds"
 
-    def __init__(self, bounds: Sequence[float] = ROUND_TRIP_BUCKETS) -> None:
-        self._bounds = tuple(bounds)
+    def __init__(self) -> None:
         self._buckets: dict[str, list[int]] = {}
         self._sums: dict[str, float] = {}
 
     def add(self, counts: Iterable[RoundTripCount]) -> None:
         """Count a batch's round trips."""
         for count in counts:
-            buckets = self._buckets.setdefault(count.map_name, [0] * (len(self._bounds) + 1))
+            buckets = self._buckets.setdefault(count.map_name, [0] * (len(ROUND_TRIP_BUCKETS) + 1))
             buckets[count.bucket] += count.records
             self._sums[count.map_name] = self._sums.get(count.map_name, 0.0) + count.seconds
 
@@ -79,7 +78,7 @@ class RoundTripHistogram(Collector):
             labels=["map"],
         )
         # As prometheus_client writes them: `0.025`, `1.0`, `+Inf`.
-        edges = [repr(float(b)) for b in self._bounds] + ["+Inf"]
+        edges = [repr(b) for b in ROUND_TRIP_BUCKETS] + ["+Inf"]
         for map_name in sorted(self._buckets):
             cumulative = itertools.accumulate(self._buckets[map_name])
             family.add_metric(
